@@ -1,0 +1,1 @@
+"""ktg-search: knowledge-transfer-graph search for multi-generator GANs on Ray Tune."""

@@ -1,0 +1,3 @@
+"""(placeholder: being written) Data sets."""
+def register_builtins(registry):
+    pass

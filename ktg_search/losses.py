@@ -1,0 +1,101 @@
+"""Losses of the method: D's (k+1)-class loss (eq. 1), each generator's adversarial loss
+(eq. 2), and the two transfer losses (eq. 5 for images, eqs. 3-4 for feature maps).
+
+All return per-sample losses (Tensor[B]) so that gates can act per sample. The transfer
+functions do not detach anything: the trainer detaches the source side, so that an edge's
+gradient reaches its destination only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_ALPHA = 1000.0
+
+
+def image_transfer_loss(src: Tensor, dst: Tensor, alpha: float = DEFAULT_ALPHA) -> Tensor:
+    """Eq. 5, per sample: flatten each image to N values, L2-normalize, and return
+    alpha / N * sum_n (src_n - dst_n)^2. Shapes [B, ...] -> [B]."""
+    if src.shape != dst.shape:
+        raise ValueError(f"image transfer needs equal shapes, got {tuple(src.shape)} "
+                         f"and {tuple(dst.shape)}")
+    s = F.normalize(src.flatten(1), dim=1)
+    d = F.normalize(dst.flatten(1), dim=1)
+    n = s.shape[1]
+    return (s - d).pow(2).sum(dim=1) * (alpha / n)
+
+
+def attention_map(feat: Tensor) -> Tensor:
+    """Eq. 3's Q: mean over channels of F^2, flattened to N positions and L2-normalized
+    per sample. [B, C, H, W] -> [B, H*W]."""
+    return F.normalize(feat.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def feature_transfer_loss(src_feats: Sequence[Tensor], dst_feats: Sequence[Tensor],
+                          alpha: float = DEFAULT_ALPHA) -> Tensor:
+    """Eqs. 3-4, per sample: for each tapped layer m, Q = mean over channels of F^2,
+    L2-normalized over its N_m positions; the loss is
+    alpha / M * sum_m (1 / N_m) * sum_n (Q_src - Q_dst)^2.
+
+    `src_feats` and `dst_feats` are lists of [B, C, H, W] tensors, one per tapped layer
+    (M layers). The channel counts of source and destination may differ (generators of
+    different widths), the spatial sizes must match. When layers differ in size, N is each
+    layer's own position count, so the paper's alpha / (M * N) becomes
+    alpha / (M * N_m) per layer; for equal sizes the two readings are the same.
+    """
+    if len(src_feats) != len(dst_feats) or not src_feats:
+        raise ValueError(f"feature transfer needs the same non-zero number of layers, got "
+                         f"{len(src_feats)} and {len(dst_feats)}")
+    m = len(src_feats)
+    total = None
+    for fs, fd in zip(src_feats, dst_feats):
+        if fs.shape[0] != fd.shape[0] or fs.shape[2:] != fd.shape[2:]:
+            raise ValueError(f"feature maps differ in batch or spatial size: "
+                             f"{tuple(fs.shape)} vs {tuple(fd.shape)}")
+        qs, qd = attention_map(fs), attention_map(fd)
+        term = (qs - qd).pow(2).sum(dim=1) / qs.shape[1]
+        total = term if total is None else total + term
+    return total * (alpha / m)
+
+
+def discriminator_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Eq. 1, per sample: cross-entropy over the k+1 classes (class k = real, 0-based)."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def generator_adversarial_loss(logits: Tensor) -> Tensor:
+    """Eq. 2, per sample: cross-entropy of D's output on G_t(z) against the real class
+    (the last of the k+1 outputs)."""
+    real = torch.full((logits.shape[0],), logits.shape[1] - 1, dtype=torch.long,
+                      device=logits.device)
+    return F.cross_entropy(logits, real, reduction="none")
+
+
+@dataclass(frozen=True)
+class TransferKind:
+    """A registered transfer kind: the loss and which generator taps it reads.
+
+    `layers` are 0-based indices into the generator's tap list (the outputs of its hidden
+    up-sampling blocks, counted from the input side); None means the generated image.
+    """
+    name: str
+    loss: Callable[..., Tensor]
+    layers: tuple[int, ...] | None
+
+    def __call__(self, src: tuple[Tensor, list[Tensor]], dst: tuple[Tensor, list[Tensor]],
+                 alpha: float) -> Tensor:
+        """Per-sample loss between (image, taps) of source and destination."""
+        if self.layers is None:
+            return self.loss(src[0], dst[0], alpha)
+        return self.loss([src[1][i] for i in self.layers], [dst[1][i] for i in self.layers],
+                         alpha)
+
+
+IMAGE_TRANSFER = TransferKind("image", image_transfer_loss, None)
+# The paper's "2nd and 3rd layers" / "3rd and 4th layers" of the DCGAN generator.
+FEATURE_IN_TRANSFER = TransferKind("feature_in", feature_transfer_loss, (1, 2))
+FEATURE_OUT_TRANSFER = TransferKind("feature_out", feature_transfer_loss, (2, 3))

@@ -1,0 +1,3 @@
+"""(placeholder: being written) Metrics."""
+def register_builtins(registry):
+    pass
