@@ -1,0 +1,319 @@
+"""Knowledge-transfer graphs: the JSON file format, validation, canonical keys, drawing.
+
+A graph file::
+
+    {"name": "through-3",
+     "nodes": [{"model": "dcgan-medium"}, {"model": "dcgan-small", "pretrained": "t.pt"}],
+     "edges": [{"src": "D", "dst": 0, "gate": "through"},
+               {"src": 1, "dst": 0, "gate": "linear_up"}],
+     "transfer": "feature_out", "alpha": 1000}
+
+Edge `s -> t` means: the loss compares s and t and its gradient flows into t only
+(DESIGN.md). Every ordered pair of nodes and every D -> t is an edge; edges a file leaves
+out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `target`
+(the node the search scores; default: the best generator).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import KtgError, one_of
+from .losses import DEFAULT_ALPHA
+from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+
+Src = Union[str, int]  # "D" or a node index
+BUILTIN_DIR = Path(__file__).with_name("graphs")
+_TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "discriminator",
+             "target"}
+_NODE_KEYS = {"model", "pretrained"}
+_EDGE_KEYS = {"src", "dst", "gate"}
+MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
+
+
+@dataclass(frozen=True)
+class Node:
+    model: str
+    pretrained: str | None = None
+
+
+@dataclass
+class Graph:
+    """Nodes (generators), a gate on every edge, the transfer kind and alpha."""
+    nodes: list[Node]
+    gates: dict[tuple[Src, int], str]  # every edge, cutoff included
+    transfer: str = "feature_out"
+    alpha: float = DEFAULT_ALPHA
+    discriminator: str = "sn"
+    target: int | None = None
+    name: str = ""
+    description: str = ""
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def build(cls, models: list[str], gates: dict[tuple[Src, int], str] | None = None,
+              transfer: str = "feature_out", alpha: float = DEFAULT_ALPHA,
+              **extra: Any) -> "Graph":
+        """A graph from model keys and the non-cutoff gates (the rest are cutoff)."""
+        spec = {"nodes": [{"model": m} for m in models], "transfer": transfer,
+                "alpha": alpha,
+                "edges": [{"src": s, "dst": t, "gate": g} for (s, t), g in
+                          (gates or {}).items()]}
+        spec.update(extra)
+        return cls.from_dict(spec)
+
+    @property
+    def k(self) -> int:
+        return len(self.nodes)
+
+    @staticmethod
+    def edge_list(k: int) -> list[tuple[Src, int]]:
+        """All k^2 gated edges in a fixed order: D -> t first, then s -> t by (s, t)."""
+        return [("D", t) for t in range(k)] + [(s, t) for s in range(k) for t in range(k)
+                                               if s != t]
+
+    def gate(self, src: Src, dst: int) -> str:
+        return self.gates[(src, dst)]
+
+    def incoming(self, t: int) -> dict[Src, str]:
+        return {s: g for (s, d), g in self.gates.items() if d == t}
+
+    def frozen_nodes(self) -> list[int]:
+        """KTG's rule: every incoming edge cutoff and a pretrained checkpoint -> frozen."""
+        return [t for t in range(self.k) if self.nodes[t].pretrained and
+                all(g == "cutoff" for g in self.incoming(t).values())]
+
+    def learning_nodes(self) -> list[int]:
+        """Nodes with at least one non-cutoff incoming edge: the ones that train."""
+        return [t for t in range(self.k)
+                if any(g != "cutoff" for g in self.incoming(t).values())]
+
+    def dead_nodes(self) -> list[int]:
+        """Nodes that neither learn nor are pretrained teachers: random, forever."""
+        frozen, learning = set(self.frozen_nodes()), set(self.learning_nodes())
+        return [t for t in range(self.k) if t not in frozen and t not in learning]
+
+    # ---- JSON --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, spec: Any, where: str = "graph") -> "Graph":
+        """Validate a parsed graph file; KtgError names the bad field and valid values."""
+        if not isinstance(spec, dict):
+            raise KtgError(f"{where}: the top level must be a JSON object, got "
+                           f"{type(spec).__name__}")
+        unknown = set(spec) - _TOP_KEYS
+        if unknown:
+            raise KtgError(f"{where}: unknown field {sorted(unknown)[0]!r}; valid fields: "
+                           f"{', '.join(sorted(_TOP_KEYS))}")
+        nodes_spec = spec.get("nodes")
+        if not isinstance(nodes_spec, list) or not nodes_spec:
+            raise KtgError(f"{where}: `nodes` must be a non-empty list of "
+                           f"{{\"model\": ...}} objects, got {nodes_spec!r}")
+        if len(nodes_spec) > MAX_NODES:
+            raise KtgError(f"{where}: {len(nodes_spec)} nodes, but at most {MAX_NODES} "
+                           f"are supported")
+        nodes = []
+        for i, n in enumerate(nodes_spec):
+            if not isinstance(n, dict):
+                raise KtgError(f"{where}: nodes[{i}] must be an object with `model`, got {n!r}")
+            bad = set(n) - _NODE_KEYS
+            if bad:
+                raise KtgError(f"{where}: nodes[{i}] has unknown field {sorted(bad)[0]!r}; "
+                               f"valid fields: model, pretrained")
+            if "model" not in n:
+                raise KtgError(f"{where}: nodes[{i}] has no `model`; valid models: "
+                               f"{', '.join(GENERATORS.names())}")
+            if n["model"] not in GENERATORS:
+                raise KtgError(f"{where}: nodes[{i}].model {n['model']!r} is unknown; valid "
+                               f"models: {', '.join(GENERATORS.names())}")
+            pre = n.get("pretrained")
+            if pre is not None and (not isinstance(pre, str) or not pre):
+                raise KtgError(f"{where}: nodes[{i}].pretrained must be a checkpoint path "
+                               f"(string), got {pre!r}")
+            nodes.append(Node(n["model"], pre))
+        k = len(nodes)
+        edges_spec = spec.get("edges", [])
+        if not isinstance(edges_spec, list):
+            raise KtgError(f"{where}: `edges` must be a list of {{\"src\", \"dst\", \"gate\"}} "
+                           f"objects, got {type(edges_spec).__name__}")
+        gates: dict[tuple[Src, int], str] = {e: "cutoff" for e in cls.edge_list(k)}
+        seen = set()
+        valid_src = ["D"] + list(range(k))
+        for j, e in enumerate(edges_spec):
+            if not isinstance(e, dict):
+                raise KtgError(f"{where}: edges[{j}] must be an object, got {e!r}")
+            bad = set(e) - _EDGE_KEYS
+            missing = _EDGE_KEYS - set(e)
+            if bad or missing:
+                what = (f"unknown field {sorted(bad)[0]!r}" if bad
+                        else f"missing field {sorted(missing)[0]!r}")
+                raise KtgError(f"{where}: edges[{j}] has {what}; an edge has exactly "
+                               f"src, dst, gate")
+            s, t, g = e["src"], e["dst"], e["gate"]
+            if isinstance(s, bool) or not (s == "D" or (isinstance(s, int) and 0 <= s < k)):
+                raise KtgError(f"{where}: edges[{j}].src is {s!r}; valid: "
+                               f"{', '.join(map(str, valid_src))}")
+            if isinstance(t, bool) or not (isinstance(t, int) and 0 <= t < k):
+                raise KtgError(f"{where}: edges[{j}].dst is {t!r}; valid: "
+                               f"{', '.join(map(str, range(k)))}")
+            if s == t:
+                raise KtgError(f"{where}: edges[{j}] is a self-loop {s} -> {t}; an edge joins "
+                               f"two different nodes or D and a node")
+            if g not in GATES:
+                raise KtgError(f"{where}: edges[{j}].gate {g!r} is unknown; valid gates: "
+                               f"{', '.join(GATES.names())}")
+            if (s, t) in seen:
+                raise KtgError(f"{where}: edges[{j}] repeats the edge {s} -> {t}")
+            seen.add((s, t))
+            gates[(s, t)] = g
+        transfer = spec.get("transfer", "feature_out")
+        if transfer not in TRANSFERS:
+            raise KtgError(f"{where}: `transfer` {transfer!r} is unknown; valid: "
+                           f"{', '.join(TRANSFERS.names())}")
+        alpha = spec.get("alpha", DEFAULT_ALPHA)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 \
+                or alpha == float("inf"):
+            raise KtgError(f"{where}: `alpha` is {alpha!r}, but must be a number > 0")
+        disc = spec.get("discriminator", "sn")
+        if disc not in DISCRIMINATORS:
+            raise KtgError(f"{where}: `discriminator` {disc!r} is unknown; valid: "
+                           f"{', '.join(DISCRIMINATORS.names())}")
+        target = spec.get("target")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int)
+                                   or not 0 <= target < k):
+            raise KtgError(f"{where}: `target` is {target!r}; valid: null or "
+                           f"{', '.join(map(str, range(k)))}")
+        for key in ("name", "description"):
+            if not isinstance(spec.get(key, ""), str):
+                raise KtgError(f"{where}: `{key}` must be a string, got {spec[key]!r}")
+        return cls(nodes=nodes, gates=gates, transfer=transfer, alpha=float(alpha),
+                   discriminator=disc, target=target, name=spec.get("name", ""),
+                   description=spec.get("description", ""))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "graph") -> "Graph":
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise KtgError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column "
+                           f"{e.colno}") from None
+        return cls.from_dict(spec, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Graph":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise KtgError(f"graph file {str(p)!r} does not exist") from None
+        except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+            raise KtgError(f"graph file {str(p)!r} cannot be read: {e}") from None
+        g = cls.from_json(text, where=str(p))
+        # a relative `pretrained` path is relative to the graph file, like an include
+        g.nodes = [Node(n.model, str((p.parent / n.pretrained)) if n.pretrained and
+                        not Path(n.pretrained).is_absolute() else n.pretrained)
+                   for n in g.nodes]
+        return g
+
+    def to_dict(self) -> dict:
+        """The file form: only non-cutoff edges, in the fixed edge order."""
+        d: dict[str, Any] = {}
+        if self.name:
+            d["name"] = self.name
+        if self.description:
+            d["description"] = self.description
+        d["nodes"] = [{"model": n.model, **({"pretrained": n.pretrained} if n.pretrained
+                                            else {})} for n in self.nodes]
+        d["edges"] = [{"src": s, "dst": t, "gate": self.gates[(s, t)]}
+                      for s, t in self.edge_list(self.k) if self.gates[(s, t)] != "cutoff"]
+        d["transfer"] = self.transfer
+        d["alpha"] = self.alpha
+        if self.discriminator != "sn":
+            d["discriminator"] = self.discriminator
+        if self.target is not None:
+            d["target"] = self.target
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> None:
+        from .results import atomic_write_text
+        atomic_write_text(Path(path), self.to_json() + "\n")
+
+    # ---- identity ----------------------------------------------------------------------
+    def _signature(self, perm: tuple[int, ...]) -> tuple:
+        # perm[new] = old: read the graph with node `old` renamed to `new`
+        inv = {old: new for new, old in enumerate(perm)}
+        nodes = tuple((self.nodes[old].model, self.nodes[old].pretrained or "")
+                      for old in perm)
+        gates = tuple(self.gates[(s if s == "D" else perm[s], perm[t])]
+                      for s, t in self.edge_list(self.k))
+        target = None if self.target is None else inv[self.target]
+        return (nodes, gates, target)
+
+    def canonical_key(self) -> str:
+        """Equal for graphs that differ only by renumbering the nodes.
+
+        The smallest signature over all k! renumberings, hashed; transfer kind, alpha and
+        the discriminator are part of the key, node names are not.
+        """
+        best = min(self._signature(p) for p in itertools.permutations(range(self.k)))
+        blob = json.dumps([self.transfer, self.alpha, self.discriminator, best])
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def permuted(self, perm: list[int]) -> "Graph":
+        """The same graph with node `perm[i]` renamed to `i`."""
+        inv = {old: new for new, old in enumerate(perm)}
+        gates = {(s if s == "D" else inv[s], inv[t]): g for (s, t), g in self.gates.items()}
+        return Graph([self.nodes[o] for o in perm], gates, self.transfer, self.alpha,
+                     self.discriminator, None if self.target is None else inv[self.target],
+                     self.name, self.description)
+
+    # ---- drawing -----------------------------------------------------------------------
+    def draw(self) -> str:
+        """A plain-text picture: the nodes, then the gate matrix (row = source)."""
+        head = self.name or "graph"
+        lines = [f"{head}: k={self.k}, transfer={self.transfer}, alpha={self.alpha:g}, "
+                 f"D={self.discriminator}" +
+                 (f", target=G{self.target}" if self.target is not None else "")]
+        frozen, dead = set(self.frozen_nodes()), set(self.dead_nodes())
+        for i, n in enumerate(self.nodes):
+            note = " (frozen teacher)" if i in frozen else " (never learns)" if i in dead \
+                else ""
+            pre = f" <- {n.pretrained}" if n.pretrained else ""
+            lines.append(f"  G{i}: {n.model}{pre}{note}")
+        w = max(11, *(len(g) + 1 for g in self.gates.values()))
+        lines.append("  source -> destination (cutoff edges shown as .)")
+        lines.append("  " + " " * 6 + "".join(f"-> G{t}".ljust(w) for t in range(self.k)))
+        for s in ["D"] + list(range(self.k)):
+            name = "D" if s == "D" else f"G{s}"
+            cells = []
+            for t in range(self.k):
+                if s == t:
+                    cells.append("".ljust(w))
+                else:
+                    g = self.gates[(s, t)]
+                    cells.append(("." if g == "cutoff" else g).ljust(w))
+            lines.append(f"  {name:<6}" + "".join(cells).rstrip())
+        return "\n".join(lines)
+
+
+def builtin_graphs() -> dict[str, Path]:
+    """The graph files shipped in the package, by name."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.json"))}
+
+
+def resolve_graph(name_or_path: str | Path) -> Graph:
+    """A built-in graph by name, or a graph file by path."""
+    p = Path(name_or_path)
+    builtins = builtin_graphs()
+    if str(name_or_path) in builtins and not p.exists():
+        return Graph.load(builtins[str(name_or_path)])
+    if p.exists() or p.suffix == ".json" or "/" in str(name_or_path):
+        return Graph.load(p)
+    raise KtgError(f"unknown graph {str(name_or_path)!r}: not a file, and not a built-in "
+                   f"graph; built-in graphs: {', '.join(builtins)}")

@@ -1,0 +1,414 @@
+"""The trainer: k generators, one (k+1)-way discriminator, a knowledge-transfer graph.
+
+Reads top to bottom like the paper's algorithm (Sec. 3.3). No Ray in here: the Ray Tune
+trainable, `ktg train`, `ktg compare` and the benchmark all drive this class.
+
+One iteration:
+  1. D step: real images labelled k, G_i(z_i) labelled i (each generator its own z), one
+     cross-entropy over the concatenated batch (eq. 1). One pass over the concatenation is
+     the same loss as the paper's separate real and fake passes, and faster.
+  2. G step: one z shared by all generators. For each learning generator t,
+     L_t = Gate_{D,t}(L_{D,t}) + sum_{s != t} Gate_{s,t}(L_{s,t}), the source side detached
+     so that an edge's gradient reaches t only. Edges whose gate weight is zero right now
+     (cutoff always; linear_up at p = 0; linear_down at p = 1) are not computed. The sum of
+     the L_t goes through one backward: each L_t only reaches G_t's parameters, so this is
+     the same as k separate backwards.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import KtgError
+from .gates import get_gate, is_active
+from .graph import Graph
+from .losses import discriminator_loss, generator_adversarial_loss
+from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
+
+STATUSES = ("running", "completed", "diverged")
+EVAL_SEED = 20241
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run besides the graph; saved in every checkpoint."""
+    dataset: str = "digits"
+    image_size: int = 16
+    batch_size: int = 64
+    epochs: int = 10
+    nz: int = 100
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    d_width: int = 32            # discriminator base width (DCGAN's ndf)
+    seed: int = 0
+    device: str = "auto"         # auto | cpu | cuda | cuda:N
+    amp: str = "off"             # off | bf16 (autocast; GPUs with bf16 support)
+    eval_samples: int = 1000     # samples per generator for IS / FID each epoch
+    extractor: str = "classifier"
+    fid: bool = True
+    inception_weights: str | None = None
+    data_root: str | None = None
+    max_iters_per_epoch: int | None = None  # cap an epoch (tests, benchmarks)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        bad = set(d) - names
+        if bad:
+            raise KtgError(f"unknown training setting {sorted(bad)[0]!r}; valid: "
+                           f"{', '.join(sorted(names))}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        checks = [("image_size", self.image_size in (16, 32, 64), "one of 16, 32, 64"),
+                  ("batch_size", self.batch_size >= 1, "`batch_size` >= 1"),
+                  ("epochs", self.epochs >= 1, "`epochs` >= 1"),
+                  ("nz", self.nz >= 1, "`nz` >= 1"),
+                  ("lr_g", self.lr_g > 0, "`lr_g` > 0"), ("lr_d", self.lr_d > 0, "`lr_d` > 0"),
+                  ("eval_samples", self.eval_samples >= 10, "`eval_samples` >= 10"),
+                  ("amp", self.amp in ("off", "bf16"), "one of off, bf16")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise KtgError(f"The value of `{name}` is {getattr(self, name)!r}, but must be "
+                               f"{rule}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks the GPU when there is one; cudnn autotuning is on for GPUs."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KtgError(f"device {device!r} was asked for, but no GPU is visible; valid "
+                           f"here: auto, cpu")
+        torch.backends.cudnn.benchmark = True
+    elif device != "cpu":
+        raise KtgError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    return torch.device(device)
+
+
+def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
+    """A generator checkpoint written by `ktg pretrain` (or any `Trainer` checkpoint node)."""
+    p = Path(path)
+    if not p.exists():
+        raise KtgError(f"pretrained checkpoint {path!r} does not exist")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "generator" not in ckpt or "model" not in ckpt:
+        raise KtgError(f"{path!r} is not a generator checkpoint from `ktg pretrain` "
+                       f"(expected keys: model, generator, config)")
+    cfg = ckpt.get("config", {})
+    for key, want in (("image_size", image_size), ("nz", nz)):
+        if key in cfg and cfg[key] != want:
+            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]}, but this "
+                           f"run uses {key}={want}")
+    g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
+    g.load_state_dict(ckpt["generator"])
+    return ckpt["model"], g
+
+
+class Trainer:
+    """Trains the generators and the discriminator of one knowledge-transfer graph.
+
+    `data` is an `ImageData` (see data.py) and `evaluator` an `Evaluator` (metrics.py);
+    both are built from the config when not given, so a caller that trains many graphs on
+    one data set (a Ray actor that is reused) can share them.
+    """
+
+    def __init__(self, graph: Graph, config: TrainConfig, data=None, evaluator=None) -> None:
+        config.validate()
+        self.graph, self.config = graph, config
+        self.device = resolve_device(config.device)
+        if data is None:
+            from .data import load_dataset
+            data = load_dataset(config.dataset, config.image_size, root=config.data_root)
+        self.data = data
+        self._evaluator = evaluator
+        k, c = graph.k, data.channels
+        torch.manual_seed(config.seed)  # model initialisation
+        # z and the data order come from our own generator, so that they do not depend on
+        # whatever else in the process (a reused Ray actor) touched the global RNG
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.frozen = set(graph.frozen_nodes())
+        self.learning = graph.learning_nodes()
+        self.generators = nn.ModuleList()
+        for i, node in enumerate(graph.nodes):
+            if i in self.frozen:
+                model, g = load_pretrained(node.pretrained, config.image_size, c, config.nz)
+                if model != node.model:
+                    raise KtgError(f"node {i} says model {node.model!r} but its checkpoint "
+                                   f"{node.pretrained!r} holds a {model!r}")
+                g.requires_grad_(False)
+            else:
+                g = GENERATORS.get(node.model)(config.image_size, c, config.nz)
+            self.generators.append(g)
+        self.D = DISCRIMINATORS.get(graph.discriminator)(config.image_size, c, k + 1,
+                                                         config.d_width)
+        self.generators.to(self.device)
+        self.D.to(self.device)
+        betas = (config.beta1, config.beta2)
+        # Adam is per parameter, so one optimizer over every learning generator is the same
+        # as one per generator; parameters whose grad is None (no active edge) are skipped.
+        g_params = [p for i in self.learning for p in self.generators[i].parameters()]
+        self.opt_g = torch.optim.Adam(g_params, lr=config.lr_g, betas=betas) if g_params \
+            else None
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
+        self.transfer = TRANSFERS.get(graph.transfer)
+        self.iters_per_epoch = len(data) // config.batch_size
+        if config.max_iters_per_epoch:
+            self.iters_per_epoch = min(self.iters_per_epoch, config.max_iters_per_epoch)
+        if self.iters_per_epoch < 1:
+            raise KtgError(f"batch_size {config.batch_size} is larger than the data set "
+                           f"{data.name!r} ({len(data)} images)")
+        self.total_iters = self.iters_per_epoch * config.epochs
+        self.iteration = 0
+        self.epoch = 0
+        self.status = "running"
+        self.history: list[dict] = []
+        self.best_is = [float("-inf")] * k
+        self.best_epoch = 0
+        self.best_objective = float("-inf")
+
+    # ---- the algorithm -----------------------------------------------------------------
+    def progress(self) -> float:
+        return min(1.0, self.iteration / max(1, self.total_iters))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.amp == "bf16")
+
+    def train_step(self, real: Tensor) -> dict[str, float]:
+        """One D step and one G step on a batch of real images; returns the losses."""
+        k, nz, dev = self.graph.k, self.config.nz, self.device
+        b = real.shape[0]
+        real = real.to(dev, non_blocking=True)
+        p = self.progress()
+
+        # 1. D step: real -> class k, G_i(z_i) -> class i, every generator its own z
+        z_d = torch.randn(k, b, nz, generator=self.rng).to(dev)
+        with torch.no_grad(), self._autocast():
+            fakes = [self.generators[i](z_d[i])[0] for i in range(k)]
+        labels = torch.cat([torch.full((b,), k, dtype=torch.long)] +
+                           [torch.full((b,), i, dtype=torch.long) for i in range(k)]).to(dev)
+        self.D.requires_grad_(True)
+        with self._autocast():
+            d_loss = discriminator_loss(self.D(torch.cat([real] + fakes).float()),
+                                        labels).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+        # 2. G step: one z for all generators; D is a fixed critic here
+        z = torch.randn(b, nz, generator=self.rng).to(dev)
+        self.D.requires_grad_(False)
+        learning = set(self.learning)
+        outs = []
+        with self._autocast():
+            for i in range(k):
+                if i in learning:
+                    outs.append(self.generators[i](z))
+                else:
+                    with torch.no_grad():
+                        outs.append(self.generators[i](z))
+            logits = self.D(torch.cat([o[0] for o in outs])).float().view(k, b, k + 1)
+        # "the source is right on this sample" (gates.py): for s -> t, D calls G_s's image
+        # real; for D -> t, D calls G_t's image fake
+        said_real = logits.detach().argmax(dim=2) == k
+        losses = {"d_loss": d_loss.item()}
+        total = None
+        for t in self.learning:
+            terms = []
+            g = self.graph.gate("D", t)
+            if is_active(g, p):
+                adv = generator_adversarial_loss(logits[t])
+                terms.append(get_gate(g)(adv, p, ~said_real[t]))
+            for s in range(k):
+                if s == t:
+                    continue
+                g = self.graph.gate(s, t)
+                if not is_active(g, p):
+                    continue
+                src = (outs[s][0].detach(), [f.detach() for f in outs[s][1]])
+                with self._autocast():
+                    tl = self.transfer(src, outs[t], self.graph.alpha).float()
+                terms.append(get_gate(g)(tl, p, said_real[s]))
+            if not terms:
+                continue
+            l_t = torch.stack(terms).sum(dim=0).mean()
+            losses[f"g_loss_{t}"] = l_t.item()
+            total = l_t if total is None else total + l_t
+        if not all(math.isfinite(v) for v in losses.values()):
+            self.status = "diverged"
+            return losses
+        if total is not None and total.requires_grad:
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt_g.step()
+        self.iteration += 1
+        return losses
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the real data (or `max_iters_per_epoch` batches)."""
+        for i in self.learning:
+            self.generators[i].train()
+        self.D.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for real in self.data.batches(self.config.batch_size, self.rng):
+            if n >= self.iters_per_epoch:
+                break
+            losses = self.train_step(real)
+            if self.status == "diverged":
+                sums = {key: float("nan") for key in losses}
+                break
+            for key, v in losses.items():
+                sums[key] = sums.get(key, 0.0) + v
+            n += 1
+        self.epoch += 1
+        return {key: v / max(1, n) if math.isfinite(v) else v for key, v in sums.items()}
+
+    # ---- evaluation --------------------------------------------------------------------
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from .metrics import Evaluator
+            self._evaluator = Evaluator(self.data, extractor=self.config.extractor,
+                                        num_samples=self.config.eval_samples,
+                                        fid=self.config.fid, device=str(self.device),
+                                        inception_weights=self.config.inception_weights)
+        return self._evaluator
+
+    @torch.no_grad()
+    def sample(self, node: int, n: int, z: Tensor | None = None,
+               seed: int | None = None) -> Tensor:
+        """n images in [-1, 1] from generator `node` (eval mode: BN running statistics)."""
+        g = self.generators[node]
+        was_training = g.training
+        g.eval()
+        if z is None:
+            gen = torch.Generator().manual_seed(seed if seed is not None else 12345 + node)
+            z = torch.randn(n, self.config.nz, generator=gen)
+        out = []
+        for chunk in z.split(500):
+            out.append(g(chunk.to(self.device))[0].float().cpu())
+        g.train(was_training)
+        return torch.cat(out)
+
+    def evaluate(self, num_samples: int | None = None) -> dict[str, float]:
+        """IS (and FID when on) of every generator, on `eval_samples` samples each."""
+        n = num_samples or self.config.eval_samples
+        out: dict[str, float] = {}
+        for i in range(self.graph.k):
+            # the same fixed z for every generator and every epoch: curves and generators
+            # are then compared on the same latent points
+            scores = self.evaluator.score_generator(
+                lambda m, i=i: self.sample(i, m, seed=EVAL_SEED), num_samples=n)
+            out[f"is_g{i}"] = float(scores["is"])
+            if scores.get("fid") is not None:
+                out[f"fid_g{i}"] = float(scores["fid"])
+        return out
+
+    def scored_nodes(self) -> list[int]:
+        """Nodes the objective looks at: the target, else every node this graph trains."""
+        if self.graph.target is not None:
+            return [self.graph.target]
+        nodes = [i for i in range(self.graph.k) if i not in self.frozen]
+        return nodes or list(range(self.graph.k))
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate, update the bests; the row the trainable reports."""
+        t0 = time.perf_counter()
+        losses = self.train_epoch()
+        row: dict[str, Any] = {"epoch": self.epoch, "iteration": self.iteration, **losses}
+        if self.status == "diverged":
+            row.update(status="diverged", objective=self.best_objective_or_nan(),
+                       train_s=time.perf_counter() - t0)
+            self.history.append(row)
+            return row
+        t1 = time.perf_counter()
+        metrics = self.evaluate()
+        row.update(metrics)
+        for i in range(self.graph.k):
+            v = metrics[f"is_g{i}"]
+            if math.isfinite(v):
+                self.best_is[i] = max(self.best_is[i], v)
+        current = max(metrics[f"is_g{i}"] for i in self.scored_nodes())
+        if current > self.best_objective:
+            self.best_objective, self.best_epoch = current, self.epoch
+        if self.epoch >= self.config.epochs:
+            self.status = "completed"
+        row.update(status=self.status, objective=self.best_objective,
+                   objective_now=current, best_epoch=self.best_epoch,
+                   train_s=t1 - t0, eval_s=time.perf_counter() - t1)
+        self.history.append(row)
+        return row
+
+    def best_objective_or_nan(self) -> float:
+        return self.best_objective if math.isfinite(self.best_objective) else float("nan")
+
+    def fit(self, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train until `epochs` or divergence; `on_epoch(row)` after every epoch."""
+        while self.epoch < self.config.epochs and self.status == "running":
+            row = self.run_epoch()
+            if on_epoch:
+                on_epoch(row)
+        return self.history
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "graph": self.graph.to_dict(),
+                "generators": [g.state_dict() for g in self.generators],
+                "D": self.D.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "opt_g": self.opt_g.state_dict() if self.opt_g else None,
+                "iteration": self.iteration, "epoch": self.epoch, "status": self.status,
+                "rng": self.rng.get_state(), "history": self.history,
+                "best_is": self.best_is, "best_epoch": self.best_epoch,
+                "best_objective": self.best_objective,
+                "models": [n.model for n in self.graph.nodes]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, sd in zip(self.generators, state["generators"]):
+            g.load_state_dict(sd)
+        self.D.load_state_dict(state["D"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.opt_g and state["opt_g"]:
+            self.opt_g.load_state_dict(state["opt_g"])
+        self.iteration, self.epoch = state["iteration"], state["epoch"]
+        self.status = state["status"]
+        self.rng.set_state(state["rng"])
+        self.history = list(state["history"])
+        self.best_is = list(state["best_is"])
+        self.best_epoch, self.best_objective = state["best_epoch"], state["best_objective"]
+
+    def save(self, path: str | Path) -> None:
+        """Atomically write the whole training state (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def restore(cls, path: str | Path, data=None, evaluator=None) -> "Trainer":
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        t = cls(Graph.from_dict(state["graph"]), TrainConfig.from_dict(state["config"]),
+                data=data, evaluator=evaluator)
+        t.load_state_dict(state)
+        return t
+
+    def export_generator(self, node: int, path: str | Path) -> None:
+        """A single generator checkpoint that a graph node can name as `pretrained`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"model": self.graph.nodes[node].model,
+                    "generator": self.generators[node].state_dict(),
+                    "config": asdict(self.config), "best_is": self.best_is[node]}, tmp)
+        tmp.replace(path)
