@@ -1,0 +1,346 @@
+"""`ktg`: the command line. One subcommand per user job; bad input exits with status 2.
+
+    ktg train GRAPH --dataset D      train a graph file or built-in graph, several seeds
+    ktg validate GRAPH               explain what is wrong with a graph file
+    ktg graphs | presets             what ships with the package
+    ktg search [--preset P]          the knowledge-transfer-graph search (Ray Tune)
+    ktg query RUN / ktg export RUN   read the results table, export a trial's graph
+    ktg bench                        engine speed against the literal reference
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import KtgError
+
+FORMATS = ("table", "json", "csv")
+
+
+def _registry():
+    from . import registry
+    return registry
+
+
+# ---- output ------------------------------------------------------------------------------
+def print_frame(df, fmt: str) -> None:
+    """A DataFrame as an aligned table, JSON records or CSV (optuna/cli.py's --format)."""
+    if fmt == "json":
+        print(df.to_json(orient="records", indent=2))
+    elif fmt == "csv":
+        print(df.to_csv(index=False), end="")
+    else:
+        import pandas as pd
+        with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                               "display.width", 200, "display.max_colwidth", 60):
+            print(df.to_string(index=False) if not df.empty else "(no rows)")
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=True,
+                dynamic_ncols=True)
+
+
+# ---- commands ----------------------------------------------------------------------------
+def cmd_graphs(args) -> int:
+    import pandas as pd
+    from .graph import Graph, builtin_graphs
+    rows = []
+    for name, path in builtin_graphs().items():
+        g = Graph.load(path)
+        rows.append({"name": name, "k": g.k, "transfer": g.transfer,
+                     "description": g.description})
+    print_frame(pd.DataFrame(rows), args.format)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    import pandas as pd
+    from .search import load_preset, preset_description, presets
+    rows = []
+    for name in presets():
+        c = load_preset(name)
+        rows.append({"name": name, "dataset": c.dataset, "px": c.image_size, "k": c.k,
+                     "trials": c.num_trials, "max_epochs": c.max_epochs,
+                     "description": preset_description(name)})
+    print_frame(pd.DataFrame(rows), args.format)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .graph import resolve_graph
+    g = resolve_graph(args.graph)
+    print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
+    print(g.draw())
+    if g.dead_nodes():
+        print(f"note: node(s) {', '.join(map(str, g.dead_nodes()))} have every incoming "
+              f"edge cutoff and no pretrained checkpoint: they never learn")
+    if not g.learning_nodes():
+        print("note: no generator in this graph can learn")
+    return 0
+
+
+def _train_config(args, epochs: int, seed: int):
+    from .training import TrainConfig
+    return TrainConfig(dataset=args.dataset, image_size=args.image_size,
+                       batch_size=args.batch_size, epochs=epochs, seed=seed,
+                       device=args.device, eval_samples=args.eval_samples,
+                       extractor=args.extractor, fid=not args.no_fid,
+                       inception_weights=args.inception_weights, data_root=args.data_root,
+                       amp=args.amp)
+
+
+def _check_dataset(name: str) -> None:
+    reg = _registry()
+    base = name.split(":", 1)[0]
+    if base not in reg.DATASETS:
+        valid = [n + (":PATH" if n == "folder" else "") for n in reg.DATASETS.names()]
+        raise KtgError(f"unknown data set {name!r}; valid: {', '.join(valid)}")
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .graph import resolve_graph
+    from .metrics import Evaluator
+    from .runs import seed_table, train_one
+    _check_dataset(args.dataset)
+    if args.seeds < 1:
+        raise KtgError(f"The value of `--seeds` is {args.seeds}, but must be >= 1")
+    graph = resolve_graph(args.graph)
+    cfg0 = _train_config(args, args.epochs, 0)
+    cfg0.validate()
+    # everything that can fail on bad input fails before a file is written
+    data = load_dataset(args.dataset, args.image_size, root=args.data_root)
+    evaluator = Evaluator(data, extractor=args.extractor, num_samples=args.eval_samples,
+                          fid=not args.no_fid, device="cpu" if args.device == "auto"
+                          else args.device, inception_weights=args.inception_weights)
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        summaries = []
+        bar = _progress(args.seeds * args.epochs, f"train {graph.name or args.graph}")
+        for seed in range(args.seed0, args.seed0 + args.seeds):
+            cfg = _train_config(args, args.epochs, seed)
+
+            def tick(row, seed=seed):
+                best = max((row.get(f"is_g{i}", float("nan")) for i in range(graph.k)),
+                           default=float("nan"))
+                bar.set_postfix(seed=seed, best_IS=f"{best:.2f}")
+                bar.update(1)
+            summaries.append(train_one(graph, cfg, out / f"seed{seed}", data=data,
+                                       evaluator=evaluator, on_epoch=tick))
+        bar.close()
+    except BaseException:
+        if created:  # nothing half-written is left behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    table = seed_table(graph, summaries)
+    from .results import atomic_write_text
+    atomic_write_text(out / "table.md", table + "\n")
+    print(graph.draw())
+    print(table)
+    statuses = {s.status for s in summaries}
+    if "diverged" in statuses:
+        print(f"note: {sum(s.status == 'diverged' for s in summaries)} run(s) diverged "
+              f"(non-finite loss); their best IS before divergence is used")
+    print(f"files: {out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .search import SearchConfig, load_config_file, load_preset, run_search
+    if args.resume:
+        run_search(SearchConfig(), resume=args.resume, address=args.address)
+        return 0
+    cfg = load_config_file(args.config) if args.config else load_preset(args.preset)
+    sets = list(args.set or [])
+    if args.num_trials is not None:
+        sets.append(f"num_trials={args.num_trials}")
+    if args.max_epochs is not None:
+        sets.append(f"max_epochs={args.max_epochs}")
+        cfg_grace = cfg.grace_period
+        if cfg_grace > args.max_epochs:
+            sets.append(f"grace_period={args.max_epochs}")
+    if args.cpus_per_trial is not None:
+        sets.append(f"cpus_per_trial={args.cpus_per_trial}")
+    if args.gpus_per_trial is not None:
+        sets.append(f"gpus_per_trial={args.gpus_per_trial}")
+    if sets:
+        cfg = cfg.with_overrides(sets)
+    run_search(cfg, name=args.name, storage_path=args.storage_path, address=args.address)
+    return 0
+
+
+def cmd_query(args) -> int:
+    from .results import load_results
+    df = load_results(args.run)
+    if args.where:
+        try:
+            df = df.query(args.where, engine="python")
+        except Exception as e:
+            raise KtgError(f"--where {args.where!r} failed: {type(e).__name__}: {e}; "
+                           f"columns: {', '.join(df.columns)}") from None
+    if args.sort:
+        if args.sort not in df.columns:
+            raise KtgError(f"--sort: unknown column {args.sort!r}; valid: "
+                           f"{', '.join(df.columns)}")
+        df = df.sort_values(args.sort, ascending=args.asc, na_position="last")
+    if args.top:
+        df = df.head(args.top)
+    if args.columns:
+        cols = [c for part in args.columns for c in part.split(",") if c]
+        bad = [c for c in cols if c not in df.columns]
+        if bad:
+            raise KtgError(f"--columns: unknown column {bad[0]!r}; valid: "
+                           f"{', '.join(df.columns)}")
+        df = df[cols]
+    elif args.format == "table":
+        keep = [c for c in df.columns if c not in ("graph", "error") and
+                not c.startswith("gate_")]
+        df = df[keep]
+    print_frame(df, args.format)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .graph import Graph
+    from .results import load_results
+    df = load_results(args.run)
+    ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
+                                                      na_position="last")
+    if args.trial:
+        hit = df[df.trial_id == args.trial]
+        if hit.empty:
+            raise KtgError(f"--trial {args.trial!r} is not in {args.run}; valid: "
+                           f"{', '.join(df.trial_id.astype(str).head(20))}"
+                           f"{' ...' if len(df) > 20 else ''}")
+        row = hit.iloc[0]
+    else:
+        if not 1 <= args.rank <= len(ranked):
+            raise KtgError(f"--rank {args.rank} is out of range; valid: 1..{len(ranked)}")
+        row = ranked.iloc[args.rank - 1]
+    if not row["graph"]:
+        raise KtgError(f"trial {row['trial_id']} has no graph recorded ({row['error']})")
+    g = Graph.from_json(row["graph"])
+    g.name = f"{Path(args.run).name}-{row['trial_id']}"
+    g.description = (f"exported from run {Path(args.run).name}, trial {row['trial_id']}, "
+                     f"objective {row['objective']:.4f} (best IS reached) at epoch "
+                     f"{row['best_epoch']}")
+    g.save(args.output)
+    print(f"wrote {args.output}: trial {row['trial_id']}, objective {row['objective']:.4f}")
+    print(g.draw())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_bench, run_bench
+    result = run_bench(steps=args.steps, progress=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    return 0
+
+
+# ---- the parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    reg = _registry()
+    p = argparse.ArgumentParser(prog="ktg", description="Search knowledge-transfer graphs "
+                                "for multi-generator GAN training on Ray Tune.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def fmt(sp):
+        sp.add_argument("--format", choices=FORMATS, default="table")
+
+    sp = sub.add_parser("graphs", help="list the built-in graphs")
+    fmt(sp)
+    sp.set_defaults(func=cmd_graphs)
+    sp = sub.add_parser("presets", help="list the search presets")
+    fmt(sp)
+    sp.set_defaults(func=cmd_presets)
+    sp = sub.add_parser("validate", help="check a graph file and draw it")
+    sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("train", help="train one graph on a data set with several seeds")
+    sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
+    add_training_args(sp, reg)
+    sp.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
+    sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
+    sp.add_argument("--out", default="ktg_runs/train", help="output directory")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("search", help="run a knowledge-transfer-graph search on Ray Tune")
+    sp.add_argument("--preset", default="quick", help="a preset name (see `ktg presets`)")
+    sp.add_argument("--config", help="a whole search config as JSON")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override one setting (repeatable)")
+    sp.add_argument("--name", help="run name (default: PRESET-DATE-TIME)")
+    sp.add_argument("--storage-path", default="runs", help="where run directories live")
+    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local)")
+    sp.add_argument("--num-trials", type=int)
+    sp.add_argument("--max-epochs", type=int)
+    sp.add_argument("--cpus-per-trial", type=float)
+    sp.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("query", help="filter and sort a run's results table")
+    sp.add_argument("run", help="a run directory")
+    sp.add_argument("--where", help='a pandas query, e.g. "objective > 5 and transfer == '
+                                    "'image'\"")
+    sp.add_argument("--sort", default="objective")
+    sp.add_argument("--asc", action="store_true", help="ascending (default: descending)")
+    sp.add_argument("--top", type=int)
+    sp.add_argument("--columns", nargs="+")
+    fmt(sp)
+    sp.set_defaults(func=cmd_query)
+
+    sp = sub.add_parser("export", help="write a trial's graph as a graph file")
+    sp.add_argument("run", help="a run directory")
+    who = sp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--rank", type=int, help="1 = the best trial by objective")
+    who.add_argument("--trial", help="a trial id")
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("bench", help="engine speed against the literal reference")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--steps", type=int, default=20)
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def add_training_args(sp, reg) -> None:
+    sp.add_argument("--dataset", default="digits",
+                    help="one of " + ", ".join(n + (":PATH" if n == "folder" else "")
+                                               for n in reg.DATASETS.names()))
+    sp.add_argument("--epochs", type=int, default=10)
+    sp.add_argument("--image-size", type=int, choices=(16, 32, 64), default=16)
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    sp.add_argument("--amp", choices=("off", "bf16"), default="off")
+    sp.add_argument("--eval-samples", type=int, default=1000)
+    sp.add_argument("--extractor", choices=reg.EXTRACTORS.names() or None,
+                    default="classifier")
+    sp.add_argument("--inception-weights", help="torch-fidelity Inception weights file")
+    sp.add_argument("--no-fid", action="store_true", help="skip FID")
+    sp.add_argument("--data-root", help="where torchvision data sets live")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KtgError as e:
+        print(f"ktg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ktg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

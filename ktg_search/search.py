@@ -1,0 +1,416 @@
+"""The search service: Ray Tune + OptunaSearch + ASHA over knowledge-transfer graphs.
+
+    SearchConfig --> Optuna define-by-run space (space.py) --> Tuner(OptunaSearch, ASHA)
+      --> trainables/ktg_gan.py per trial --> ResultsCallback --> RUN/results.parquet
+
+The run directory (`storage_path/name`) holds Tune's experiment state, `run.json` (the
+search config, the Optuna storage URL and study name), the Optuna storage (SQLite by
+default), `results.parquet` and `history.parquet`.
+
+Duplicates: graphs equal under node renumbering share a canonical key. A `GraphLedger`
+actor (one per search, named after it) records which trial trains which key; a trial that
+samples a key already trained or in training reports the original's result instead of
+training (a `duplicate` row pointing at the original).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import KtgError
+from ray.tune import Callback
+
+from .results import ResultsBook, atomic_write_text, error_text, is_uri
+from .space import PAPER_GATES, SpaceSpec
+from .training import TrainConfig
+
+RUN_FILE = "run.json"
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
+
+
+@dataclass
+class SearchConfig:
+    """A whole search: what to train, what to vary, and how to run it. JSON-serialisable."""
+    preset: str = "quick"
+    # data and training (see TrainConfig)
+    dataset: str = "digits"
+    image_size: int = 16
+    batch_size: int = 64
+    nz: int = 100
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    d_width: int = 32
+    eval_samples: int = 500
+    extractor: str = "classifier"
+    fid: bool = False
+    inception_weights: str | None = None
+    data_root: str | None = None
+    device: str = "auto"
+    amp: str = "off"
+    max_iters_per_epoch: int | None = None
+    seed: int = 0
+    # the space
+    k: int = 3
+    gates: list[str] = field(default_factory=lambda: list(PAPER_GATES))
+    target_model: str = "dcgan-small"
+    models: list[str] = field(default_factory=lambda: ["dcgan-small"])
+    transfer: list[str] = field(default_factory=lambda: ["feature_out"])
+    alpha: float = 1000.0
+    target_node: bool = False
+    # the search
+    num_trials: int = 24
+    max_epochs: int = 8
+    grace_period: int = 1
+    reduction_factor: int = 2
+    sampler: str = "random"
+    storage: str | None = None       # Optuna storage URL or journal file; default SQLite
+    study_name: str | None = None
+    concurrency: int | None = None   # default: as many as the resources allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    duplicate_wait_s: float = 900.0  # how long a duplicate waits for its original's result
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "search config") -> "SearchConfig":
+        names = {f.name for f in fields(cls)}
+        bad = set(d) - names
+        if bad:
+            raise KtgError(f"{where}: unknown setting {sorted(bad)[0]!r}; valid: "
+                           f"{', '.join(sorted(names))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def with_overrides(self, sets: list[str]) -> "SearchConfig":
+        """Apply `--set key=value` overrides; values parse as JSON, else as strings."""
+        d = asdict(self)
+        types = {f.name: f.type for f in fields(self)}
+        for item in sets:
+            if "=" not in item:
+                raise KtgError(f"--set {item!r} is not key=value; valid keys: "
+                               f"{', '.join(sorted(d))}")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            if key not in d:
+                raise KtgError(f"--set: unknown setting {key!r}; valid: "
+                               f"{', '.join(sorted(d))}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if "list" in str(types[key]) and isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            d[key] = value
+        return SearchConfig.from_dict(d, where="--set")
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise KtgError(f"The value of `{name}` is {getattr(self, name)!r}, but must "
+                               f"be {rule}")
+        need(isinstance(self.num_trials, int) and self.num_trials >= 1, "num_trials",
+             "an integer >= 1")
+        need(isinstance(self.max_epochs, int) and self.max_epochs >= 1, "max_epochs",
+             "an integer >= 1")
+        need(isinstance(self.grace_period, int) and 1 <= self.grace_period <= self.max_epochs,
+             "grace_period", "an integer with 1 <= grace_period <= max_epochs")
+        need(isinstance(self.reduction_factor, (int, float)) and self.reduction_factor >= 2,
+             "reduction_factor", "`reduction_factor >= 2`")
+        need(self.sampler in ("random", "tpe"), "sampler", "one of random, tpe")
+        need(self.cpus_per_trial > 0, "cpus_per_trial", "> 0")
+        need(self.gpus_per_trial >= 0, "gpus_per_trial", ">= 0")
+        need(self.concurrency is None or self.concurrency >= 1, "concurrency", "null or >= 1")
+        self.space()
+        self.train_config(0).validate()
+        from .registry import DATASETS, EXTRACTORS
+        DATASETS.get(self.dataset.split(":", 1)[0])
+        EXTRACTORS.get(self.extractor)
+
+    def space(self) -> SpaceSpec:
+        return SpaceSpec(k=self.k, gates=tuple(self.gates), target_model=self.target_model,
+                         models=tuple(self.models), transfer=tuple(self.transfer),
+                         alpha=self.alpha, target_node=self.target_node)
+
+    def train_config(self, seed: int | None = None) -> TrainConfig:
+        d = {k: v for k, v in asdict(self).items() if k in _TRAIN_FIELDS}
+        return TrainConfig(epochs=self.max_epochs,
+                           seed=self.seed if seed is None else seed, **d)
+
+
+# ---- presets -----------------------------------------------------------------------------
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.json"))}
+
+
+def load_preset(name: str) -> SearchConfig:
+    files = presets()
+    if name not in files:
+        raise KtgError(f"unknown preset {name!r}; valid: {', '.join(files)}")
+    d = json.loads(files[name].read_text())
+    d.pop("description", None)
+    return SearchConfig.from_dict({"preset": name, **d}, where=f"preset {name}")
+
+
+def preset_description(name: str) -> str:
+    return json.loads(presets()[name].read_text()).get("description", "")
+
+
+def load_config_file(path: str) -> SearchConfig:
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise KtgError(f"search config {path!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise KtgError(f"search config {path!r}: not valid JSON: {e.msg} at line "
+                       f"{e.lineno}") from None
+    if not isinstance(d, dict):
+        raise KtgError(f"search config {path!r}: the top level must be a JSON object")
+    d.pop("description", None)
+    base = asdict(load_preset(d.get("preset", "quick")))
+    base.update(d)
+    return SearchConfig.from_dict(base, where=str(p))
+
+
+# ---- Optuna storage ----------------------------------------------------------------------
+def optuna_storage_url(cfg: SearchConfig, run_dir: Path) -> str:
+    """The storage URL recorded in run.json: the given one, or SQLite in the run dir."""
+    if cfg.storage:
+        return cfg.storage
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def open_optuna_storage(url: str):
+    """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
+    import optuna
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        path = url[len("journal:"):] if url.startswith("journal:") else url
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None,
+                                          engine_kwargs=_engine_kwargs(url))
+    except Exception as e:  # bad URL, missing driver, unreachable server
+        raise KtgError(f"cannot open the Optuna storage {url!r}: {e}; valid: a database "
+                       f"URL (sqlite:///path, postgresql://...) or journal:PATH") from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    # SQLite under several writers: wait for the lock instead of failing at once
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def warn_sqlite_on_cluster(url: str) -> None:
+    """SQLite locks under many writers on several nodes: say so, once, clearly."""
+    import ray
+    if not url.startswith("sqlite"):
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        print(f"warning: the Optuna study is in SQLite ({url}) but the Ray cluster has "
+              f"{len(nodes)} nodes; SQLite locks under many writers and needs a file every "
+              f"node can reach. Use --set storage=postgresql://... or "
+              f"--set storage=journal:/shared/path/optuna.log", file=sys.stderr)
+
+
+# ---- the duplicate ledger ----------------------------------------------------------------
+def ledger_name(study: str) -> str:
+    return f"ktg-ledger-{study}"
+
+
+def _make_ledger_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class GraphLedger:
+        """Which trial trains which canonical graph key, and its best objective so far."""
+
+        def __init__(self) -> None:
+            self.owner: dict[str, str] = {}
+            self.state: dict[str, dict] = {}
+
+        def seed(self, rows: list[dict]) -> int:
+            for r in rows:
+                self.owner.setdefault(r["graph_key"], r["trial_id"])
+                self.state.setdefault(r["trial_id"], {"objective": r.get("objective"),
+                                                      "epoch": r.get("epochs", 0),
+                                                      "done": True, "failed": False})
+            return len(self.owner)
+
+        def claim(self, key: str, trial_id: str) -> str | None:
+            """None: train it yourself. Otherwise the trial id that owns the key."""
+            owner = self.owner.get(key)
+            if owner is None or owner == trial_id or self.state.get(owner, {}).get("failed"):
+                self.owner[key] = trial_id
+                self.state.setdefault(trial_id, {"objective": None, "epoch": 0,
+                                                 "done": False, "failed": False})
+                return None
+            return owner
+
+        def update(self, trial_id: str, objective: float, epoch: int, done: bool,
+                   failed: bool = False) -> None:
+            self.state[trial_id] = {"objective": objective, "epoch": epoch, "done": done,
+                                    "failed": failed}
+
+        def get(self, trial_id: str) -> dict | None:
+            return self.state.get(trial_id)
+
+    return GraphLedger
+
+
+def start_ledger(study: str, seed_rows: list[dict]):
+    import ray
+    cls = _make_ledger_class()
+    ledger = cls.options(name=ledger_name(study), get_if_exists=True).remote()
+    ray.get(ledger.seed.remote(seed_rows))
+    return ledger
+
+
+# ---- the results callback ------------------------------------------------------------------
+class ResultsCallback(Callback):
+    """Feeds Tune's events (in the driver) to the book, which rewrites the results files
+    atomically as trials finish. Pickled with the run config for `Tuner.restore`; it
+    re-reads the files at setup so that a resumed search continues the same table."""
+
+    def __init__(self, book: ResultsBook) -> None:
+        self.book = book
+
+    def setup(self, **info):
+        self.book.reload()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.book.on_result(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, error_text(trial))
+
+    def _finish(self, trial, error: str | None) -> None:
+        row = self.book.on_complete(trial.trial_id, trial.config, trial.last_result, error)
+        self.book.write()
+        print(f"[{len(self.book.rows)}/{self.book.cfg.num_trials}] trial {trial.trial_id} "
+              f"{row['status']}: objective {row['objective']:.3f} after {row['epochs']} "
+              f"epoch(s)" + (f" ({error})" if error else ""), flush=True)
+
+
+# ---- running -----------------------------------------------------------------------------
+def _init_ray(address: str | None) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        else:
+            ray.init(include_dashboard=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise KtgError(f"cannot connect to Ray at {address!r}: {e}; valid: auto, "
+                       f"ray://HOST:10001, HOST:6379, or no --address for a local Ray") \
+            from None
+
+
+def run_dir_of(storage_path: str, name: str) -> Path:
+    if is_uri(storage_path):
+        raise KtgError(f"storage path {storage_path!r}: run files need a local or mounted "
+                       f"path here; use a shared mount (NFS) or see the README's cluster "
+                       f"section for s3://")
+    return Path(storage_path).expanduser().resolve() / name
+
+
+def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
+               address: str | None = None, resume: str | None = None,
+               verbose: int = 1) -> Path:
+    """Run (or resume) a search; returns the run directory with results.parquet."""
+    # Tune saves its experiment state every >= 10 s by default; a SIGKILL then loses the
+    # newest trials. 0 means "after every step", so no started trial is ever lost.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    if resume:
+        run_dir = Path(resume).expanduser().resolve()
+        info_file = run_dir / RUN_FILE
+        if not info_file.exists():
+            raise KtgError(f"--resume {resume!r}: not a run directory (no {RUN_FILE})")
+        info = json.loads(info_file.read_text())
+        cfg = SearchConfig.from_dict(info["config"], where=str(info_file))
+        name, study_name, storage_url = info["name"], info["study_name"], info["storage"]
+    else:
+        name = name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = run_dir_of(storage_path, name)
+        if (run_dir / RUN_FILE).exists():
+            raise KtgError(f"run directory {str(run_dir)!r} already holds a search; use "
+                           f"--resume {run_dir} or another --name")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        study_name = cfg.study_name or name
+        storage_url = optuna_storage_url(cfg, run_dir)
+    cfg.validate()
+    space = cfg.space()
+    _init_ray(address)
+    warn_sqlite_on_cluster(storage_url)
+    storage = open_optuna_storage(storage_url)
+    if not resume:
+        atomic_write_text(run_dir / RUN_FILE, json.dumps(
+            {"name": name, "config": asdict(cfg), "storage": storage_url,
+             "study_name": study_name, "space_size": space.size(),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+    print(f"search {name}: k={cfg.k}, {len(cfg.gates)} gates, {len(cfg.models)} model(s), "
+          f"space size M^(k-1) * G^(k^2) = {len(cfg.models)}^{cfg.k - 1} * "
+          f"{len(cfg.gates)}^{cfg.k ** 2}" +
+          (f" * {len(cfg.transfer)} transfer kinds" if len(cfg.transfer) > 1 else "") +
+          f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
+          flush=True)
+
+    book = ResultsBook(run_dir, cfg)
+    start_ledger(study_name, book.finished_rows())
+    from trainables.ktg_gan import train_ktg
+    trainable = tune.with_resources(train_ktg, {"cpu": cfg.cpus_per_trial,
+                                                "gpu": cfg.gpus_per_trial})
+    callback = ResultsCallback(book)
+    if resume:
+        tuner = tune.Tuner.restore(str(run_dir), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.sampler == "random"
+                   else optuna.samplers.TPESampler(seed=cfg.seed))
+        searcher = OptunaSearch(space=space.define_by_run, metric="objective", mode="max",
+                                sampler=sampler, storage=storage, study_name=study_name)
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+                                  grace_period=cfg.grace_period,
+                                  reduction_factor=cfg.reduction_factor)
+        settings = {"search": {**asdict(cfg), "study_name": study_name,
+                               "run_dir": str(run_dir)}}
+        tuner = tune.Tuner(
+            trainable, param_space=settings,
+            tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher,
+                                        scheduler=scheduler, num_samples=cfg.num_trials,
+                                        max_concurrent_trials=cfg.concurrency,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(run_dir.parent), verbose=verbose,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=3),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    tuner.fit()
+    book.reload()
+    book.write()
+    print(book.summary(), flush=True)
+    return run_dir

@@ -1,0 +1,1 @@
+"""Ray Tune trainables: thin wrappers that build from `ktg_search` and report."""
