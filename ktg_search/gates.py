@@ -77,6 +77,7 @@ def gate_weight(name: str, progress: float) -> float | None:
     linear_up at p = 0, linear_down at p = 1) without computing their loss.
     """
     one = torch.ones(1)
+    _check_progress(progress)
     if name == "correct":
         return None
     return float(get_gate(name)(one, progress)[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -174,8 +175,12 @@ class Graph:
             raise KtgError(f"{where}: `transfer` {transfer!r} is unknown; valid: "
                            f"{', '.join(TRANSFERS.names())}")
         alpha = spec.get("alpha", DEFAULT_ALPHA)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 \
-                or alpha == float("inf"):
+        try:
+            finite = math.isfinite(float(alpha))
+        except (TypeError, ValueError, OverflowError):
+            finite = False
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not finite \
+                or not alpha > 0:
             raise KtgError(f"{where}: `alpha` is {alpha!r}, but must be a number > 0")
         disc = spec.get("discriminator", "sn")
         if disc not in DISCRIMINATORS:

@@ -71,6 +71,14 @@ def load_history(run_dir: str | Path):
     return pd.read_parquet(f)
 
 
+def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
+    """The newest `trainer.pt` Tune kept for a trial (it holds the best epoch's weights
+    too, see `Trainer.best_generators`), or None."""
+    found = sorted(Path(run_dir).glob(f"*{trial_id}*/checkpoint_*/trainer.pt"),
+                   key=lambda p: p.parent.name)
+    return found[-1] if found else None
+
+
 def _finite(x: Any) -> float:
     try:
         x = float(x)

@@ -175,6 +175,9 @@ class Trainer:
         self.best_is = [float("-inf")] * k
         self.best_epoch = 0
         self.best_objective = float("-inf")
+        # generator weights at the best epoch: a search keeps only its newest checkpoints,
+        # and the report re-scores the best epoch, not the last
+        self.best_generators: list[dict] | None = None
 
     # ---- the algorithm -----------------------------------------------------------------
     def progress(self) -> float:
@@ -342,6 +345,8 @@ class Trainer:
         current = max(metrics[f"is_g{i}"] for i in self.scored_nodes())
         if current > self.best_objective:
             self.best_objective, self.best_epoch = current, self.epoch
+            self.best_generators = [{k: v.detach().cpu().clone() for k, v in
+                                     g.state_dict().items()} for g in self.generators]
         if self.epoch >= self.config.epochs:
             self.status = "completed"
         row.update(status=self.status, objective=self.best_objective,
@@ -371,6 +376,7 @@ class Trainer:
                 "rng": self.rng.get_state(), "history": self.history,
                 "best_is": self.best_is, "best_epoch": self.best_epoch,
                 "best_objective": self.best_objective,
+                "best_generators": self.best_generators,
                 "models": [n.model for n in self.graph.nodes]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -386,6 +392,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best_is = list(state["best_is"])
         self.best_epoch, self.best_objective = state["best_epoch"], state["best_objective"]
+        self.best_generators = state.get("best_generators")
 
     def save(self, path: str | Path) -> None:
         """Atomically write the whole training state (temp file + rename)."""
@@ -402,6 +409,12 @@ class Trainer:
                 data=data, evaluator=evaluator)
         t.load_state_dict(state)
         return t
+
+    def load_best(self) -> None:
+        """Put the generators' weights of the best epoch (by the objective) in place."""
+        if self.best_generators is not None:
+            for g, sd in zip(self.generators, self.best_generators):
+                g.load_state_dict(sd)
 
     def export_generator(self, node: int, path: str | Path) -> None:
         """A single generator checkpoint that a graph node can name as `pretrained`."""

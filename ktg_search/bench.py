@@ -1,0 +1,432 @@
+"""`ktg bench`: the training engine against a literal reference of the paper's algorithm.
+
+For every case (a data set at an image size) the benchmark builds the engine
+(`Trainer`, graph `through-3`: k = 3, feature_out transfer, every gate through) and
+`ReferenceTrainer`, a plain, literal implementation of the paper's iteration kept in this
+file, and reports:
+
+- equivalence: both start from the same weights (the engine's state_dicts are copied into
+  the reference's models), see the same real batches and the same z (the reference has its
+  own torch.Generator with the engine's seed and draws in the engine's order); the largest
+  absolute difference of every loss (D and each generator) over a few steps, on
+  `through-3` and on a graph with mixed gates (through, cutoff, linear_up, linear_down,
+  correct). Target: < 1e-4.
+- speed: training steps per second of `Trainer.train_step` and of the reference, measured
+  interleaved step by step in the same process (the ratio is what matters: the machine is
+  shared). Target: engine / reference >= 2.
+- peak RSS of the process (ru_maxrss) and the time of one `Trainer.evaluate()`.
+
+The reference (Sec. 3.3 of "Collaborative learning of GANs"):
+  D, steps 1-3: a pass over the real batch (class k+1), then one pass per generator over
+    its own fake batch (class i, every generator its own z); each pass is backward'ed as it
+    comes (gradients accumulate) and D takes one optimizer step.
+  G: one z for every generator; for each learning generator t separately,
+    L_t = Gate_{D,t}(L_{D,t}) + sum_{s != t} Gate_{s,t}(L_{s,t}), sources detached, every
+    edge computed even when its gate weight is zero (the gate multiplies it), one D pass
+    per generator, one backward and one Adam step (its own optimizer) per generator.
+
+Two points where "the same algorithm" needs a reading, both handled in the open:
+- Loss scale. Eq. 1 is per sample. The engine takes the mean over the (k+1)*b samples of
+  the concatenated batch; summing the k+1 pass means gives k+1 times that. The reference
+  divides each pass mean by k+1, so that its summed D loss *is* the mean of eq. 1 over
+  all samples (a constant factor would only matter to Adam through eps anyway).
+- Spectral norm. torch's `spectral_norm` runs one power iteration on every forward call
+  in training mode. The engine calls D once per D step and once per G step, so it runs
+  2 power iterations per iteration; a literal reference with k+1 D passes and k G passes
+  would run 2k+1, i.e. estimate sigma differently - a different D, not a different loss
+  formula. The reference therefore runs the power iteration on the first D call of each
+  phase and uses that same u, v (the same W / sigma) for the other calls of the phase
+  (`same_sigma`), which is SN's own rule (one power iteration per update of W). With
+  `sn="per_call"` it keeps torch's default instead; the benchmark reports the loss
+  difference this makes, so the size of the effect is measured rather than assumed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import resource
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .gates import get_gate
+from .graph import Graph, resolve_graph
+from .losses import generator_adversarial_loss
+from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
+from .training import TrainConfig, Trainer
+
+# case name -> (data set, image size)
+CASES: dict[str, tuple[str, int]] = {
+    "digits-32": ("digits", 32),
+    "synthetic-32": ("synthetic", 32),
+    "synthetic-64": ("synthetic", 64),
+    "digits-16": ("digits", 16),  # a tiny case for tests; not in the default run
+}
+DEFAULT_CASES = ["digits-32", "synthetic-32", "synthetic-64"]
+GRAPH = "through-3"
+# Every gate kind, and every generator keeps an always-on path to all of its parameters
+# (its D edge is through, linear_down or correct), so that "not computed" (engine) and
+# "computed and multiplied by 0" (reference) give the same Adam state (see `zero_weight`).
+MIXED_GATES: dict[tuple[Any, int], str] = {
+    ("D", 0): "through", ("D", 1): "linear_down", ("D", 2): "correct",
+    (0, 1): "linear_up", (0, 2): "cutoff", (1, 0): "correct",
+    (1, 2): "linear_up", (2, 0): "linear_down", (2, 1): "through",
+}
+# The same as through-3 but D -> 0 is linear_up: at p = 0 G_0's last conv gets no
+# gradient at all in the engine (grad None, Adam skips it) but a zero gradient in the
+# reference (Adam counts a step). Reported as a probe, not part of the target.
+ZERO_WEIGHT_GATES: dict[tuple[Any, int], str] = {
+    **{("D", t): "through" for t in range(3)}, ("D", 0): "linear_up",
+    **{(s, t): "through" for s in range(3) for t in range(3) if s != t},
+}
+TARGET_LOSS_DIFF = 1e-4
+TARGET_SPEEDUP = 2.0
+WARMUP_STEPS = 2
+EQUIVALENCE_STEPS = 5
+
+
+# ---- the literal reference -------------------------------------------------------------
+def _spectral_norm_modules(module: nn.Module) -> list[nn.Module]:
+    """Modules whose weight goes through `spectral_norm` (hook or parametrization)."""
+    return [m for m in module.modules()
+            if hasattr(m, "weight_u") or type(m).__name__ == "_SpectralNorm"]
+
+
+@contextlib.contextmanager
+def same_sigma(module: nn.Module) -> Iterator[None]:
+    """Forward calls inside reuse the current u, v: no further power iteration.
+
+    Spectral norm only looks at its module's `training` flag; outside this block the
+    flags are back as they were. Nothing else of an SN discriminator depends on it.
+    """
+    mods = _spectral_norm_modules(module)
+    flags = [m.training for m in mods]
+    for m in mods:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, flags):
+            m.training = f
+
+
+class ReferenceTrainer:
+    """The paper's iteration written out literally, started from an engine's weights.
+
+    Same model classes, the public loss and gate functions, per-generator Adam optimizers,
+    its own z generator seeded like the engine's. `sn` is "once_per_phase" (the default,
+    see the module docstring) or "per_call" (torch's default: one power iteration on every
+    D forward).
+    """
+
+    def __init__(self, engine: Trainer, sn: str = "once_per_phase") -> None:
+        if sn not in ("once_per_phase", "per_call"):
+            raise ValueError(f"The value of `sn` is {sn!r}, but must be one of "
+                             f"once_per_phase, per_call")
+        cfg, graph = engine.config, engine.graph
+        self.graph, self.config, self.sn = graph, cfg, sn
+        self.k, self.nz = graph.k, cfg.nz
+        channels = engine.data.channels
+        self.generators = []
+        for i, node in enumerate(graph.nodes):
+            g = GENERATORS.get(node.model)(cfg.image_size, channels, cfg.nz)
+            g.load_state_dict(engine.generators[i].state_dict())
+            g.train()
+            self.generators.append(g.to(engine.device))
+        self.D = DISCRIMINATORS.get(graph.discriminator)(cfg.image_size, channels,
+                                                         self.k + 1, cfg.d_width)
+        self.D.load_state_dict(engine.D.state_dict())
+        self.D.train().to(engine.device)
+        self.device = engine.device
+        self.learning = graph.learning_nodes()
+        for i in range(self.k):
+            self.generators[i].requires_grad_(i in self.learning)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.opt_g = {t: torch.optim.Adam(self.generators[t].parameters(), lr=cfg.lr_g,
+                                          betas=betas) for t in self.learning}
+        self.transfer = TRANSFERS.get(graph.transfer)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.total_iters = engine.total_iters
+        self.iteration = engine.iteration
+
+    def _d_call(self, first: bool):
+        """Context for one D forward: the power iteration runs on the phase's first call."""
+        if first or self.sn == "per_call":
+            return contextlib.nullcontext()
+        return same_sigma(self.D)
+
+    def train_step(self, real: Tensor) -> dict[str, float]:
+        k, nz, dev, D = self.k, self.nz, self.device, self.D
+        b = real.shape[0]
+        real = real.to(dev)
+        p = min(1.0, self.iteration / max(1, self.total_iters))
+        z_d = torch.randn(k, b, nz, generator=self.rng).to(dev)  # a z per generator
+
+        # ---- D: step 1 (real, class k+1), steps 2-3 (G_i's images, class i), summed
+        D.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self._d_call(first=True):
+            loss = F.cross_entropy(D(real), torch.full((b,), k, dtype=torch.long,
+                                                       device=dev)) / (k + 1)
+        loss.backward()
+        d_loss = loss.item()
+        for i in range(k):
+            with torch.no_grad():
+                fake = self.generators[i](z_d[i])[0]
+            with self._d_call(first=False):
+                loss = F.cross_entropy(D(fake), torch.full((b,), i, dtype=torch.long,
+                                                           device=dev)) / (k + 1)
+            loss.backward()
+            d_loss += loss.item()
+        self.opt_d.step()
+
+        # ---- G: the same z for every generator, each generator's loss on its own
+        z = torch.randn(b, nz, generator=self.rng).to(dev)  # one z for every generator
+        D.requires_grad_(False)
+        outs, logits = [], []
+        for i in range(k):
+            with torch.set_grad_enabled(i in self.opt_g):
+                outs.append(self.generators[i](z))
+        for i in range(k):
+            with self._d_call(first=i == 0):
+                logits.append(D(outs[i][0]))
+        # "the source is right": D says real for G_s's image (s -> t); D says not real for
+        # G_t's image (D -> t)
+        said_real = [lg.detach().argmax(dim=1) == k for lg in logits]
+        losses = {"d_loss": d_loss}
+        for t in self.learning:
+            l_t = get_gate(self.graph.gate("D", t))(generator_adversarial_loss(logits[t]),
+                                                    p, ~said_real[t])
+            for s in range(k):
+                if s == t:
+                    continue
+                src = (outs[s][0].detach(), [f.detach() for f in outs[s][1]])
+                l_st = self.transfer(src, outs[t], self.graph.alpha)
+                l_t = l_t + get_gate(self.graph.gate(s, t))(l_st, p, said_real[s])
+            l_t = l_t.mean()
+            opt = self.opt_g[t]
+            opt.zero_grad(set_to_none=True)
+            if l_t.requires_grad:
+                l_t.backward()
+            opt.step()
+            losses[f"g_loss_{t}"] = l_t.item()
+        self.iteration += 1
+        return losses
+
+
+# ---- driving both ----------------------------------------------------------------------
+def _config(dataset: str, image_size: int, batch_size: int, eval_samples: int = 1000,
+            **kw: Any) -> TrainConfig:
+    return TrainConfig(dataset=dataset, image_size=image_size, batch_size=batch_size,
+                       epochs=1, device="cpu", eval_samples=eval_samples,
+                       extractor="classifier", fid=True, **kw)
+
+
+def _batches(data, batch_size: int, n: int, seed: int) -> list[Tensor]:
+    """n real batches, the same list for engine and reference (data order off their rngs)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: list[Tensor] = []
+    while len(out) < n:
+        before = len(out)
+        for real in data.batches(batch_size, gen):
+            if real.shape[0] != batch_size:
+                continue
+            out.append(real.float().clone())
+            if len(out) == n:
+                break
+        if len(out) == before:
+            raise ValueError(f"data set {getattr(data, 'name', '?')!r} yields no full batch "
+                             f"of {batch_size}")
+    return out
+
+
+def _loss_diff(a: dict[str, float], b: dict[str, float]) -> float:
+    """Largest |a - b| over every loss either side reports (a missing loss counts as 0:
+    the engine leaves out a generator none of whose edges is active right now)."""
+    diff = 0.0
+    for key in set(a) | set(b):
+        x, y = a.get(key, 0.0), b.get(key, 0.0)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return float("inf")
+        diff = max(diff, abs(x - y))
+    return diff
+
+
+def equivalence(graph: Graph, config: TrainConfig, data, batches: list[Tensor],
+                evaluator=None, sn: str = "once_per_phase") -> dict[str, Any]:
+    """Engine and reference from the same weights on the same batches: loss differences."""
+    engine = Trainer(graph, config, data=data, evaluator=evaluator)
+    ref = ReferenceTrainer(engine, sn=sn)
+    per_step = []
+    for real in batches:
+        le, lr = engine.train_step(real), ref.train_step(real)
+        per_step.append(_loss_diff(le, lr))
+    return {"max_loss_diff": max(per_step), "per_step": per_step,
+            "same_z": bool(torch.equal(engine.rng.get_state(), ref.rng.get_state())),
+            "engine_losses": le, "reference_losses": lr}
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024
+
+
+def bench_case(name: str, steps: int = 20, batch_size: int = 64,
+               progress: Callable[[str], None] | None = None,
+               eval_samples: int = 1000) -> dict[str, Any]:
+    """One case: equivalence (through-3, mixed gates, probes), speed, RSS, evaluation."""
+    from .data import load_dataset
+    say = progress or (lambda msg: None)
+    if name not in CASES:
+        raise ValueError(f"unknown bench case {name!r}; valid: {', '.join(CASES)}")
+    dataset, size = CASES[name]
+    say(f"{name}: loading {dataset} at {size} px")
+    data = load_dataset(dataset, size)
+    n_eq = EQUIVALENCE_STEPS
+    batches = _batches(data, batch_size, max(n_eq, WARMUP_STEPS + steps), seed=1)
+    through = resolve_graph(GRAPH)
+    mixed = Graph.build(["dcgan-small"] * 3, MIXED_GATES, transfer="feature_out",
+                        name="mixed-3")
+    zero_w = Graph.build(["dcgan-small"] * 3, ZERO_WEIGHT_GATES, transfer="feature_out",
+                         name="through-3-D0-linear_up")
+    # linear gates need p to move within the few steps: plan exactly n_eq iterations
+    short = dict(max_iters_per_epoch=n_eq)
+    out: dict[str, Any] = {"case": name, "dataset": dataset, "image_size": size,
+                           "channels": data.channels, "graph": GRAPH}
+
+    say(f"{name}: equivalence, {n_eq} steps on {GRAPH} and mixed-3")
+    eq_through = equivalence(through, _config(dataset, size, batch_size, **short), data,
+                             batches[:n_eq])
+    eq_mixed = equivalence(mixed, _config(dataset, size, batch_size, **short), data,
+                           batches[:n_eq])
+    out["loss_diff"] = {GRAPH: eq_through["max_loss_diff"],
+                        "mixed-3": eq_mixed["max_loss_diff"]}
+    out["max_loss_diff"] = max(out["loss_diff"].values())
+    out["same_z"] = eq_through["same_z"] and eq_mixed["same_z"]
+    say(f"{name}: probes (SN power iteration per call; zero-weight edge skipped)")
+    out["probe_sn_per_call_loss_diff"] = equivalence(
+        through, _config(dataset, size, batch_size, **short), data, batches[:n_eq],
+        sn="per_call")["max_loss_diff"]
+    out["probe_zero_weight_loss_diff"] = equivalence(
+        zero_w, _config(dataset, size, batch_size, **short), data,
+        batches[:n_eq])["max_loss_diff"]
+
+    say(f"{name}: timing {steps} steps (+{WARMUP_STEPS} warm-up), interleaved")
+    engine = Trainer(through, _config(dataset, size, batch_size, eval_samples), data=data)
+    ref = ReferenceTrainer(engine)
+    t_engine = t_ref = 0.0
+    for i, real in enumerate(batches[:WARMUP_STEPS + steps]):
+        # alternate who goes first, so that neither always runs on a warm cache
+        order = (engine, ref) if i % 2 == 0 else (ref, engine)
+        times = {}
+        for who in order:
+            t0 = time.perf_counter()
+            who.train_step(real)
+            times[id(who)] = time.perf_counter() - t0
+        if i >= WARMUP_STEPS:
+            t_engine += times[id(engine)]
+            t_ref += times[id(ref)]
+    out["engine_steps_per_s"] = steps / t_engine
+    out["reference_steps_per_s"] = steps / t_ref
+    out["speedup"] = t_ref / t_engine
+    del ref
+
+    say(f"{name}: evaluation ({eval_samples} samples per generator, 3 generators)")
+    t0 = time.perf_counter()
+    engine.evaluate()
+    out["eval_first_s"] = time.perf_counter() - t0  # may include training the classifier
+    t0 = time.perf_counter()
+    scores = engine.evaluate()
+    out["eval_s"] = time.perf_counter() - t0
+    out["eval_scores"] = scores
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def run_bench(steps: int = 20, batch_size: int = 64, cases: list[str] | None = None,
+              progress: Callable[[str], None] | None = None, *,
+              eval_samples: int = 1000) -> dict:
+    """Benchmark every case; the dict `format_bench` prints and `ktg bench --json` dumps."""
+    if steps < 1:
+        raise ValueError(f"The value of `steps` is {steps}, but must be `steps >= 1`")
+    if batch_size < 2:
+        raise ValueError(f"The value of `batch_size` is {batch_size}, but must be "
+                         f"`batch_size >= 2`")
+    cases = list(DEFAULT_CASES if cases is None else cases)
+    for c in cases:
+        if c not in CASES:
+            raise ValueError(f"unknown bench case {c!r}; valid: {', '.join(CASES)}")
+    rows = [bench_case(c, steps, batch_size, progress, eval_samples) for c in cases]
+    return {
+        "steps": steps, "batch_size": batch_size, "warmup_steps": WARMUP_STEPS,
+        "equivalence_steps": EQUIVALENCE_STEPS, "graph": GRAPH,
+        "mixed_graph": {f"{s}->{t}": g for (s, t), g in MIXED_GATES.items()},
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+        "cases": rows,
+        "max_loss_diff": max(r["max_loss_diff"] for r in rows),
+        "min_speedup": min(r["speedup"] for r in rows),
+        "peak_rss_mb": _peak_rss_mb(),
+        "targets": {"max_loss_diff": TARGET_LOSS_DIFF, "speedup": TARGET_SPEEDUP},
+        "equivalent": all(r["max_loss_diff"] < TARGET_LOSS_DIFF and r["same_z"]
+                          for r in rows),
+        "fast_enough": all(r["speedup"] >= TARGET_SPEEDUP for r in rows),
+    }
+
+
+def format_bench(result: dict) -> str:
+    """A readable table of `run_bench`'s result."""
+    head = ["case", "engine it/s", "ref it/s", "speedup", "max |dloss|", "SN/call",
+            "skip-0", "peak RSS MB", "eval s"]
+    rows = [[r["case"], f"{r['engine_steps_per_s']:.2f}", f"{r['reference_steps_per_s']:.2f}",
+             f"{r['speedup']:.2f}x", f"{r['max_loss_diff']:.1e}",
+             f"{r['probe_sn_per_call_loss_diff']:.1e}",
+             f"{r['probe_zero_weight_loss_diff']:.1e}",
+             f"{r['peak_rss_mb']:.0f}", f"{r['eval_s']:.1f}"] for r in result["cases"]]
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)  # noqa: E731
+                                  for j, (c, w) in enumerate(zip(cells, widths)))
+    t = result["targets"]
+    lines = [f"ktg bench: graph {result['graph']} (k=3), batch {result['batch_size']}, "
+             f"{result['steps']} timed steps after {result['warmup_steps']} warm-up, "
+             f"torch {result['torch']}, {result['threads']} threads, {result['device']}",
+             fmt(head), fmt(["-" * w for w in widths])]
+    lines += [fmt(r) for r in rows]
+    ok = lambda b: "ok" if b else "MISSED"  # noqa: E731
+    lines += ["",
+              f"loss equivalence over {result['equivalence_steps']} steps ({result['graph']} "
+              f"and mixed-3 gates): max |dloss| = {result['max_loss_diff']:.1e} "
+              f"(target < {t['max_loss_diff']:g}: {ok(result['equivalent'])})",
+              f"speedup engine / literal reference: min {result['min_speedup']:.2f}x "
+              f"(target >= {t['speedup']:g}x: {ok(result['fast_enough'])})",
+              "SN/call: |dloss| when the reference runs a power iteration on every D call "
+              "(torch's default) instead of once per phase",
+              "skip-0: |dloss| on through-3 with D->0 linear_up: the engine skips a "
+              "zero-weight edge, the reference multiplies it by 0 (Adam counts the step)",
+              "eval s: one Trainer.evaluate() (classifier features, IS + FID), classifier "
+              "already trained; peak RSS is the process's high-water mark so far"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ktg_search.bench", description=__doc__
+                                 .splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--case", action="append", choices=list(CASES), dest="cases")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    res = run_bench(a.steps, a.batch_size, a.cases,
+                    progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(res, indent=2) if a.json else format_bench(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
