@@ -1,3 +1,411 @@
-"""(placeholder: being written) Data sets."""
-def register_builtins(registry):
-    pass
+"""Data sets: every one is loaded whole into memory as uint8 images of one square size.
+
+A data set is named on the command line as `NAME` or `NAME:ARG` (`folder:/data/faces`,
+`synthetic:2048`); `load_dataset` splits off the argument, looks `NAME` up in the
+`DATASETS` registry (registry.py) and calls the loader with a real signature:
+
+    loader(image_size: int, root: Path, download: bool, arg: str | None) -> ImageData
+
+Built-ins:
+- `digits`: scikit-learn's 8x8 digits, embedded in the wheel: works offline (tests, demo).
+- `cifar10`, `mnist`, `fashion-mnist`: torchvision's train splits under `root`
+  (`--data-root`, else `$KTG_DATA`, else `<cache>/data`). Downloads, where a network
+  exists, happen under a file lock so the trials of one node download once; without a
+  network the message says which files to put where.
+- `folder:PATH`: a folder of images; class sub-folders (if any) are the labels.
+- `synthetic[:N]`: coloured shapes made on the fly, 10 distinct classes, deterministic.
+
+Everything is kept as uint8 [N, C, S, S] (CIFAR-10 at 64 px is 0.6 GB) and converted to
+float [-1, 1] (the generators' tanh range) one batch at a time.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import KtgError
+
+SIZES = (16, 32, 64)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SYNTHETIC_DEFAULT_N = 512
+SYNTHETIC_SEED = 20240501  # fixed: the synthetic set is the same everywhere
+
+
+# ---- where things live -----------------------------------------------------------------
+
+def cache_dir() -> pathlib.Path:
+    """Node-local cache root (`$KTG_CACHE`, else `~/.cache/ktg-search`), created.
+
+    Holds trained classifiers, real-image statistics and, by default, data sets. Read
+    from the environment on every call so that tests and Ray workers can redirect it.
+    """
+    path = pathlib.Path(os.environ.get("KTG_CACHE") or
+                        pathlib.Path.home() / ".cache" / "ktg-search").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_root() -> pathlib.Path:
+    """Where torchvision data sets live: `$KTG_DATA`, else `cache_dir()/"data"`.
+
+    Not created here: it may be a read-only shared folder that already holds the files.
+    """
+    env = os.environ.get("KTG_DATA")
+    return pathlib.Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def cache_key(name: str) -> str:
+    """A file-name-safe key for a data set name (`folder:/a/b` has slashes).
+
+    Readable part + a short hash of the full name, so two folders both called `faces`
+    in different places do not share a cached classifier.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if safe == name:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{safe[-40:].strip('_')}-{digest}"
+
+
+# ---- the in-memory data set ------------------------------------------------------------
+
+@dataclass
+class ImageData:
+    """A whole data set in memory: uint8 images [N, C, S, S] and optional labels."""
+
+    name: str                   # e.g. "digits", "cifar10", "folder:/path"
+    images: Tensor              # uint8 [N, C, S, S], already at the training size
+    labels: Tensor | None       # int64 [N], or None for an unlabelled folder
+    num_classes: int            # 0 when unlabelled
+
+    def __post_init__(self) -> None:
+        # Internal invariants (loaders build these), so plain asserts-as-errors.
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 \
+                or self.images.shape[2] != self.images.shape[3]:
+            raise ValueError(f"images must be uint8 [N, C, S, S], got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and (self.labels.dtype != torch.int64
+                                        or self.labels.shape != (len(self.images),)):
+            raise ValueError(f"labels must be int64 [{len(self.images)}], got "
+                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to_float(self, idx: Tensor) -> Tensor:
+        """float32 images in [-1, 1] for the given index tensor."""
+        return self.images[idx].float().div_(127.5).sub_(1.0)
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+        """One epoch: a shuffled pass, drop_last, float32 [-1, 1] batches [B, C, S, S].
+
+        The order comes from `torch.randperm(..., generator=generator)` only, so a seeded
+        generator gives the same batches on every machine; the generator's state moves
+        on, so the next epoch is shuffled differently.
+        """
+        if batch_size < 1:
+            raise KtgError(f"The value of `batch_size` is {batch_size}, but must be "
+                           f"`batch_size >= 1`")
+        if batch_size > len(self):
+            raise KtgError(f"The value of `batch_size` is {batch_size}, but data set "
+                           f"{self.name!r} has only {len(self)} images: must be "
+                           f"`batch_size <= {len(self)}`")
+        order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(self) - batch_size + 1, batch_size):
+            yield self.to_float(order[start:start + batch_size])
+
+    def split(self, fraction: float, seed: int) -> tuple["ImageData", "ImageData"]:
+        """(rest, held_out): a random `fraction` of the images goes to held_out.
+
+        Used for the classifier's held-out accuracy. Both parts keep the name and the
+        class count; the permutation comes from `seed` alone.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise KtgError(f"The value of `fraction` is {fraction}, but must be "
+                           f"`0 < fraction < 1`")
+        n_held = int(round(len(self) * fraction))
+        if n_held < 1 or n_held >= len(self):
+            raise KtgError(f"cannot split {len(self)} images of {self.name!r} with "
+                           f"fraction {fraction}: both parts must be non-empty")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held, rest = order[:n_held], order[n_held:]
+
+        def part(idx: Tensor) -> ImageData:
+            return ImageData(self.name, self.images[idx],
+                             None if self.labels is None else self.labels[idx],
+                             self.num_classes)
+        return part(rest), part(held)
+
+
+# ---- entry points ----------------------------------------------------------------------
+
+def _check_size(image_size: int) -> None:
+    if image_size not in SIZES:
+        raise KtgError(f"The value of `image_size` is {image_size!r}, but must be one of "
+                       f"{', '.join(map(str, SIZES))}")
+
+
+def load_dataset(name: str, image_size: int, root: str | None = None,
+                 download: bool = True) -> ImageData:
+    """Load data set `name` (`NAME` or `NAME:ARG`) at `image_size` px (16, 32 or 64).
+
+    `root` is where torchvision data sets are looked for (default `data_root()`);
+    `download=False` never touches the network. Unknown names, bad sizes and missing
+    files raise `KtgError`.
+    """
+    from .registry import DATASETS  # registry imports this module at its bottom
+    if not isinstance(name, str):
+        raise KtgError(f"data set name must be a string, got {name!r}")
+    base, _, arg = name.partition(":")
+    loader = DATASETS.get(base)
+    _check_size(image_size)
+    root_path = pathlib.Path(root).expanduser() if root else data_root()
+    return loader(image_size, root_path, download, arg or None)
+
+
+def dataset_names() -> list[str]:
+    """Registry names as a user types them ("folder" is shown as "folder:PATH")."""
+    from .registry import DATASETS
+    return [n + (":PATH" if n == "folder" else "") for n in DATASETS.names()]
+
+
+# ---- resizing --------------------------------------------------------------------------
+
+def resize_uint8(images: Tensor, image_size: int, chunk: int = 4096) -> Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, C, S, S], bilinear with antialiasing.
+
+    Chunked so that resizing 50,000 CIFAR images to 64 px never holds them all as float.
+    Square inputs only (the loaders crop first).
+    """
+    if images.shape[-1] == image_size and images.shape[-2] == image_size:
+        return images.contiguous()
+    out = torch.empty(images.shape[0], images.shape[1], image_size, image_size,
+                      dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        x = images[start:start + chunk].float()
+        y = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+# ---- built-in loaders ------------------------------------------------------------------
+
+def _no_arg(name: str, arg: str | None) -> None:
+    if arg is not None:
+        raise KtgError(f"data set {name!r} takes no argument, got {name}:{arg}")
+
+
+def load_digits(image_size: int, root: pathlib.Path, download: bool,
+                arg: str | None) -> ImageData:
+    """scikit-learn's 1,797 8x8 handwritten digits (values 0..16), 1 channel, 10 classes."""
+    _no_arg("digits", arg)
+    from sklearn.datasets import load_digits as sk_load_digits
+    bunch = sk_load_digits()
+    x = torch.from_numpy(bunch.images).float().mul_(255.0 / 16.0)  # [N, 8, 8], 0..255
+    x = x.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target).long()
+    return ImageData("digits", resize_uint8(x, image_size), labels, 10)
+
+
+def _torchvision_loader(name: str, cls_name: str, folder: str, expected: str):
+    """Build a loader for one torchvision data set class (train split only)."""
+
+    def load(image_size: int, root: pathlib.Path, download: bool,
+             arg: str | None) -> ImageData:
+        _no_arg(name, arg)
+        import torchvision.datasets as tvd
+        cls = getattr(tvd, cls_name)
+        where = root / folder if folder else root
+        hint = (f"data set {name!r}: files not found under {where}; expected {expected}. "
+                f"Put them there, pass --data-root DIR (a folder holding them), or set "
+                f"KTG_DATA")
+        try:
+            # Fast path without the lock: the files are usually there already, and the
+            # root may be a read-only shared folder where no lock file can be made.
+            ds = cls(str(root), train=True, download=False)
+        except RuntimeError:
+            if not download:
+                raise KtgError(hint + " (downloading is off)") from None
+            try:
+                from filelock import FileLock
+                root.mkdir(parents=True, exist_ok=True)
+                # One download per node: the other trials wait here, then find the files.
+                with FileLock(str(root / f".{name}.lock")):
+                    ds = cls(str(root), train=True, download=True)
+            except Exception as e:  # no network, a proxy, a truncated file, read-only root
+                first_line = (str(e).strip().splitlines() or [""])[0]
+                raise KtgError(f"{hint}; downloading failed "
+                               f"({type(e).__name__}: {first_line})") from None
+        images = torch.as_tensor(ds.data)
+        if images.dim() == 3:              # MNIST-likes: [N, 28, 28] uint8, 1 channel
+            images = images.unsqueeze(1)
+        else:                              # CIFAR: numpy [N, 32, 32, 3] HWC
+            images = images.permute(0, 3, 1, 2)
+        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+        return ImageData(name, resize_uint8(images.contiguous(), image_size), labels,
+                         len(ds.classes))
+
+    load.__name__ = f"load_{name.replace('-', '_')}"
+    load.__doc__ = f"torchvision {cls_name} (train split) under root; expects {expected}."
+    return load
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte (or the same names with .gz)")
+load_cifar10 = _torchvision_loader(
+    "cifar10", "CIFAR10", "",
+    "cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py/")
+load_mnist = _torchvision_loader("mnist", "MNIST", "MNIST/raw", _MNIST_FILES)
+load_fashion_mnist = _torchvision_loader("fashion-mnist", "FashionMNIST",
+                                         "FashionMNIST/raw", _MNIST_FILES)
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def load_folder(image_size: int, root: pathlib.Path, download: bool,
+                arg: str | None) -> ImageData:
+    """A folder of images (png/jpg/jpeg/bmp/webp), used as `folder:PATH`.
+
+    With class sub-folders (`PATH/<class>/**/*.png`) the sorted sub-folder names are the
+    labels; with images directly in PATH it is unlabelled (IS/FID then need the
+    inception-v3-compat extractor). Mixing both is refused rather than guessed. Images
+    are centre-cropped to a square, resized, and kept grayscale only if all are.
+    """
+    from PIL import Image
+    if not arg:
+        raise KtgError("data set 'folder' needs a path: use folder:PATH")
+    path = pathlib.Path(arg).expanduser().resolve()
+    if not path.is_dir():
+        raise KtgError(f"data set folder {str(path)!r} does not exist or is not a folder")
+
+    def images_in(d: pathlib.Path, recursive: bool) -> list[pathlib.Path]:
+        files = d.rglob("*") if recursive else d.iterdir()
+        return sorted(f for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+    top = images_in(path, recursive=False)
+    classes = sorted(d.name for d in path.iterdir()
+                     if d.is_dir() and not d.name.startswith(".") and images_in(d, True))
+    if top and classes:
+        raise KtgError(f"data set folder {str(path)!r} has both images and class "
+                       f"sub-folders ({', '.join(classes)}); use one layout: images "
+                       f"directly in it (unlabelled) or only in class sub-folders")
+    if classes:
+        files, labels = [], []
+        for label, c in enumerate(classes):
+            found = images_in(path / c, recursive=True)
+            files += found
+            labels += [label] * len(found)
+    else:
+        files, labels = top, None
+    if not files:
+        raise KtgError(f"data set folder {str(path)!r} holds no images "
+                       f"({', '.join(IMAGE_SUFFIXES)})")
+
+    def bad(f: pathlib.Path, e: Exception) -> KtgError:
+        return KtgError(f"cannot read image {str(f)!r}: {e}")
+
+    # Pass 1 reads headers only (the mode), so a big folder is never held at full size.
+    modes = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                modes.append(im.mode)
+        except OSError as e:
+            raise bad(f, e) from None
+    gray = all(m in _GRAY_MODES for m in modes)
+    mode, channels = ("L", 1) if gray else ("RGB", 3)
+    out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+        except OSError as e:
+            raise bad(f, e) from None
+        w, h = im.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        # crop first (resize's own `box` lets the filter read pixels outside the square);
+        # PIL's bicubic filter antialiases when shrinking
+        im = im.crop(box).resize((image_size, image_size), Image.Resampling.BICUBIC)
+        t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        out[i] = t.view(image_size, image_size, channels).permute(2, 0, 1)
+    return ImageData(f"folder:{path}", out,
+                     None if labels is None else torch.tensor(labels, dtype=torch.int64),
+                     len(classes))
+
+
+def load_synthetic(image_size: int, root: pathlib.Path, download: bool,
+                   arg: str | None) -> ImageData:
+    """`synthetic[:N]`: N (default 512) CIFAR-shaped images of 10 distinct classes.
+
+    Each class is a pattern with its own colour pair: stripes (3 orientations), a disc,
+    a ring, a square, a cross, a checkerboard, a radial gradient and a triangle, with
+    random position, scale, phase and pixel noise. Deterministic (fixed seed), made in
+    milliseconds, and easy for a small classifier: for tests and the training loop.
+    """
+    n = SYNTHETIC_DEFAULT_N
+    if arg is not None:
+        try:
+            n = int(arg)
+        except ValueError:
+            n = -1
+        if n < 10:
+            raise KtgError(f"The value of N in 'synthetic:N' is {arg!r}, but must be an "
+                           f"integer >= 10")
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    s = image_size
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+
+    def u(lo: float, hi: float) -> Tensor:
+        return lo + (hi - lo) * torch.rand(n, 1, 1, generator=g)
+
+    cx, cy, r = u(-0.3, 0.3), u(-0.3, 0.3), u(0.35, 0.6)
+    phase, freq = u(0, 2 * math.pi), u(2.5, 3.5)
+    dx, dy = xs - cx, ys - cy
+    dist = (dx ** 2 + dy ** 2).sqrt()
+    masks = torch.stack([
+        (torch.sin(freq * math.pi * ys + phase) > 0).float(),                # horizontal
+        (torch.sin(freq * math.pi * xs + phase) > 0).float(),                # vertical
+        (torch.sin(freq * math.pi * (xs + ys) / 1.4 + phase) > 0).float(),   # diagonal
+        (dist < r).float(),                                                  # disc
+        ((dist < r) & (dist > r * 0.55)).float(),                            # ring
+        ((dx.abs() < r * 0.85) & (dy.abs() < r * 0.85)).float(),             # square
+        ((dx.abs() < r * 0.25) | (dy.abs() < r * 0.25)).float(),             # cross
+        ((torch.sin(freq * math.pi * xs + phase) > 0)
+         ^ (torch.sin(freq * math.pi * ys + phase) > 0)).float(),            # checkerboard
+        (1 - dist / 1.5).clamp(0, 1),                                        # gradient
+        ((dy < r * 0.7) & (dx.abs() < (dy + r) * 0.6)).float(),              # triangle
+    ], dim=1)                                                                # [n, 10, s, s]
+    mask = masks[torch.arange(n), labels]                                    # [n, s, s]
+    # one foreground and one background colour per class, so colour alone also helps
+    fg = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.3, 1.0], [1.0, 1.0, 0.2],
+                       [1.0, 0.2, 1.0], [0.2, 1.0, 1.0], [1.0, 0.6, 0.1], [0.9, 0.9, 0.9],
+                       [0.6, 0.2, 1.0], [0.5, 1.0, 0.5]])
+    bg = torch.tensor([[0.1, 0.1, 0.3], [0.3, 0.1, 0.1], [0.1, 0.3, 0.1], [0.2, 0.2, 0.2],
+                       [0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0.1, 0.1, 0.1], [0.3, 0.1, 0.3],
+                       [0.2, 0.3, 0.3], [0.3, 0.3, 0.1]])
+    img = (mask[:, None] * fg[labels][:, :, None, None]
+           + (1 - mask[:, None]) * bg[labels][:, :, None, None])
+    img = img + 0.08 * torch.randn(img.shape, generator=g)
+    images = (img * 255).round().clamp(0, 255).to(torch.uint8)
+    name = "synthetic" if arg is None else f"synthetic:{n}"
+    return ImageData(name, images, labels.long(), 10)

@@ -96,5 +96,19 @@ DISCRIMINATORS.register("bn", _models.BNDiscriminator,
 from . import data as _data  # noqa: E402
 from . import metrics as _metrics  # noqa: E402
 
-_data.register_builtins(DATASETS)
-_metrics.register_builtins(EXTRACTORS)
+DATASETS.register("digits", _data.load_digits,
+                  "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")
+DATASETS.register("cifar10", _data.load_cifar10, "CIFAR-10 train split (torchvision), 3 channels")
+DATASETS.register("mnist", _data.load_mnist, "MNIST train split (torchvision), 1 channel")
+DATASETS.register("fashion-mnist", _data.load_fashion_mnist,
+                  "Fashion-MNIST train split (torchvision), 1 channel")
+DATASETS.register("folder", _data.load_folder,
+                  "folder:PATH, a folder of images; class sub-folders are the labels")
+DATASETS.register("synthetic", _data.load_synthetic,
+                  "synthetic[:N], N (512) coloured shapes of 10 classes, made on the fly")
+
+EXTRACTORS.register("classifier", _metrics.ClassifierExtractor.load,
+                    "small CNN trained on the data set's own labels (offline default)")
+EXTRACTORS.register("inception-v3-compat", _metrics.InceptionExtractor.load,
+                    "torch-fidelity's InceptionV3 (the papers' IS/FID); needs a weights file "
+                    "offline")

@@ -32,6 +32,7 @@ from typing import Any  # noqa: E402
 
 RESULTS_FILE = "results.parquet"
 HISTORY_FILE = "history.parquet"
+HISTORY_WRITE_S = 2.0
 STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
 
 
@@ -95,9 +96,11 @@ class ResultsBook:
     the run config (and its callbacks) for `Tuner.restore`.
     """
 
-    def __init__(self, run_dir: Path, cfg) -> None:
+    def __init__(self, run_dir: Path, cfg, mirror: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
+        self.mirror = mirror  # a storage URI the files are copied to as well
+        self._last_history_write = 0.0
         self.rows: dict[str, dict] = {}
         self.history: dict[tuple[str, int], dict] = {}
         self.reload()
@@ -122,12 +125,18 @@ class ResultsBook:
         if "epoch" not in result or result.get("status") in ("duplicate", "skipped"):
             return
         keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))
-                and not k.startswith(("config", "time_this", "timestamp", "pid", "hostname",
+                and not k.startswith(("config", "time_this", "timestamp", "hostname",
                                       "node_ip", "date", "trial_id", "done",
                                       "training_iteration", "iterations_since",
                                       "checkpoint_dir"))}
         keep["trial_id"] = trial_id
         self.history[(trial_id, int(result["epoch"]))] = keep
+        # the history is rewritten while trials run too, at most every few seconds, so a
+        # killed driver loses little and running trials can be watched
+        now = time.monotonic()
+        if now - self._last_history_write >= HISTORY_WRITE_S:
+            self._last_history_write = now
+            _write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
 
     def on_complete(self, trial_id: str, params: dict, last: dict | None,
                     error: str | None) -> dict:
@@ -214,6 +223,22 @@ class ResultsBook:
     def write(self) -> None:
         _write_parquet(self.table(), self.run_dir / RESULTS_FILE)
         _write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
+        if self.mirror:
+            self.copy_to_mirror()
+
+    def copy_to_mirror(self) -> None:
+        """Copy run.json and the tables next to Tune's experiment on shared storage, so
+        that every node (and a later `--resume` elsewhere) sees them."""
+        import pyarrow.fs
+        fs, base = pyarrow.fs.FileSystem.from_uri(self.mirror)
+        fs.create_dir(base, recursive=True)
+        for name in ("run.json", RESULTS_FILE, HISTORY_FILE):
+            src = self.run_dir / name
+            if src.exists():
+                # write to a temporary name, then move: readers never see half a file
+                with fs.open_output_stream(f"{base}/.{name}.tmp") as out:
+                    out.write(src.read_bytes())
+                fs.move(f"{base}/.{name}.tmp", f"{base}/{name}")
 
     def summary(self, top: int = 5) -> str:
         df = self.table()

@@ -325,12 +325,32 @@ def _init_ray(address: str | None) -> None:
             from None
 
 
-def run_dir_of(storage_path: str, name: str) -> Path:
+def run_dir_of(storage_path: str, name: str, local_root: str = "runs") -> Path:
+    """Where the run's own files live: under the storage path when it is a local or
+    mounted directory; under `local_root` on this machine when it is a URI (s3://, gs://,
+    ...), in which case Tune's experiment goes to the URI and the results files are
+    mirrored there (`ResultsBook.mirror`)."""
     if is_uri(storage_path):
-        raise KtgError(f"storage path {storage_path!r}: run files need a local or mounted "
-                       f"path here; use a shared mount (NFS) or see the README's cluster "
-                       f"section for s3://")
+        return Path(local_root).expanduser().resolve() / name
     return Path(storage_path).expanduser().resolve() / name
+
+
+def tune_path_of(storage_path: str, run_dir: Path) -> str:
+    """Where Tune keeps the experiment (checkpoints, state): every node must reach it."""
+    if is_uri(storage_path):
+        return storage_path.rstrip("/") + "/" + run_dir.name
+    return str(run_dir)
+
+
+def check_storage_uri(uri: str) -> None:
+    """Fail early, with the scheme named, when pyarrow cannot open a storage URI."""
+    import pyarrow.fs
+    try:
+        pyarrow.fs.FileSystem.from_uri(uri)
+    except Exception as e:
+        raise KtgError(f"--storage-path {uri!r} cannot be opened: {e}; valid: a directory "
+                       f"every node can reach (NFS), or a URI pyarrow supports (s3://, "
+                       f"gs://, file://)") from None
 
 
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
@@ -353,9 +373,13 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         info = json.loads(info_file.read_text())
         cfg = SearchConfig.from_dict(info["config"], where=str(info_file))
         name, study_name, storage_url = info["name"], info["study_name"], info["storage"]
+        tune_path = info.get("tune_path", str(run_dir))
     else:
         name = name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if is_uri(storage_path):
+            check_storage_uri(storage_path)
         run_dir = run_dir_of(storage_path, name)
+        tune_path = tune_path_of(storage_path, run_dir)
         if (run_dir / RUN_FILE).exists():
             raise KtgError(f"run directory {str(run_dir)!r} already holds a search; use "
                            f"--resume {run_dir} or another --name")
@@ -371,6 +395,7 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         atomic_write_text(run_dir / RUN_FILE, json.dumps(
             {"name": name, "config": asdict(cfg), "storage": storage_url,
              "study_name": study_name, "space_size": space.size(),
+             "tune_path": tune_path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
     print(f"search {name}: k={cfg.k}, {len(cfg.gates)} gates, {len(cfg.models)} model(s), "
           f"space size M^(k-1) * G^(k^2) = {len(cfg.models)}^{cfg.k - 1} * "
@@ -379,14 +404,15 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
           f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
           flush=True)
 
-    book = ResultsBook(run_dir, cfg)
-    start_ledger(study_name, book.finished_rows())
+    book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
+    # keep the handle until the search ends: Ray deletes an actor nobody holds
+    ledger = start_ledger(study_name, book.finished_rows())
     from trainables.ktg_gan import train_ktg
     trainable = tune.with_resources(train_ktg, {"cpu": cfg.cpus_per_trial,
                                                 "gpu": cfg.gpus_per_trial})
     callback = ResultsCallback(book)
     if resume:
-        tuner = tune.Tuner.restore(str(run_dir), trainable=trainable,
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
         sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.sampler == "random"
@@ -405,11 +431,13 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
                                         max_concurrent_trials=cfg.concurrency,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(run_dir.parent), verbose=verbose,
+                name=name, storage_path=tune_path.rsplit("/", 1)[0] if is_uri(tune_path)
+                else str(run_dir.parent), verbose=verbose,
                 callbacks=[callback],
                 failure_config=tune.FailureConfig(max_failures=3),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     tuner.fit()
+    del ledger
     book.reload()
     book.write()
     print(book.summary(), flush=True)

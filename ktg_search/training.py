@@ -259,8 +259,10 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the real data (or `max_iters_per_epoch` batches)."""
-        for i in self.learning:
-            self.generators[i].train()
+        # nodes that do not learn run in eval mode: a frozen teacher's batch-norm statistics
+        # must not drift either, or it would not be bit-identical after training
+        for i, g in enumerate(self.generators):
+            g.train(i in self.learning)
         self.D.train()
         sums: dict[str, float] = {}
         n = 0
@@ -305,14 +307,22 @@ class Trainer:
         return torch.cat(out)
 
     def evaluate(self, num_samples: int | None = None) -> dict[str, float]:
-        """IS (and FID when on) of every generator, on `eval_samples` samples each."""
+        """IS (and FID when on) of every generator, on `eval_samples` samples each.
+
+        The same fixed z for every generator and every epoch: curves and generators are
+        then compared on the same latent points. The evaluator asks for the samples in
+        batches; each batch takes the next slice of that z."""
         n = num_samples or self.config.eval_samples
+        z_all = torch.randn(n, self.config.nz, generator=torch.Generator().manual_seed(EVAL_SEED))
         out: dict[str, float] = {}
         for i in range(self.graph.k):
-            # the same fixed z for every generator and every epoch: curves and generators
-            # are then compared on the same latent points
-            scores = self.evaluator.score_generator(
-                lambda m, i=i: self.sample(i, m, seed=EVAL_SEED), num_samples=n)
+            cursor = [0]
+
+            def draw(m: int, i: int = i, cursor: list = cursor) -> Tensor:
+                z = z_all[cursor[0]:cursor[0] + m]
+                cursor[0] += m
+                return self.sample(i, m, z=z)
+            scores = self.evaluator.score_generator(draw, num_samples=n)
             out[f"is_g{i}"] = float(scores["is"])
             if scores.get("fid") is not None:
                 out[f"fid_g{i}"] = float(scores["fid"])

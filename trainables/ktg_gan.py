@@ -75,18 +75,21 @@ def train_ktg(config: dict) -> None:
 
     data, evaluator = _shared(cfg)
     trainer = Trainer(graph, cfg.train_config(), data=data, evaluator=evaluator)
+    restored_from = 0  # the epoch a restored trial continues from (0: a fresh start)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE,
                                                map_location="cpu", weights_only=False))
+        restored_from = trainer.epoch
         ray.get(ledger.claim.remote(key, trial_id))
+    node_id = ray.get_runtime_context().get_node_id()
 
     while trainer.epoch < cfg.max_epochs and trainer.status == "running":
         row = trainer.run_epoch()
         objective = row["objective"]
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
         metrics.update(graph_key=key, objective=objective if math.isfinite(objective)
-                       else float("nan"))
+                       else float("nan"), restored_from=restored_from, node_id=node_id)
         done = trainer.status != "running"
         ledger.update.remote(trial_id, objective, trainer.epoch, done)
         with tempfile.TemporaryDirectory() as d:

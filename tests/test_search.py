@@ -1,0 +1,143 @@
+"""A real search on a real local Ray: OptunaSearch + ASHA, duplicates, the results table,
+query and export, and resume after a SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from ktg_search.cli import main
+from ktg_search.graph import Graph
+from ktg_search.results import load_history, load_results
+from ktg_search.search import SearchConfig, load_preset, run_search
+
+TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
+            num_trials=10, max_epochs=3, grace_period=1, reduction_factor=2,
+            eval_samples=100, max_iters_per_epoch=4, fid=True, d_width=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_session, tmp_path_factory):
+    cfg = SearchConfig.from_dict({**TINY, "preset": "quick"})
+    root = tmp_path_factory.mktemp("runs")
+    return run_search(cfg, name="tiny", storage_path=str(root))
+
+
+def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
+    df = load_results(tiny_run)
+    assert len(df) == TINY["num_trials"] and df.trial_id.is_unique
+    for col in ["trial_id", "status", "graph", "graph_key", "n_generators", "transfer",
+                "model_0", "model_1", "gate_D_0", "gate_D_1", "gate_0_1", "gate_1_0",
+                "objective", "best_epoch", "epochs", "is_best_g0", "is_best_g1", "fid_g0",
+                "fid_g1", "seed", "wall_s", "error"]:
+        assert col in df.columns, col
+    assert set(df.status) <= {"completed", "stopped", "diverged", "error", "duplicate",
+                              "skipped"}
+    assert (df.status == "completed").any()
+    # the objective is the best IS reached by the best generator, from the history
+    hist = load_history(tiny_run)
+    for _, r in df[df.status.isin(["completed", "stopped"])].iterrows():
+        h = hist[hist.trial_id == r.trial_id]
+        best = h[["is_g0", "is_g1"]].max(axis=1).max()
+        assert r.objective == pytest.approx(best)
+        assert r.epochs == h.epoch.max()
+        assert r.is_best_g0 == pytest.approx(h.is_g0.max())
+    # completed trials ran max_epochs; stopped ones fewer (ASHA)
+    assert (df[df.status == "completed"].epochs == TINY["max_epochs"]).all()
+    assert (df[df.status == "stopped"].epochs < TINY["max_epochs"]).all()
+
+
+def test_graph_column_rebuilds_the_sampled_graph(tiny_run):
+    df = load_results(tiny_run)
+    for _, r in df[df.status != "skipped"].iterrows():
+        g = Graph.from_json(r.graph)
+        assert g.canonical_key() == r.graph_key
+        for s, t in Graph.edge_list(2):
+            assert g.gate(s, t) == r[f"gate_{s}_{t}"]
+
+
+def test_duplicates_point_at_an_original_with_the_same_key(tiny_run):
+    df = load_results(tiny_run)
+    trained = df[~df.status.isin(["duplicate", "skipped"])]
+    assert trained.graph_key.is_unique  # no graph was trained twice
+    for _, r in df[df.status == "duplicate"].iterrows():
+        orig = df[df.trial_id == r.duplicate_of].iloc[0]
+        assert orig.graph_key == r.graph_key
+        assert r.objective == pytest.approx(orig.objective, nan_ok=True)
+
+
+def test_optuna_study_holds_every_trial(tiny_run):
+    info = json.loads((tiny_run / "run.json").read_text())
+    assert info["storage"].startswith("sqlite:///")
+    study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
+    assert len(study.trials) == TINY["num_trials"]
+    gates = {p for t in study.trials for k, p in t.params.items() if k.startswith("gate_")}
+    assert gates <= set(TINY["gates"])
+
+
+def test_query_and_export_round_trip(tiny_run, tmp_path, capsys):
+    df = load_results(tiny_run)
+    assert main(["query", str(tiny_run), "--where", "status == 'completed'", "--format",
+                 "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["trial_id"] for r in rows) == sorted(df[df.status == "completed"].trial_id)
+    assert main(["query", str(tiny_run), "--sort", "objective", "--top", "3", "--format",
+                 "csv", "--columns", "trial_id", "objective"]) == 0
+    got = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    want = df.sort_values("objective", ascending=False).head(3)
+    assert list(got.trial_id) == list(want.trial_id)
+    assert main(["query", str(tiny_run), "--where", "nonexistent > 1"]) == 2
+    assert "nonexistent" in capsys.readouterr().err
+    out = tmp_path / "best.json"
+    assert main(["export", str(tiny_run), "--rank", "1", "-o", str(out)]) == 0
+    best = df[df.status != "duplicate"].sort_values("objective", ascending=False).iloc[0]
+    assert Graph.load(out).canonical_key() == best.graph_key
+    assert main(["export", str(tiny_run), "--rank", "999", "-o", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_space_size_and_presets():
+    cfg = load_preset("quick")
+    assert cfg.space().size() == 1 ** 2 * 4 ** 9
+    assert load_preset("paper-cifar10").max_epochs == 200
+    with pytest.raises(Exception, match="unknown preset 'nope'.*quick"):
+        load_preset("nope")
+    with pytest.raises(Exception, match="reduction_factor"):
+        cfg.with_overrides(["reduction_factor=1"])
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_and_repeats_nothing(ray_session, tmp_path):
+    """Kill the driver mid-search; --resume finishes it; finished trials keep their rows."""
+    root = tmp_path / "runs"
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({**TINY, "num_trials": 6, "concurrency": 1, "seed": 11}))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "ktg_search.cli", "search", "--config", str(conf),
+           "--name", "r", "--storage-path", str(root)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    run = root / "r"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (run / "results.parquet").exists() and len(load_results(run)) >= 2:
+            break
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    before = load_results(run)
+    assert 2 <= len(before) < 6
+    assert main(["search", "--resume", str(run)]) == 0
+    after = load_results(run)
+    assert len(after) == 6 and after.trial_id.is_unique
+    for _, r in before.iterrows():  # finished trials were not retrained
+        a = after[after.trial_id == r.trial_id].iloc[0]
+        assert a.epochs == r.epochs and a.objective == pytest.approx(r.objective, nan_ok=True)
