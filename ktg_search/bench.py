@@ -53,12 +53,11 @@ import time
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .gates import get_gate
 from .graph import Graph, resolve_graph
-from .losses import generator_adversarial_loss
+from .losses import discriminator_loss, generator_adversarial_loss
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .training import TrainConfig, Trainer
 
@@ -73,7 +72,7 @@ DEFAULT_CASES = ["digits-32", "synthetic-32", "synthetic-64"]
 GRAPH = "through-3"
 # Every gate kind, and every generator keeps an always-on path to all of its parameters
 # (its D edge is through, linear_down or correct), so that "not computed" (engine) and
-# "computed and multiplied by 0" (reference) give the same Adam state (see `zero_weight`).
+# "computed and multiplied by 0" (reference) give the same Adam state (see below).
 MIXED_GATES: dict[tuple[Any, int], str] = {
     ("D", 0): "through", ("D", 1): "linear_down", ("D", 2): "correct",
     (0, 1): "linear_up", (0, 2): "cutoff", (1, 0): "correct",
@@ -166,7 +165,7 @@ class ReferenceTrainer:
         self.opt_g = {t: torch.optim.Adam(self.generators[t].parameters(), lr=cfg.lr_g,
                                           betas=betas) for t in self.learning}
         self.transfer = TRANSFERS.get(graph.transfer)
-        self.rng = torch.Generator().manual_seed(cfg.seed)  # its own, seeded like the engine's
+        self.rng = torch.Generator().manual_seed(cfg.seed)  # ours, seeded like the engine's
         self.total_iters = engine.total_iters
         self.iteration = engine.iteration
 
@@ -214,16 +213,16 @@ class ReferenceTrainer:
         D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
         with self._d_call(first=True):
-            loss = F.cross_entropy(D(real), torch.full((b,), k, dtype=torch.long,
-                                                       device=dev)) / (k + 1)
+            loss = discriminator_loss(D(real), torch.full((b,), k, dtype=torch.long,
+                                                          device=dev)).mean() / (k + 1)
         loss.backward()
         d_loss = loss.item()
         for i in range(k):
             with torch.no_grad():
                 fake = self.generators[i](z_d[i])[0]
             with self._d_call(first=False):
-                loss = F.cross_entropy(D(fake), torch.full((b,), i, dtype=torch.long,
-                                                           device=dev)) / (k + 1)
+                loss = discriminator_loss(D(fake), torch.full((b,), i, dtype=torch.long,
+                                                              device=dev)).mean() / (k + 1)
             loss.backward()
             d_loss += loss.item()
         self.opt_d.step()
@@ -492,7 +491,8 @@ def format_bench(result: dict) -> str:
         "SN per call = |dloss| if the reference ran a power iteration on every D call "
         "(torch's default) instead of once per phase",
         "zero-weight edges: the engine skips them; on through-3 with every D edge linear_up "
-        "(none active at p = 0) the Adam step count then differs for: " + (", ".join(skipped) or "nothing"),
+        "(none active at p = 0) the Adam step count then differs for: "
+        + (", ".join(skipped) or "nothing"),
         "eval s = one Trainer.evaluate() (classifier features, IS + FID, 3 generators) "
         "with the classifier cached; peak RSS = the process's high-water mark so far",
     ]

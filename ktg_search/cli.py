@@ -5,6 +5,8 @@
     ktg graphs | presets             what ships with the package
     ktg search [--preset P]          the knowledge-transfer-graph search (Ray Tune)
     ktg query RUN / ktg export RUN   read the results table, export a trial's graph
+    ktg report RUN                   the ranked graph report (HTML + Markdown)
+    ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
     ktg bench                        engine speed against the literal reference
 """
 from __future__ import annotations
@@ -89,6 +91,8 @@ def _train_config(args, epochs: int, seed: int):
     from .training import TrainConfig
     return TrainConfig(dataset=args.dataset, image_size=args.image_size,
                        batch_size=args.batch_size, epochs=epochs, seed=seed,
+                       lr_g=args.lr, lr_d=args.lr, beta1=args.betas[0], beta2=args.betas[1],
+                       d_width=args.d_width,
                        device=args.device, eval_samples=args.eval_samples,
                        extractor=args.extractor, fid=not args.no_fid,
                        inception_weights=args.inception_weights, data_root=args.data_root,
@@ -306,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True)
     sp.set_defaults(func=cmd_export)
 
+    from .compare import add_compare_parser, add_pretrain_parser
+    from .report import add_report_parser
+    add_report_parser(sub)
+    add_compare_parser(sub, reg)
+    add_pretrain_parser(sub, reg)
+
     sp = sub.add_parser("bench", help="engine speed against the literal reference")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--steps", type=int, default=20)
@@ -320,6 +330,11 @@ def add_training_args(sp, reg) -> None:
     sp.add_argument("--epochs", type=int, default=10)
     sp.add_argument("--image-size", type=int, choices=(16, 32, 64), default=16)
     sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (G and D)")
+    sp.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999),
+                    metavar=("B1", "B2"), help="Adam betas (default 0.5 0.999, the "
+                    "paper's; 0 0.9 learns faster at digits scale, see README)")
+    sp.add_argument("--d-width", type=int, default=64, help="discriminator base width")
     sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     sp.add_argument("--amp", choices=("off", "bf16"), default="off")
     sp.add_argument("--eval-samples", type=int, default=1000)

@@ -432,6 +432,9 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
         raise KtgError(f"The value of `--seeds` is {seeds!r}, but must be `--seeds >= 1`")
     if gpus_per_run < 0:
         raise KtgError(f"The value of `--gpus-per-run` is {gpus_per_run}, but must be >= 0")
+    if use_ray and config.device.startswith("cuda") and not gpus_per_run:
+        raise KtgError(f"--device {config.device} on Ray needs --gpus-per-run > 0 (Ray hides "
+                       f"GPUs from tasks that ask for none); or use --device auto")
     pairs = load_graphs(list(graphs), teacher)
     from .cli import _check_dataset
     _check_dataset(config.dataset)
@@ -451,7 +454,8 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
               file=sys.stderr)
     # the data set, the evaluator (trains and caches the classifier extractor once, before
     # parallel workers would race to) and every teacher checkpoint, before any write
-    data, evaluator = _shared(config)
+    # (on Ray this process only checks and warms caches: its device may lack the GPU)
+    data, evaluator = _shared(replace(config, device="cpu") if use_ray else config)
     check_teachers(pairs, config, data.channels)
 
     created = not out.exists()

@@ -47,7 +47,7 @@ class SearchConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    d_width: int = 32
+    d_width: int = 64
     eval_samples: int = 500
     extractor: str = "classifier"
     fid: bool = False

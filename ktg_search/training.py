@@ -47,7 +47,7 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    d_width: int = 32            # discriminator base width (DCGAN's ndf)
+    d_width: int = 64            # discriminator base width (DCGAN's ndf)
     seed: int = 0
     device: str = "auto"         # auto | cpu | cuda | cuda:N
     amp: str = "off"             # off | bf16 (autocast; GPUs with bf16 support)
