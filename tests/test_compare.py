@@ -288,3 +288,21 @@ def test_a_failed_run_leaves_nothing_half_written(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         compare(["dcgan-sn"], cfg(), old, seeds=2, use_ray=False, progress=False)
     assert sorted(p.name for p in old.iterdir()) == ["notes"]
+
+
+def test_compare_cli_runs_a_kd_graph_and_reports_its_compression(teacher, capsys, tmp_path):
+    out = tmp_path / "kd"
+    assert ktg(["compare", "kd-mse", "--teacher", str(teacher), "--seeds", "1", "--epochs",
+                "1", "--no-ray", "--eval-at", "last", "--out", str(out), *TINY_ARGS[:-1],
+                "2"]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(out / "table.csv")
+    medium, small = (count_parameters(GENERATORS.get(m)(16, 1)) for m in
+                     ("dcgan-medium", "dcgan-small"))
+    assert (df.params_g0[0], df.params_g1[0]) == (medium, small)
+    assert df.frozen[0] == 0 and df.best_node[0] == 1 and df.eval_at[0] == "last"
+    assert df.compression[0] == pytest.approx(medium / small)
+    assert f"{medium / small:.1f}x smaller" in printed
+    summary = json.loads((out / "kd-mse" / "seed0" / "summary.json").read_text())
+    assert summary["frozen"] == [0]
+    assert df.is_mean[0] == pytest.approx(summary["last_is"][1])  # the student, not G0
