@@ -111,12 +111,14 @@ def test_non_finite_loss_ends_as_diverged_not_a_crash(digits16, evaluator16):
 
 @pytest.mark.parametrize("graph", ["dcgan-sn", "through-3"])
 def test_one_epoch_beats_an_untrained_generator(digits16, evaluator16, graph):
+    # one epoch is 28 steps: far from good digits (see README), but measurably better than
+    # the untrained generator, whose near-constant images give IS ~ 1.00001
     g = resolve_graph(graph)
-    t = Trainer(g, cfg(epochs=1, batch_size=64, max_iters_per_epoch=None), data=digits16,
-                evaluator=evaluator16)
-    untrained = evaluator16.score_generator(lambda n: t.sample(0, n, seed=3), 500)["is"]
+    t = Trainer(g, cfg(epochs=1, batch_size=64, max_iters_per_epoch=None, beta1=0.0,
+                       beta2=0.9), data=digits16, evaluator=evaluator16)
+    untrained = evaluator16.score_generator(lambda n: t.sample(0, n, seed=3), 500)
     row = t.run_epoch()
     best = max(row[f"is_g{i}"] for i in range(g.k))
-    assert best > untrained + 0.2, (best, untrained)
+    assert best > untrained["is"] + 2e-4, (best, untrained["is"])
+    assert min(row[f"fid_g{i}"] for i in range(g.k)) < 0.8 * untrained["fid"]
     assert row["objective"] == pytest.approx(best)
-    assert row["fid_g0"] > 0
