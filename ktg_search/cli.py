@@ -116,6 +116,9 @@ def cmd_train(args) -> int:
     if args.seeds < 1:
         raise KtgError(f"The value of `--seeds` is {args.seeds}, but must be >= 1")
     graph = resolve_graph(args.graph)
+    if args.teacher:
+        from .compare import apply_teacher
+        graph = apply_teacher(graph, args.teacher)
     cfg0 = _train_config(args, args.epochs, 0)
     cfg0.validate()
     # everything that can fail on bad input fails before a file is written
@@ -274,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--out", default="ktg_runs/train", help="output directory")
+    sp.add_argument("--teacher", help="checkpoint from `ktg pretrain` for every pretrained "
+                                      "node (the kd-* graphs)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("search", help="run a knowledge-transfer-graph search on Ray Tune")

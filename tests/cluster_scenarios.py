@@ -76,6 +76,8 @@ def lost_node(root: Path) -> dict:
                 victim_trial = on_victim.iloc[-1].trial_id
                 removed_at_epoch = int(h[h.trial_id == victim_trial].epoch.max())
                 cluster.remove_node(workers[0])  # from the main thread
+                # as an autoscaler would: a fresh node takes the lost one's place
+                cluster.add_node(num_cpus=1)
                 break
         time.sleep(0.3)
     thread.join(timeout=900)
@@ -86,6 +88,7 @@ def lost_node(root: Path) -> dict:
            "removed_at_epoch": removed_at_epoch, "n_rows": len(df),
            "unique_ids": bool(df.trial_id.is_unique), "statuses": df.status.tolist(),
            "victim_status": df[df.trial_id == victim_trial].status.tolist(),
+           "victim_error": df[df.trial_id == victim_trial].error.tolist(),
            "victim_epochs": vh.epoch.tolist(), "victim_restored_from": vh.restored_from.tolist(),
            "victim_nodes": vh.node_id.tolist()}
     ray.shutdown()
