@@ -41,9 +41,12 @@ def test_small_bench_run_engine_matches_reference():
     assert case["case"] == "digits-16" and case["channels"] == 1
     # the equivalence: same z draws, same Adam state, losses within 1e-4 over 5 steps
     assert case["same_z"] and case["adam_steps_match"]
+    # every step from identical state: the same losses, on both graphs
     assert 0.0 <= case["loss_diff"]["through-3"] < bench.TARGET_LOSS_DIFF
-    assert 0.0 <= case["loss_diff"]["mixed-3 stepwise"] < bench.TARGET_LOSS_DIFF
+    assert 0.0 <= case["loss_diff"]["mixed-3"] < bench.TARGET_LOSS_DIFF
     assert res["max_loss_diff"] < bench.TARGET_LOSS_DIFF and res["equivalent"]
+    # free-running the gap only grows from rounding (Adam's first step); still small
+    assert case["max_loss_diff_free"] < 10 * bench.TARGET_LOSS_DIFF
     for key in ("engine_steps_per_s", "reference_steps_per_s", "speedup", "eval_s",
                 "peak_rss_mb"):
         assert case[key] > 0, key
