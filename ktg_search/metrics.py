@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .data import ImageData, cache_dir, cache_key
 from .errors import KtgError
+from .results import atomic_write
 
 # torch-fidelity's inception weights (what `inception-v3-compat` downloads when it can)
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -76,17 +77,6 @@ def _check_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise KtgError(f"device {device!r} requested but no CUDA GPU is available; use cpu")
     return dev
-
-
-def _atomic_write(path: pathlib.Path, write: Callable[[str], None]) -> None:
-    """Write through `write(tmp_path)` then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---- the offline extractor: a classifier trained on the data set's labels --------------
@@ -226,9 +216,9 @@ def load_or_train_classifier(data: ImageData, device: str = "cpu"
             if ckpt is None or not _matches(ckpt["record"], data):
                 model, record = train_classifier(data, device=device)
                 ckpt = {"state_dict": model.state_dict(), "record": record}
-                _atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+                atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
                 text = json.dumps(record, indent=2) + "\n"
-                _atomic_write(path.with_suffix(".json"),
+                atomic_write(path.with_suffix(".json"),
                                     lambda tmp: pathlib.Path(tmp).write_text(text))
     record = ckpt["record"]
     model = SmallClassifier(record["channels"], record["num_classes"], record["image_size"])
@@ -419,7 +409,7 @@ class Evaluator:
             def write(tmp: str) -> None:
                 with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz"
                     np.savez(f, mu=stats[0], sigma=stats[1])
-            _atomic_write(path, write)
+            atomic_write(path, write)
         _REAL_STATS[key] = stats
         return stats
 

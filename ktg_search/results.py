@@ -1,23 +1,33 @@
 """Results files: atomic writes, the results table and the per-epoch history."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` beside `path`, then rename over it: readers see the old file
+    or the new one, never half. The one atomic-write mechanism of the package (torch.save,
+    np.savez, parquet and text all go through it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -25,10 +35,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 # ---- the results table ---------------------------------------------------------------------
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
 
 RESULTS_FILE = "results.parquet"
 HISTORY_FILE = "history.parquet"

@@ -30,6 +30,7 @@ from .gates import get_gate, is_active
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
+from .results import atomic_write
 
 STATUSES = ("running", "completed", "diverged")
 EVAL_SEED = 20241
@@ -406,11 +407,8 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         """Atomically write the whole training state (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        state = self.state_dict()
+        atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def restore(cls, path: str | Path, data=None, evaluator=None) -> "Trainer":
@@ -428,10 +426,7 @@ class Trainer:
 
     def export_generator(self, node: int, path: str | Path) -> None:
         """A single generator checkpoint that a graph node can name as `pretrained`."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"model": self.graph.nodes[node].model,
-                    "generator": self.generators[node].state_dict(),
-                    "config": asdict(self.config), "best_is": self.best_is[node]}, tmp)
-        tmp.replace(path)
+        ckpt = {"model": self.graph.nodes[node].model,
+                "generator": self.generators[node].state_dict(),
+                "config": asdict(self.config), "best_is": self.best_is[node]}
+        atomic_write(Path(path), lambda tmp: torch.save(ckpt, tmp))
