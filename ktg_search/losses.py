@@ -8,7 +8,7 @@ gradient reaches its destination only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,22 +17,46 @@ from torch import Tensor
 DEFAULT_ALPHA = 1000.0
 
 
-def image_transfer_loss(src: Tensor, dst: Tensor, alpha: float = DEFAULT_ALPHA) -> Tensor:
-    """Eq. 5, per sample: flatten each image to N values, L2-normalize, and return
-    alpha / N * sum_n (src_n - dst_n)^2. Shapes [B, ...] -> [B]."""
-    if src.shape != dst.shape:
-        raise ValueError(f"image transfer needs equal shapes, got {tuple(src.shape)} "
-                         f"and {tuple(dst.shape)}")
-    s = F.normalize(src.flatten(1), dim=1)
-    d = F.normalize(dst.flatten(1), dim=1)
-    n = s.shape[1]
-    return (s - d).pow(2).sum(dim=1) * (alpha / n)
+def unit_image(img: Tensor) -> Tensor:
+    """Eq. 5's normalized image: flattened to N values, L2-normalized per sample.
+    [B, ...] -> [B, N]."""
+    return F.normalize(img.flatten(1), dim=1)
 
 
 def attention_map(feat: Tensor) -> Tensor:
     """Eq. 3's Q: mean over channels of F^2, flattened to N positions and L2-normalized
     per sample. [B, C, H, W] -> [B, H*W]."""
     return F.normalize(feat.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def normalized_distance(src: Sequence[Tensor], dst: Sequence[Tensor],
+                        alpha: float = DEFAULT_ALPHA) -> Tensor:
+    """The sum both transfer losses share, on already normalized [B, N_m] vectors:
+    alpha / M * sum_m (1 / N_m) * sum_n (src_mn - dst_mn)^2 -> [B]."""
+    total = None
+    for a, b in zip(src, dst):
+        term = (a - b).pow(2).mean(dim=1)
+        total = term if total is None else total + term
+    return total * (alpha / len(src))
+
+
+def image_transfer_loss(src: Tensor, dst: Tensor, alpha: float = DEFAULT_ALPHA) -> Tensor:
+    """Eq. 5, per sample: flatten each image to N values, L2-normalize, and return
+    alpha / N * sum_n (src_n - dst_n)^2. Shapes [B, ...] -> [B]."""
+    if src.shape != dst.shape:
+        raise ValueError(f"image transfer needs equal shapes, got {tuple(src.shape)} "
+                         f"and {tuple(dst.shape)}")
+    return normalized_distance([unit_image(src)], [unit_image(dst)], alpha)
+
+
+def _check_feature_pairs(src_feats: Sequence[Tensor], dst_feats: Sequence[Tensor]) -> None:
+    if len(src_feats) != len(dst_feats) or not src_feats:
+        raise ValueError(f"feature transfer needs the same non-zero number of layers, got "
+                         f"{len(src_feats)} and {len(dst_feats)}")
+    for fs, fd in zip(src_feats, dst_feats):
+        if fs.shape[0] != fd.shape[0] or fs.shape[2:] != fd.shape[2:]:
+            raise ValueError(f"feature maps differ in batch or spatial size: "
+                             f"{tuple(fs.shape)} vs {tuple(fd.shape)}")
 
 
 def feature_transfer_loss(src_feats: Sequence[Tensor], dst_feats: Sequence[Tensor],
@@ -47,19 +71,9 @@ def feature_transfer_loss(src_feats: Sequence[Tensor], dst_feats: Sequence[Tenso
     layer's own position count, so the paper's alpha / (M * N) becomes
     alpha / (M * N_m) per layer; for equal sizes the two readings are the same.
     """
-    if len(src_feats) != len(dst_feats) or not src_feats:
-        raise ValueError(f"feature transfer needs the same non-zero number of layers, got "
-                         f"{len(src_feats)} and {len(dst_feats)}")
-    m = len(src_feats)
-    total = None
-    for fs, fd in zip(src_feats, dst_feats):
-        if fs.shape[0] != fd.shape[0] or fs.shape[2:] != fd.shape[2:]:
-            raise ValueError(f"feature maps differ in batch or spatial size: "
-                             f"{tuple(fs.shape)} vs {tuple(fd.shape)}")
-        qs, qd = attention_map(fs), attention_map(fd)
-        term = (qs - qd).pow(2).sum(dim=1) / qs.shape[1]
-        total = term if total is None else total + term
-    return total * (alpha / m)
+    _check_feature_pairs(src_feats, dst_feats)
+    return normalized_distance([attention_map(f) for f in src_feats],
+                               [attention_map(f) for f in dst_feats], alpha)
 
 
 def discriminator_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -77,25 +91,38 @@ def generator_adversarial_loss(logits: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class TransferKind:
-    """A registered transfer kind: the loss and which generator taps it reads.
+    """A registered transfer kind: which generator output it reads, and the loss.
 
     `layers` are 0-based indices into the generator's tap list (the outputs of its hidden
     up-sampling blocks, counted from the input side); None means the generated image.
+    The loss is split in two so that the trainer normalizes each generator's output once
+    a step (`prepare`) and compares the results for every edge (`compare`); calling the
+    kind does both and equals `image_transfer_loss` / `feature_transfer_loss`.
     """
     name: str
-    loss: Callable[..., Tensor]
     layers: tuple[int, ...] | None
+
+    def prepare(self, out: tuple[Tensor, list[Tensor]]) -> list[Tensor]:
+        """(image, taps) of one generator -> the normalized [B, N_m] vectors the loss
+        compares: the unit image, or the attention map of every tapped layer."""
+        if self.layers is None:
+            return [unit_image(out[0])]
+        return [attention_map(out[1][i]) for i in self.layers]
+
+    def compare(self, src: list[Tensor], dst: list[Tensor], alpha: float) -> Tensor:
+        """Per-sample loss between two `prepare` results."""
+        return normalized_distance(src, dst, alpha)
 
     def __call__(self, src: tuple[Tensor, list[Tensor]], dst: tuple[Tensor, list[Tensor]],
                  alpha: float) -> Tensor:
         """Per-sample loss between (image, taps) of source and destination."""
         if self.layers is None:
-            return self.loss(src[0], dst[0], alpha)
-        return self.loss([src[1][i] for i in self.layers], [dst[1][i] for i in self.layers],
-                         alpha)
+            return image_transfer_loss(src[0], dst[0], alpha)
+        return feature_transfer_loss([src[1][i] for i in self.layers],
+                                     [dst[1][i] for i in self.layers], alpha)
 
 
-IMAGE_TRANSFER = TransferKind("image", image_transfer_loss, None)
+IMAGE_TRANSFER = TransferKind("image", None)
 # The paper's "2nd and 3rd layers" / "3rd and 4th layers" of the DCGAN generator.
-FEATURE_IN_TRANSFER = TransferKind("feature_in", feature_transfer_loss, (1, 2))
-FEATURE_OUT_TRANSFER = TransferKind("feature_out", feature_transfer_loss, (2, 3))
+FEATURE_IN_TRANSFER = TransferKind("feature_in", (1, 2))
+FEATURE_OUT_TRANSFER = TransferKind("feature_out", (2, 3))

@@ -233,6 +233,11 @@ def test_transfer_kind_reads_the_right_taps(kind, layers):
         expected = np_feature_loss([s_taps[i] for i in layers], [d_taps[i] for i in layers],
                                    20.0)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5)
+    # the trainer's split: normalize each side once, then compare
+    t = TRANSFERS.get(kind)
+    split = t.compare(t.prepare((_t(s_img), [_t(f) for f in s_taps])),
+                      t.prepare((_t(d_img), [_t(f) for f in d_taps])), 20.0)
+    np.testing.assert_allclose(split.numpy(), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", TRANSFERS.names())

@@ -56,10 +56,14 @@ def test_cutoff_and_zero_weight_edges_are_never_computed(digits16, evaluator16):
     t = Trainer(g, cfg(epochs=1), data=digits16, evaluator=evaluator16)
     inner = t.transfer
 
-    def counting(src, dst, alpha):
-        calls.append(t.progress())
-        return inner(src, dst, alpha)
-    t.transfer = counting
+    class Counting:  # the trainer prepares each output once and compares per edge
+        def prepare(self, out):
+            return inner.prepare(out)
+
+        def compare(self, src, dst, alpha):
+            calls.append(t.progress())
+            return inner.compare(src, dst, alpha)
+    t.transfer = Counting()
     t.train_epoch()
     # 6 iterations; linear_up has weight 0 at p = 0 (first step), cutoff never
     assert len(calls) == 5
@@ -122,3 +126,65 @@ def test_one_epoch_beats_an_untrained_generator(digits16, evaluator16, graph):
     assert best > untrained["is"] + 2e-4, (best, untrained["is"])
     assert min(row[f"fid_g{i}"] for i in range(g.k)) < 0.8 * untrained["fid"]
     assert row["objective"] == pytest.approx(best)
+
+
+def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor) -> float:
+    """Eq. 1 averaged over every sample of a D step, with D called once per part as the
+    paper's steps 1-3 do, on copies of the trainer's models and its next z; spectral
+    norm's power iteration on the first call only (one per update of W)."""
+    import copy
+    import torch.nn.functional as F
+    k, b = t.graph.k, real.shape[0]
+    gens, d = copy.deepcopy(t.generators), copy.deepcopy(t.D)
+    rng = torch.Generator().set_state(t.rng.get_state())
+    z = torch.randn(k, b, t.config.nz, generator=rng)
+    total = 0.0
+    with torch.no_grad():
+        parts = [(real, k)] + [(gens[i](z[i])[0], i) for i in range(k)]
+        for n, (x, label) in enumerate(parts):
+            total += F.cross_entropy(d(x), torch.full((b,), label), reduction="sum").item()
+            if n == 0:
+                for m in d.modules():
+                    if hasattr(m, "weight_u"):
+                        m.training = False
+    return total / ((k + 1) * b)
+
+
+def _batches(data, n: int) -> list[torch.Tensor]:
+    return [x for _, x in zip(range(n), data.batches(32, torch.Generator().manual_seed(0)))]
+
+
+def test_batch_norm_discriminator_sees_real_and_fake_in_separate_passes(digits16,
+                                                                        evaluator16):
+    # the `dcgan` baseline: one D call over real + fake would pool their batch statistics
+    (real,) = _batches(digits16, 1)
+    auto = Trainer(resolve_graph("dcgan"), cfg(), data=digits16, evaluator=evaluator16)
+    assert auto.d_per_part
+    expected = _d_step_loss_by_hand(auto, real)
+    assert auto.train_step(real)["d_loss"] == pytest.approx(expected, abs=1e-5)
+    joint = Trainer(resolve_graph("dcgan"), cfg(d_passes="joint"), data=digits16,
+                    evaluator=evaluator16)
+    assert abs(joint.train_step(real)["d_loss"] - expected) > 1e-3  # the check has teeth
+
+
+def test_spectral_norm_discriminator_same_loss_joint_or_per_part(digits16, evaluator16):
+    # with SN, one call over the concatenation and one call per part are the same D (the
+    # power iteration runs once per step either way), so the losses agree step after step
+    batches = _batches(digits16, 3)
+    runs = {}
+    for mode in ("joint", "per_part"):
+        t = Trainer(resolve_graph("through-3"), cfg(d_passes=mode), data=digits16,
+                    evaluator=evaluator16)
+        assert t.d_per_part == (mode == "per_part")
+        expected = _d_step_loss_by_hand(t, batches[0])
+        runs[mode] = [t.train_step(x) for x in batches]
+        assert runs[mode][0]["d_loss"] == pytest.approx(expected, abs=1e-5)
+    for a, b in zip(runs["joint"], runs["per_part"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+
+
+def test_d_passes_setting_is_checked():
+    with pytest.raises(Exception, match="d_passes.*'both'.*auto, joint, per_part"):
+        cfg(d_passes="both").validate()
