@@ -92,7 +92,7 @@ def _train_config(args, epochs: int, seed: int):
     return TrainConfig(dataset=args.dataset, image_size=args.image_size,
                        batch_size=args.batch_size, epochs=epochs, seed=seed,
                        lr_g=args.lr, lr_d=args.lr, beta1=args.betas[0], beta2=args.betas[1],
-                       d_width=args.d_width,
+                       d_width=args.d_width, d_loss_weighting=args.d_loss_weighting,
                        device=args.device, eval_samples=args.eval_samples,
                        extractor=args.extractor, fid=not args.no_fid,
                        inception_weights=args.inception_weights, data_root=args.data_root,
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_training_args(sp, reg) -> None:
+    from .training import D_LOSS_WEIGHTINGS
     sp.add_argument("--dataset", default="digits",
                     help="one of " + ", ".join(n + (":PATH" if n == "folder" else "")
                                                for n in reg.DATASETS.names()))
@@ -340,6 +341,9 @@ def add_training_args(sp, reg) -> None:
                     metavar=("B1", "B2"), help="Adam betas (default 0.5 0.999, the "
                     "paper's; 0 0.9 learns faster at digits scale, see README)")
     sp.add_argument("--d-width", type=int, default=64, help="discriminator base width")
+    sp.add_argument("--d-loss-weighting", choices=D_LOSS_WEIGHTINGS, default="uniform",
+                    help="eq. 1 over a D step: uniform (every sample alike) or paper_steps "
+                    "(real half of the loss, as Sec. 3.3.1's steps repeated k times)")
     sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     sp.add_argument("--amp", choices=("off", "bf16"), default="off")
     sp.add_argument("--eval-samples", type=int, default=1000)

@@ -48,6 +48,7 @@ class SearchConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     d_width: int = 64
+    d_loss_weighting: str = "uniform"
     eval_samples: int = 500
     extractor: str = "classifier"
     fid: bool = False

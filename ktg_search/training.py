@@ -36,6 +36,7 @@ from .results import atomic_write
 
 STATUSES = ("running", "completed", "diverged")
 D_PASSES = ("auto", "joint", "per_part")
+D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
 EVAL_SEED = 20241
 
 
@@ -56,6 +57,12 @@ class TrainConfig:
     # "per_part" = one call per part (the paper's separate passes), "auto" = per_part when
     # D has batch norm (a joint call would mix real and fake batch statistics), else joint
     d_passes: str = "auto"
+    # how eq. 1 is averaged over a D step's samples: "uniform" = every sample alike (the
+    # real batch is 1/(k+1) of the loss); "paper_steps" = Sec. 3.3.1 read literally,
+    # steps 1 (real) and 2 (G_i) repeated for i = 1..k: the real batch is half of the
+    # loss, each generator 1/(2k). The same for k = 1; for k = 3 on digits "uniform" let
+    # every generator collapse while "paper_steps" did not (README, training notes)
+    d_loss_weighting: str = "uniform"
     seed: int = 0
     device: str = "auto"         # auto | cpu | cuda | cuda:N
     amp: str = "off"             # off | bf16 (autocast; GPUs with bf16 support)
@@ -83,7 +90,9 @@ class TrainConfig:
                   ("lr_g", self.lr_g > 0, "`lr_g` > 0"), ("lr_d", self.lr_d > 0, "`lr_d` > 0"),
                   ("eval_samples", self.eval_samples >= 10, "`eval_samples` >= 10"),
                   ("amp", self.amp in ("off", "bf16"), "one of off, bf16"),
-                  ("d_passes", self.d_passes in D_PASSES, f"one of {', '.join(D_PASSES)}")]
+                  ("d_passes", self.d_passes in D_PASSES, f"one of {', '.join(D_PASSES)}"),
+                  ("d_loss_weighting", self.d_loss_weighting in D_LOSS_WEIGHTINGS,
+                   f"one of {', '.join(D_LOSS_WEIGHTINGS)}")]
         for name, ok, rule in checks:
             if not ok:
                 raise KtgError(f"The value of `{name}` is {getattr(self, name)!r}, but must be "
@@ -240,9 +249,15 @@ class Trainer:
                            [torch.full((b,), i, dtype=torch.long) for i in range(k)]).to(dev)
         self.D.requires_grad_(True)
         with self._autocast():
-            d_loss = discriminator_loss(self.discriminate([real.float()] +
-                                                          [f.float() for f in fakes]),
-                                        labels).mean()
+            per_sample = discriminator_loss(self.discriminate([real.float()] +
+                                                              [f.float() for f in fakes]),
+                                            labels)
+        if self.config.d_loss_weighting == "paper_steps":
+            # real half of the loss, each generator 1/(2k): weights relative to the mean
+            # over all (k+1) * b samples
+            w_real, w_fake = (k + 1) / 2, (k + 1) / (2 * k)
+            per_sample = per_sample * torch.where(labels == k, w_real, w_fake)
+        d_loss = per_sample.mean()
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()

@@ -128,26 +128,29 @@ def test_one_epoch_beats_an_untrained_generator(digits16, evaluator16, graph):
     assert row["objective"] == pytest.approx(best)
 
 
-def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor) -> float:
-    """Eq. 1 averaged over every sample of a D step, with D called once per part as the
-    paper's steps 1-3 do, on copies of the trainer's models and its next z; spectral
-    norm's power iteration on the first call only (one per update of W)."""
+def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = False) -> float:
+    """Eq. 1 over a D step, with D called once per part as the paper's steps 1-3 do, on
+    copies of the trainer's models and its next z; spectral norm's power iteration on the
+    first call only (one per update of W). Averaged over every sample, or (paper_steps)
+    as steps 1 and 2 repeated for each of the k generators: mean of k (real, G_i) pairs."""
     import copy
     import torch.nn.functional as F
     k, b = t.graph.k, real.shape[0]
     gens, d = copy.deepcopy(t.generators), copy.deepcopy(t.D)
     rng = torch.Generator().set_state(t.rng.get_state())
     z = torch.randn(k, b, t.config.nz, generator=rng)
-    total = 0.0
+    means = []
     with torch.no_grad():
         parts = [(real, k)] + [(gens[i](z[i])[0], i) for i in range(k)]
         for n, (x, label) in enumerate(parts):
-            total += F.cross_entropy(d(x), torch.full((b,), label), reduction="sum").item()
+            means.append(F.cross_entropy(d(x), torch.full((b,), label)).item())
             if n == 0:
                 for m in d.modules():
                     if hasattr(m, "weight_u"):
                         m.training = False
-    return total / ((k + 1) * b)
+    if paper_steps:
+        return sum(means[0] + means[1 + i] for i in range(k)) / (2 * k)
+    return sum(means) / (k + 1)
 
 
 def _batches(data, n: int) -> list[torch.Tensor]:
@@ -188,3 +191,21 @@ def test_spectral_norm_discriminator_same_loss_joint_or_per_part(digits16, evalu
 def test_d_passes_setting_is_checked():
     with pytest.raises(Exception, match="d_passes.*'both'.*auto, joint, per_part"):
         cfg(d_passes="both").validate()
+
+
+def test_d_loss_weighting_paper_steps_gives_real_images_half_the_loss(digits16,
+                                                                      evaluator16):
+    (real,) = _batches(digits16, 1)
+    k3 = Trainer(resolve_graph("mad-gan-3"), cfg(d_loss_weighting="paper_steps"),
+                 data=digits16, evaluator=evaluator16)
+    steps = _d_step_loss_by_hand(k3, real, paper_steps=True)
+    uniform = _d_step_loss_by_hand(k3, real)
+    assert abs(steps - uniform) > 1e-3  # the two readings differ for k = 3
+    assert k3.train_step(real)["d_loss"] == pytest.approx(steps, abs=1e-5)
+    # for k = 1 the two readings are one and the same
+    k1 = {w: Trainer(resolve_graph("dcgan-sn"), cfg(d_loss_weighting=w), data=digits16,
+                     evaluator=evaluator16).train_step(real)["d_loss"]
+          for w in ("uniform", "paper_steps")}
+    assert k1["uniform"] == pytest.approx(k1["paper_steps"], abs=1e-6)
+    with pytest.raises(Exception, match="d_loss_weighting.*'half'.*uniform, paper_steps"):
+        cfg(d_loss_weighting="half").validate()
