@@ -273,9 +273,19 @@ def _make_ledger_class():
 
 
 def start_ledger(study: str, seed_rows: list[dict]):
+    """The study's ledger actor, pinned to the driver's node.
+
+    With num_cpus=0 Ray may place it on any node, and a worker node that dies takes the
+    ledger with it: every trial that asks it afterwards fails (seen on the simulated
+    cluster). On the driver's node it lives exactly as long as the search does.
+    """
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     cls = _make_ledger_class()
-    ledger = cls.options(name=ledger_name(study), get_if_exists=True).remote()
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(),
+                                          soft=False)
+    ledger = cls.options(name=ledger_name(study), get_if_exists=True,
+                         scheduling_strategy=here).remote()
     ray.get(ledger.seed.remote(seed_rows))
     return ledger
 

@@ -24,7 +24,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from ktg_search.results import load_history, load_results  # noqa: E402
-from ktg_search.search import SearchConfig, run_search  # noqa: E402
+from ktg_search.search import SearchConfig, ledger_name, run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff"], eval_samples=100, max_iters_per_epoch=6,
@@ -62,13 +62,22 @@ def history(run: Path):
 
 def lost_node(root: Path) -> dict:
     cluster, workers = start_cluster()
+    head_node = cluster.head_node.node_id
     cfg = SearchConfig.from_dict({**TINY, "num_trials": 6, "max_epochs": 8, "seed": 5})
     run = root / "lost"
     thread, box = search_in_thread(cfg, root, "lost")
     victim_node = workers[0].node_id
-    victim_trial, removed_at_epoch = None, None
+    victim_trial, removed_at_epoch, ledger_node = None, None, None
     deadline = time.time() + 600
     while time.time() < deadline and victim_trial is None and thread.is_alive():
+        if ledger_node is None:
+            # where the duplicate ledger lives: it must not die with a worker node
+            try:
+                ledger = ray.get_actor(ledger_name("lost"))
+                ledger_node = ray.get(ledger.__ray_call__.remote(
+                    lambda self: ray.get_runtime_context().get_node_id()))
+            except ValueError:  # not created yet
+                pass
         h = history(run)
         if h is not None and not h.empty and "node_id" in h:
             on_victim = h[(h.node_id == victim_node) & (h.epoch >= 2)]
@@ -85,6 +94,7 @@ def lost_node(root: Path) -> dict:
     h = load_history(run)
     vh = h[h.trial_id == victim_trial].sort_values("epoch") if victim_trial else h.iloc[:0]
     out = {"error": box.get("error"), "victim_trial": victim_trial,
+           "ledger_on_head": ledger_node == head_node, "ledger_node": ledger_node,
            "removed_at_epoch": removed_at_epoch, "n_rows": len(df),
            "unique_ids": bool(df.trial_id.is_unique), "statuses": df.status.tolist(),
            "victim_status": df[df.trial_id == victim_trial].status.tolist(),
