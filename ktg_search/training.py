@@ -11,10 +11,10 @@ One iteration:
   2. G step: one z shared by all generators. For each learning generator t,
      L_t = Gate_{D,t}(L_{D,t}) + sum_{s != t} Gate_{s,t}(L_{s,t}), the source side detached
      so that an edge's gradient reaches t only (each generator's normalized image or
-     attention maps are computed once and shared by its edges). Edges whose gate weight is zero right now
-     (cutoff always; linear_up at p = 0; linear_down at p = 1) are not computed. The sum of
-     the L_t goes through one backward: each L_t only reaches G_t's parameters, so this is
-     the same as k separate backwards.
+     attention maps are computed once and shared by its edges). Edges whose gate weight
+     is zero right now (cutoff always; linear_up at p = 0; linear_down at p = 1) are not
+     computed. The sum of the L_t goes through one backward: each L_t only reaches G_t's
+     parameters, so this is the same as k separate backwards.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class Trainer:
         self.d_per_part = config.d_passes == "per_part" or (config.d_passes == "auto"
                                                              and has_bn)
         if self.device.type == "cpu":
-            # oneDNN's convolutions are faster on NHWC: a whole step -4% (16 px) to -17%
+            # oneDNN's convolutions are faster on NHWC: a whole step -8% (16 px) to -17%
             # (64 px) with D channels-last; the generators gain nothing, so they stay NCHW
             self.D.to(memory_format=torch.channels_last)
         self._sn_modules = [m for m in self.D.modules() if hasattr(m, "weight_u")]
