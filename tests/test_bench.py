@@ -7,6 +7,7 @@ power iterations is caught).
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ktg_search import bench
@@ -51,6 +52,13 @@ def test_small_bench_run_engine_matches_reference():
                 "peak_rss_mb"):
         assert case[key] > 0, key
     assert len(case["step_s"]["engine"]) == 3
+    # the same arithmetic on both sides (FLOPs counted by torch, not by us), and the bound
+    # is the reference's median step over the engine's FLOPs at the matmul rate
+    assert case["engine_gflop"] > 0
+    assert case["engine_gflop"] == pytest.approx(case["reference_gflop"], rel=1e-6)
+    t_ref = sorted(case["step_s"]["reference"])[1]
+    assert case["speedup_bound"] == pytest.approx(
+        t_ref * case["matmul_gflops"] / case["engine_gflop"], rel=1e-6)
     assert set(case["eval_scores"]) >= {"is_g0", "is_g1", "is_g2"}
     text = bench.format_bench(res)
     assert "digits-16" in text and "speedup" in text
