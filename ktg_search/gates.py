@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["through", "cutoff", "linear_up", "linear_down", "correct", "get_gate",
-           "gate_weight", "is_active"]
+           "gate_weight", "is_active", "reads_source_real"]
 
 
 def _check_progress(progress: float) -> float:
@@ -70,6 +70,16 @@ def get_gate(name: str):
     return GATES.get(name)
 
 
+# Gates that look at `source_real`; every other gate is a constant factor of progress.
+PER_SAMPLE_GATES = frozenset({"correct"})
+
+
+def reads_source_real(name: str) -> bool:
+    """True when the gate needs D's verdict on the source's images (`source_real`): the
+    trainer runs D on a generator's images in the G step only when some edge needs it."""
+    return name in PER_SAMPLE_GATES
+
+
 def gate_weight(name: str, progress: float) -> float | None:
     """The constant factor a gate applies at `progress`, or None for `correct` (per sample).
 
@@ -78,7 +88,7 @@ def gate_weight(name: str, progress: float) -> float | None:
     """
     one = torch.ones(1)
     _check_progress(progress)
-    if name == "correct":
+    if reads_source_real(name):
         return None
     return float(get_gate(name)(one, progress)[0])
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import KtgError
-from .gates import get_gate, is_active
+from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
@@ -267,6 +267,16 @@ class Trainer:
         self.D.requires_grad_(False)
         learning = set(self.learning)
         outs = []
+        # D judges G_i(z) only where an active edge reads it: D -> i, or a gate (correct)
+        # that asks whether G_i's images pass as real. A frozen teacher, or a node whose
+        # D edge is cut, costs no D pass here.
+        judged = set()
+        for t in self.learning:
+            if is_active(self.graph.gate("D", t), p):
+                judged.add(t)
+            judged.update(s for s in range(k) if s != t and reads_source_real(
+                self.graph.gate(s, t)) and is_active(self.graph.gate(s, t), p))
+        judged_order = sorted(judged)
         with self._autocast():
             for i in range(k):
                 if i in learning:
@@ -274,10 +284,14 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         outs.append(self.generators[i](z))
-            logits = self.discriminate([o[0] for o in outs]).float().view(k, b, k + 1)
+            if judged_order:
+                out = self.discriminate([outs[i][0] for i in judged_order]).float()
+                logits = dict(zip(judged_order, out.view(len(judged_order), b, k + 1)))
+            else:
+                logits = {}
         # "the source is right on this sample" (gates.py): for s -> t, D calls G_s's image
         # real; for D -> t, D calls G_t's image fake
-        said_real = logits.detach().argmax(dim=2) == k
+        said_real = {i: lg.detach().argmax(dim=1) == k for i, lg in logits.items()}
         losses = {"d_loss": d_loss.item()}
         # each generator's normalized output (unit image or attention maps) once a step,
         # shared by all its edges; a source uses it detached, so that the edge's gradient
@@ -304,7 +318,7 @@ class Trainer:
                     continue
                 src = [r.detach() for r in rep(s)]
                 tl = self.transfer.compare(src, rep(t), self.graph.alpha).float()
-                terms.append(get_gate(g)(tl, p, said_real[s]))
+                terms.append(get_gate(g)(tl, p, said_real.get(s)))
             if not terms:
                 continue
             l_t = torch.stack(terms).sum(dim=0).mean()

@@ -209,3 +209,25 @@ def test_d_loss_weighting_paper_steps_gives_real_images_half_the_loss(digits16,
     assert k1["uniform"] == pytest.approx(k1["paper_steps"], abs=1e-6)
     with pytest.raises(Exception, match="d_loss_weighting.*'half'.*uniform, paper_steps"):
         cfg(d_loss_weighting="half").validate()
+
+
+@pytest.mark.parametrize("gate_0_1,judged", [("through", 1), ("correct", 2)])
+def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, gate_0_1,
+                                                        judged):
+    # node 0 never learns (no incoming edge) but teaches node 1; D's verdict on G_0's
+    # images is needed only when the 0 -> 1 gate is `correct`
+    g = Graph.build(["dcgan-small"] * 2, {("D", 1): "through", (0, 1): gate_0_1},
+                    transfer="image")
+    t = Trainer(g, cfg(), data=digits16, evaluator=evaluator16)
+    sizes: list[int] = []
+    t.D.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    batches = _batches(digits16, 3)
+    for x in batches:
+        t.train_step(x)
+    b = 32
+    # each step: the D step over real + 2 fake parts, then the G step over the judged parts
+    assert sizes == [3 * b, judged * b] * len(batches)
+    # and the losses are those of the literal reference, which runs D on every generator
+    from ktg_search import bench
+    eq = bench.equivalence(g, cfg(), digits16, batches, stepwise=True)
+    assert eq["max_loss_diff"] < 1e-4 and not eq["adam_step_mismatch"]
