@@ -23,8 +23,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import KtgError
+import optuna
 from ray.tune import Callback
+from ray.tune.search.optuna import OptunaSearch
+
+from .errors import KtgError
 
 from .results import ResultsBook, atomic_write_text, error_text, is_uri
 from .space import PAPER_GATES, SpaceSpec
@@ -194,7 +197,6 @@ def optuna_storage_url(cfg: SearchConfig, run_dir: Path) -> str:
 
 def open_optuna_storage(url: str):
     """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
-    import optuna
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -291,6 +293,54 @@ def start_ledger(study: str, seed_rows: list[dict]):
 
 
 # ---- the results callback ------------------------------------------------------------------
+def _trial_params(result: dict | None) -> dict[str, Any]:
+    """The sampled top-level values of a trial's config, from a Tune result (nested
+    `config` or flattened `config/...` keys); the nested `search` settings left out."""
+    if not result:
+        return {}
+    if isinstance(result.get("config"), dict):
+        return {k: v for k, v in result["config"].items() if not isinstance(v, dict)}
+    return {k[len("config/"):]: v for k, v in result.items()
+            if k.startswith("config/") and "/" not in k[len("config/"):]}
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives a driver killed between two saves of its state.
+
+    Tune saves the experiment (its trials) and the searcher's pickled state at different
+    moments. After a SIGKILL the restored experiment can hold a trial that the restored
+    searcher never saw, and Ray's OptunaSearch raises KeyError on that trial's first
+    result, which ends the resumed search (seen once in the resume test). Optuna's
+    `ask()` had already written that trial to the study's storage, where it is still
+    RUNNING: it is found by its sampled parameters and adopted.
+    """
+
+    def _known(self, trial_id: str, result: dict | None) -> bool:
+        if trial_id in self._ot_trials or trial_id in self._completed_trials:
+            return True
+        params = _trial_params(result)
+        taken = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in taken and frozen.params and all(
+                    params.get(k) == v for k, v in frozen.params.items()):
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                return True
+        print(f"warning: trial {trial_id} is not in the Optuna study (restored search); "
+              f"its results stay in the results table only", file=sys.stderr, flush=True)
+        self._completed_trials.add(trial_id)  # warn once
+        return False
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._known(trial_id, result):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if self._known(trial_id, result):
+            super().on_trial_complete(trial_id, result, error)
+
+
 class ResultsCallback(Callback):
     """Feeds Tune's events (in the driver) to the book, which rewrites the results files
     atomically as trials finish. Pickled with the run config for `Tuner.restore`; it
@@ -373,8 +423,6 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-    import optuna
 
     if resume:
         run_dir = Path(resume).expanduser().resolve()
@@ -428,8 +476,9 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
     else:
         sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.sampler == "random"
                    else optuna.samplers.TPESampler(seed=cfg.seed))
-        searcher = OptunaSearch(space=space.define_by_run, metric="objective", mode="max",
-                                sampler=sampler, storage=storage, study_name=study_name)
+        searcher = ResumableOptunaSearch(space=space.define_by_run, metric="objective",
+                                         mode="max", sampler=sampler, storage=storage,
+                                         study_name=study_name)
         scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
                                   grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
