@@ -52,9 +52,10 @@ Why the speedup is near 1 on a CPU, measured rather than argued: the benchmark c
 floating-point operations of one step of each side (torch's FlopCounterMode) and times a
 large matrix product, this machine's practical peak. Both sides do the same arithmetic
 (every edge of through-3 is active; the reference already skips what autograd skips), and
-the convolutions run at 50-65% of that peak, so even an engine at 100% of the peak could
-not be 2x the reference at 64 px: the report prints that bound beside the speedup
-(`speedup_bound` = reference step time / (engine FLOPs / peak FLOP/s)). What the engine
+the convolutions run at about 50-80% of that peak, so even an engine at 100% of the peak
+could not be 2x the reference at 64 px (bounds of 1.3x-1.9x measured): the report prints
+that bound beside the speedup (`speedup_bound` = reference step time / (engine FLOPs /
+peak FLOP/s)); the peak itself varies between runs (112-162 GFLOP/s here). What the engine
 does win here: D in channels-last memory (oneDNN's preferred layout) and a few hundred
 fewer Python calls a step; on a GPU, one call over a (k+1)-times larger batch also uses
 the device better than k+1 small calls, which this machine cannot show.
