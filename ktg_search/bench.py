@@ -70,7 +70,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +78,7 @@ from torch import Tensor, nn
 from .gates import get_gate
 from .graph import Graph, resolve_graph
 from .losses import discriminator_loss, generator_adversarial_loss
+from .models import same_sigma
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .training import TrainConfig, Trainer
 
@@ -126,30 +127,6 @@ def zero_weight_graph() -> Graph:
 
 
 # ---- the literal reference -------------------------------------------------------------
-def _spectral_norm_modules(module: nn.Module) -> list[nn.Module]:
-    """Modules whose weight goes through `spectral_norm` (hook or parametrization)."""
-    return [m for m in module.modules()
-            if hasattr(m, "weight_u") or type(m).__name__ == "_SpectralNorm"]
-
-
-@contextlib.contextmanager
-def same_sigma(module: nn.Module) -> Iterator[None]:
-    """Forward calls inside reuse the current u, v: no further power iteration.
-
-    Spectral norm only looks at its module's `training` flag; outside this block the
-    flags are back as they were. Nothing else of an SN discriminator depends on it.
-    """
-    mods = _spectral_norm_modules(module)
-    flags = [m.training for m in mods]
-    for m in mods:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, f in zip(mods, flags):
-            m.training = f
-
-
 class ReferenceTrainer:
     """The paper's iteration written out literally, started from an engine's weights.
 

@@ -14,7 +14,8 @@ normalization instead of batch norm; `BNDiscriminator` is the plain batch-norm b
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -118,6 +119,30 @@ class BNDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+def _spectral_norm_modules(module: nn.Module) -> list[nn.Module]:
+    """Modules whose weight goes through `spectral_norm` (hook or parametrization)."""
+    return [m for m in module.modules()
+            if hasattr(m, "weight_u") or type(m).__name__ == "_SpectralNorm"]
+
+
+@contextlib.contextmanager
+def same_sigma(module: nn.Module) -> Iterator[None]:
+    """Forward calls inside reuse the current u, v: no further power iteration.
+
+    Spectral norm only looks at its module's `training` flag; outside this block the
+    flags are back as they were. Nothing else of an SN discriminator depends on it.
+    """
+    mods = _spectral_norm_modules(module)
+    flags = [m.training for m in mods]
+    for m in mods:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, flags):
+            m.training = f
 
 
 def _dcgan_init(m: nn.Module) -> None:

@@ -31,6 +31,7 @@ from .errors import KtgError
 from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
+from .models import same_sigma
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .results import atomic_write
 
@@ -178,7 +179,6 @@ class Trainer:
             # oneDNN's convolutions are faster on NHWC: a whole step -8% (16 px) to -17%
             # (64 px) with D channels-last; the generators gain nothing, so they stay NCHW
             self.D.to(memory_format=torch.channels_last)
-        self._sn_modules = [m for m in self.D.modules() if hasattr(m, "weight_u")]
         betas = (config.beta1, config.beta2)
         # Adam is per parameter, so one optimizer over every learning generator is the same
         # as one per generator; parameters whose grad is None (no active edge) are skipped.
@@ -217,14 +217,8 @@ class Trainer:
         if not self.d_per_part or len(parts) == 1:
             return self.D(torch.cat(parts))
         out = [self.D(parts[0])]
-        flags = [m.training for m in self._sn_modules]
-        for m in self._sn_modules:  # spectral_norm iterates only in training mode
-            m.training = False
-        try:
+        with same_sigma(self.D):
             out += [self.D(x) for x in parts[1:]]
-        finally:
-            for m, f in zip(self._sn_modules, flags):
-                m.training = f
         return torch.cat(out)
 
     def progress(self) -> float:
@@ -267,16 +261,14 @@ class Trainer:
         self.D.requires_grad_(False)
         learning = set(self.learning)
         outs = []
+        # the edges into learning nodes whose gate weight is not zero now: (src, t) -> gate
+        active = {(src, t): g for t in self.learning for src in ["D", *range(k)]
+                  if src != t and is_active(g := self.graph.gate(src, t), p)}
         # D judges G_i(z) only where an active edge reads it: D -> i, or a gate (correct)
         # that asks whether G_i's images pass as real. A frozen teacher, or a node whose
         # D edge is cut, costs no D pass here.
-        judged = set()
-        for t in self.learning:
-            if is_active(self.graph.gate("D", t), p):
-                judged.add(t)
-            judged.update(s for s in range(k) if s != t and reads_source_real(
-                self.graph.gate(s, t)) and is_active(self.graph.gate(s, t), p))
-        judged_order = sorted(judged)
+        judged_order = sorted({t if src == "D" else src for (src, t), g in active.items()
+                               if src == "D" or reads_source_real(g)})
         with self._autocast():
             for i in range(k):
                 if i in learning:
@@ -306,19 +298,15 @@ class Trainer:
         total = None
         for t in self.learning:
             terms = []
-            g = self.graph.gate("D", t)
-            if is_active(g, p):
+            if ("D", t) in active:
                 adv = generator_adversarial_loss(logits[t])
-                terms.append(get_gate(g)(adv, p, ~said_real[t]))
+                terms.append(get_gate(active["D", t])(adv, p, ~said_real[t]))
             for s in range(k):
-                if s == t:
-                    continue
-                g = self.graph.gate(s, t)
-                if not is_active(g, p):
+                if (s, t) not in active:
                     continue
                 src = [r.detach() for r in rep(s)]
                 tl = self.transfer.compare(src, rep(t), self.graph.alpha).float()
-                terms.append(get_gate(g)(tl, p, said_real.get(s)))
+                terms.append(get_gate(active[s, t])(tl, p, said_real.get(s)))
             if not terms:
                 continue
             l_t = torch.stack(terms).sum(dim=0).mean()
