@@ -11,9 +11,9 @@ PYTEST_ARGS ?=
 
 $(BIN)/ktg: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq $(TORCH)
+	$(BIN)/pip install -qq -e '.[test]'
 	touch $(BIN)/ktg
 
 venv: $(BIN)/ktg

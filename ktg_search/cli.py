@@ -4,6 +4,7 @@
     ktg validate GRAPH               explain what is wrong with a graph file
     ktg graphs | presets             what ships with the package
     ktg search [--preset P]          the knowledge-transfer-graph search (Ray Tune)
+    ktg status RUN [--watch]         a running or finished search, from its files
     ktg query RUN / ktg export RUN   read the results table, export a trial's graph
     ktg report RUN                   the ranked graph report (HTML + Markdown)
     ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
@@ -160,27 +161,42 @@ def cmd_train(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from .results import load_results
     from .search import SearchConfig, load_config_file, load_preset, run_search
     if args.resume:
-        run_search(SearchConfig(), resume=args.resume, address=args.address)
-        return 0
-    cfg = load_config_file(args.config) if args.config else load_preset(args.preset)
-    sets = list(args.set or [])
-    if args.num_trials is not None:
-        sets.append(f"num_trials={args.num_trials}")
-    if args.max_epochs is not None:
-        sets.append(f"max_epochs={args.max_epochs}")
-        cfg_grace = cfg.grace_period
-        if cfg_grace > args.max_epochs:
-            sets.append(f"grace_period={args.max_epochs}")
-    if args.cpus_per_trial is not None:
-        sets.append(f"cpus_per_trial={args.cpus_per_trial}")
-    if args.gpus_per_trial is not None:
-        sets.append(f"gpus_per_trial={args.gpus_per_trial}")
-    if sets:
-        cfg = cfg.with_overrides(sets)
-    run_search(cfg, name=args.name, storage_path=args.storage_path, address=args.address)
+        run = run_search(SearchConfig(), resume=args.resume, address=args.address,
+                         verbose=args.verbose,
+                         allow_external_storage=args.allow_external_storage)
+    else:
+        cfg = load_config_file(args.config) if args.config else load_preset(args.preset)
+        sets = list(args.set or [])
+        if args.num_trials is not None:
+            sets.append(f"num_trials={args.num_trials}")
+        if args.max_epochs is not None:
+            sets.append(f"max_epochs={args.max_epochs}")
+            cfg_grace = cfg.grace_period
+            if cfg_grace > args.max_epochs:
+                sets.append(f"grace_period={args.max_epochs}")
+        if args.cpus_per_trial is not None:
+            sets.append(f"cpus_per_trial={args.cpus_per_trial}")
+        if args.gpus_per_trial is not None:
+            sets.append(f"gpus_per_trial={args.gpus_per_trial}")
+        if sets:
+            cfg = cfg.with_overrides(sets)
+        run = run_search(cfg, name=args.name, storage_path=args.storage_path,
+                         address=args.address, verbose=args.verbose)
+    df = load_results(run)
+    if len(df) and (df.status == "error").all():
+        first = str(df.error.iloc[0]) if "error" in df else ""
+        print(f"ktg search: every trial failed ({len(df)} of {len(df)}); the first: {first}; "
+              f"details in {run}/search.log and the trials' error files", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_status(args) -> int:
+    from .status import run_status
+    return run_status(args.run, watch=args.watch, top=args.top)
 
 
 def cmd_query(args) -> int:
@@ -294,7 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpus-per-trial", type=float)
     sp.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
+    sp.add_argument("--allow-external-storage", action="store_true",
+                    help="with --resume: accept a run.json whose Tune path or Optuna storage "
+                         "lies outside the run directory (your own cluster's s3://, "
+                         "postgresql://)")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="show Ray's and Tune's own output (tables, start-up) instead of "
+                         "the status line; otherwise it goes to RUN/search.log")
     sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("status", help="a snapshot of a running or finished search")
+    sp.add_argument("run", help="a run directory")
+    sp.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                    help="refresh every SECONDS (default 5) until the search ends")
+    sp.add_argument("--top", type=int, default=5, help="graphs to list (default 5)")
+    sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("query", help="filter and sort a run's results table")
     sp.add_argument("run", help="a run directory")

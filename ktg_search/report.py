@@ -973,7 +973,7 @@ class Builder:
             if not db.exists():
                 raise Missing(f"the Optuna study's database {str(db)!r} does not exist yet "
                               f"(no trial has started)")
-        from .search import open_optuna_storage
+        from .study import open_optuna_storage
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             study = optuna.load_study(study_name=name, storage=open_optuna_storage(url))

@@ -38,8 +38,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 RESULTS_FILE = "results.parquet"
 HISTORY_FILE = "history.parquet"
+JOURNAL_FILE = "journal.jsonl"
+CHECKPOINT_FILE = "trainer.pt"
+CHECKPOINT_INFO = "trial.json"   # beside trainer.pt: whose checkpoint, which epoch
 HISTORY_WRITE_S = 2.0
 STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
+FINISHED = ("completed", "stopped", "diverged")  # trained, with a result a duplicate reuses
 
 
 def is_uri(path: str) -> bool:
@@ -56,34 +60,92 @@ def _write_parquet(df, path: Path) -> None:
 def load_results(run_dir: str | Path):
     """The results table of a run as a pandas DataFrame, one row per trial.
 
-    Ranked columns: `objective` is the best IS reached (not the last value)."""
+    Ranked columns: `objective` is the best IS reached (not the last value). Reads the
+    journal too, so a search that is running (or was killed) shows every finished trial.
+    """
     import pandas as pd
     from .errors import KtgError
     run = Path(run_dir)
     if not (run / "run.json").exists():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
-    f = run / RESULTS_FILE
-    if not f.exists():
+    df = ResultsBook(run).table()
+    if df.empty:
         return pd.DataFrame(columns=["trial_id", "status", "graph", "graph_key", "objective"])
-    return pd.read_parquet(f)
+    return df
 
 
 def load_history(run_dir: str | Path):
-    """One row per trial and epoch, as reported to Tune."""
+    """One row per trial and epoch, as reported to Tune (the journal included)."""
     import pandas as pd
-    f = Path(run_dir) / HISTORY_FILE
-    if not f.exists():
+    df = ResultsBook(Path(run_dir)).history_frame()
+    if df.empty:
         return pd.DataFrame(columns=["trial_id", "epoch", "objective"])
-    return pd.read_parquet(f)
+    return df
+
+
+def read_journal(run_dir: str | Path) -> list[dict]:
+    """The events of a run's journal, oldest first. A line the writer did not finish (it
+    was killed mid-write) is skipped: every event before it is intact."""
+    f = Path(run_dir) / JOURNAL_FILE
+    events = []
+    try:
+        with open(f, "rb") as fh:
+            for line in fh:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(e, dict):
+                    events.append(e)
+    except FileNotFoundError:
+        pass
+    return events
+
+
+def find_checkpoints(tune_path: str, trial_ids: set[str] | None = None
+                     ) -> dict[str, list[tuple[int, str]]]:
+    """(epoch, checkpoint directory) of each (logical) trial, newest epoch first.
+
+    Scans `tune_path/*/checkpoint_*/trial.json` (a local directory or a URI pyarrow opens):
+    a trial re-run by a resumed search writes its checkpoints under a new Tune trial
+    directory, but `trial.json` names the trial it belongs to.
+    """
+    import pyarrow.fs as pafs
+    try:
+        fs, base = pafs.FileSystem.from_uri(tune_path) if is_uri(tune_path) else \
+            (pafs.LocalFileSystem(), str(Path(tune_path).resolve()))
+        tops = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, list[tuple[int, str]]] = {}
+    for top in tops:
+        if top.type != pafs.FileType.Directory:
+            continue
+        for ck in fs.get_file_info(pafs.FileSelector(top.path, allow_not_found=True)):
+            if ck.type != pafs.FileType.Directory or \
+                    not ck.base_name.startswith("checkpoint_"):
+                continue
+            try:
+                with fs.open_input_stream(f"{ck.path}/{CHECKPOINT_INFO}") as fh:
+                    info = json.loads(fh.read())
+                tid, epoch = str(info["trial_id"]), int(info["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if trial_ids is None or tid in trial_ids:
+                uri = ck.path if not is_uri(tune_path) else \
+                    f"{tune_path.split('://', 1)[0]}://{ck.path}"
+                found.setdefault(tid, []).append((epoch, uri))
+    return {t: sorted(v, reverse=True) for t, v in found.items()}
 
 
 def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
-    """The newest `trainer.pt` Tune kept for a trial (it holds the best epoch's weights
-    too, see `Trainer.best_generators`), or None."""
-    found = sorted(Path(run_dir).glob(f"*{trial_id}*/checkpoint_*/trainer.pt"),
-                   key=lambda p: p.parent.name)
-    return found[-1] if found else None
+    """The newest `trainer.pt` kept for a trial (it holds the best epoch's weights too,
+    see `Trainer.best_generators`), or None."""
+    for _, d in find_checkpoints(str(run_dir), {trial_id}).get(trial_id, []):
+        if (Path(d) / CHECKPOINT_FILE).is_file():
+            return Path(d) / CHECKPOINT_FILE
+    return None
 
 
 def _finite(x: Any) -> float:
@@ -94,51 +156,105 @@ def _finite(x: Any) -> float:
     return x if math.isfinite(x) else float("nan")
 
 
+def _history_row(trial_id: str, result: dict) -> dict:
+    keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))
+            and not k.startswith(("config", "time_this", "timestamp", "hostname",
+                                  "node_ip", "date", "trial_id", "done",
+                                  "training_iteration", "iterations_since",
+                                  "checkpoint_dir"))}
+    keep["trial_id"] = trial_id
+    return keep
+
+
 class ResultsBook:
     """The driver-side record of a search: per-epoch history and one row per trial.
 
-    Lives in a Tune callback in the driver (the only writer), so that the files are written
-    as trials finish; both files are replaced atomically. Picklable, because Tune pickles
-    the run config (and its callbacks) for `Tuner.restore`.
+    Every event is first appended to `journal.jsonl` (one JSON line, written before
+    anything else happens to the trial), then the parquet tables are rewritten
+    atomically: the tables are a view, the journal is what a killed driver leaves
+    behind. `reload` replays the journal over the tables, so no finished row and no
+    reported epoch is lost however the driver dies. Only the driver writes; any process
+    may read (`load_results`, `ktg status`).
     """
 
-    def __init__(self, run_dir: Path, cfg, mirror: str | None = None) -> None:
+    def __init__(self, run_dir: Path, cfg=None, mirror: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.mirror = mirror  # a storage URI the files are copied to as well
         self._last_history_write = 0.0
+        self._journal_checked = False
         self.rows: dict[str, dict] = {}
         self.history: dict[tuple[str, int], dict] = {}
+        self.last: dict[str, dict] = {}       # each trial's newest result
+        self.events: list[dict] = []          # start / resume events, for status
+        self.last_time = 0.0                  # the newest journal event's time
         self.reload()
 
     def reload(self) -> None:
+        import pandas as pd
+        self.rows, self.history, self.last, self.events = {}, {}, {}, []
+        self.last_time = 0.0
         f, h = self.run_dir / RESULTS_FILE, self.run_dir / HISTORY_FILE
         if f.exists():
-            import pandas as pd
             self.rows = {r["trial_id"]: r for r in pd.read_parquet(f).to_dict("records")}
         if h.exists():
-            import pandas as pd
-            self.history.update({(r["trial_id"], int(r["epoch"])): r
-                                 for r in pd.read_parquet(h).to_dict("records")})
+            self.history = {(r["trial_id"], int(r["epoch"])): r
+                            for r in pd.read_parquet(h).to_dict("records")}
+        for e in read_journal(self.run_dir):
+            kind = e.get("event")
+            if isinstance(e.get("time"), (int, float)):
+                self.last_time = max(self.last_time, float(e["time"]))
+            if kind == "result" and isinstance(e.get("result"), dict):
+                self._apply_result(str(e.get("trial_id")), e["result"])
+            elif kind == "row" and isinstance(e.get("row"), dict):
+                self.rows[str(e["row"].get("trial_id"))] = e["row"]
+            elif kind == "start":
+                self.events.append(e)
 
     def finished_rows(self) -> list[dict]:
         """Trials whose result a duplicate can reuse (the ledger is seeded with them)."""
-        return [r for r in self.rows.values()
-                if r["status"] in ("completed", "stopped", "diverged")]
+        return [r for r in self.rows.values() if r["status"] in FINISHED]
+
+    # ---- the journal -------------------------------------------------------------------
+    def _append(self, event: dict) -> None:
+        f = self.run_dir / JOURNAL_FILE
+        with open(f, "ab") as fh:
+            if not self._journal_checked:
+                # a killed writer can leave half a line: end it, or the next event would
+                # be glued to it and lost too
+                self._journal_checked = True
+                if fh.tell() > 0:
+                    with open(f, "rb") as r:
+                        r.seek(-1, os.SEEK_END)
+                        if r.read(1) != b"\n":
+                            fh.write(b"\n")
+            fh.write(json.dumps(event, default=str).encode() + b"\n")
+            fh.flush()
+        self.last_time = max(self.last_time, float(event.get("time", 0.0)))
+
+    def journal_start(self, planned: int, resumed: bool) -> None:
+        """Mark a (re)start of the search: `ktg status` measures elapsed time and rate
+        from it, and sees whether the driver that wrote it is still alive."""
+        import socket
+        event = {"event": "start", "time": time.time(), "planned": planned,
+                 "resumed": resumed, "pid": os.getpid(), "host": socket.gethostname(),
+                 "finished_before": len(self.rows)}
+        self._append(event)
+        self.events.append(event)
 
     # ---- events ------------------------------------------------------------------------
+    def _apply_result(self, trial_id: str, keep: dict) -> None:
+        self.last[trial_id] = keep
+        if "epoch" in keep and keep.get("status") not in ("duplicate", "skipped"):
+            self.history[(trial_id, int(keep["epoch"]))] = keep
+
     def on_result(self, trial_id: str, result: dict) -> None:
-        if "epoch" not in result or result.get("status") in ("duplicate", "skipped"):
-            return
-        keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))
-                and not k.startswith(("config", "time_this", "timestamp", "hostname",
-                                      "node_ip", "date", "trial_id", "done",
-                                      "training_iteration", "iterations_since",
-                                      "checkpoint_dir"))}
-        keep["trial_id"] = trial_id
-        self.history[(trial_id, int(result["epoch"]))] = keep
-        # the history is rewritten while trials run too, at most every few seconds, so a
-        # killed driver loses little and running trials can be watched
+        keep = _history_row(trial_id, result)
+        self._append({"event": "result", "trial_id": trial_id, "time": time.time(),
+                      "result": keep})
+        self._apply_result(trial_id, keep)
+        # the history table is rewritten while trials run too, at most every few
+        # seconds, for people who read it (the journal already holds the result)
         now = time.monotonic()
         if now - self._last_history_write >= HISTORY_WRITE_S:
             self._last_history_write = now
@@ -146,9 +262,26 @@ class ResultsBook:
 
     def on_complete(self, trial_id: str, params: dict, last: dict | None,
                     error: str | None) -> dict:
+        """The trial's row from its history and last result; journaled, not yet written
+        to the tables (`write`)."""
+        row = self._row(trial_id, params, last, error)
+        self._append({"event": "row", "trial_id": trial_id, "time": time.time(),
+                      "row": row})
+        self.rows[trial_id] = row
+        return row
+
+    def recover_row(self, trial_id: str, params: dict, failed: bool) -> dict:
+        """The row of a trial the study says finished but the driver died before it
+        recorded: built from the journal's history and last result."""
+        error = "the trial failed; the driver stopped before it recorded why" if failed \
+            else None
+        return self.on_complete(trial_id, params, self.last.get(trial_id), error)
+
+    def _row(self, trial_id: str, params: dict, last: dict | None,
+             error: str | None) -> dict:
+        from .graph import Graph
         from .space import graph_from_params
         cfg, k = self.cfg, self.cfg.k
-        params = {p: v for p, v in params.items() if p != "search"}
         row: dict[str, Any] = {"trial_id": trial_id}
         try:
             graph = graph_from_params(params, k, cfg.alpha, 0 if cfg.target_node else None)
@@ -160,7 +293,6 @@ class ResultsBook:
         row["n_generators"] = k
         for i in range(k):
             row[f"model_{i}"] = params.get(f"model_{i}", "")
-        from .graph import Graph
         for s, t in Graph.edge_list(k):
             row[f"gate_{s}_{t}"] = params.get(f"gate_{s}_{t}", "")
         hist = sorted((h for (tid, _), h in self.history.items() if tid == trial_id),
@@ -199,7 +331,6 @@ class ResultsBook:
             status = "stopped"
         row.update(status=status, seed=cfg.seed, wall_s=_finite(last.get("time_total_s")),
                    error=error or "")
-        self.rows[trial_id] = row
         return row
 
     # ---- output ------------------------------------------------------------------------
@@ -233,12 +364,12 @@ class ResultsBook:
             self.copy_to_mirror()
 
     def copy_to_mirror(self) -> None:
-        """Copy run.json and the tables next to Tune's experiment on shared storage, so
-        that every node (and a later `--resume` elsewhere) sees them."""
+        """Copy run.json, the tables and the journal next to Tune's experiment on shared
+        storage, so that every node (and a later `--resume` elsewhere) sees them."""
         import pyarrow.fs
         fs, base = pyarrow.fs.FileSystem.from_uri(self.mirror)
         fs.create_dir(base, recursive=True)
-        for name in ("run.json", RESULTS_FILE, HISTORY_FILE):
+        for name in ("run.json", RESULTS_FILE, HISTORY_FILE, JOURNAL_FILE):
             src = self.run_dir / name
             if src.exists():
                 # write to a temporary name, then move: readers never see half a file

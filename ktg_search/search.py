@@ -1,20 +1,23 @@
-"""The search service: Ray Tune + OptunaSearch + ASHA over knowledge-transfer graphs.
+"""The search service: Ray Tune + Optuna + ASHA over knowledge-transfer graphs.
 
-    SearchConfig --> Optuna define-by-run space (space.py) --> Tuner(OptunaSearch, ASHA)
-      --> trainables/ktg_gan.py per trial --> ResultsCallback --> RUN/results.parquet
+    SearchConfig --> Optuna define-by-run space (space.py) --> Tuner(StudySearcher, ASHA)
+      --> trainables/ktg_gan.py per trial --> ResultsCallback --> RUN/journal.jsonl
+                                                               --> RUN/results.parquet
 
-The run directory (`storage_path/name`) holds Tune's experiment state, `run.json` (the
-search config, the Optuna storage URL and study name), the Optuna storage (SQLite by
-default), `results.parquet` and `history.parquet`.
+The run directory (`storage_path/name`) holds `run.json` (the search config, the Optuna
+storage URL and study name), the Optuna storage (SQLite by default), the journal and the
+tables, `search.log` (Ray's and Tune's own output), and Tune's experiment (trial
+checkpoints). A resumed search rebuilds itself from the study and the journal
+(resume.py), never from Tune's pickled state.
 
-Duplicates: graphs equal under node renumbering share a canonical key. A `GraphLedger`
-actor (one per search, named after it) records which trial trains which key; a trial that
-samples a key already trained or in training reports the original's result instead of
-training (a `duplicate` row pointing at the original).
+Duplicates: graphs equal under node renumbering share a canonical key; the ledger
+(ledger.py) lets one trial train a key and the others report its result.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -23,17 +26,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import optuna
 from ray.tune import Callback
-from ray.tune.search.optuna import OptunaSearch
 
+from . import failpoints
 from .errors import KtgError
-
+from .progress import ProgressView
 from .results import ResultsBook, atomic_write_text, error_text, is_uri
+from .study import RESUME_KEYS, logical_id
 from .space import PAPER_GATES, SpaceSpec
 from .training import TrainConfig
 
 RUN_FILE = "run.json"
+LOG_FILE = "search.log"    # Ray's and Tune's own output, unless --verbose
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 
 
@@ -187,173 +191,21 @@ def load_config_file(path: str) -> SearchConfig:
     return SearchConfig.from_dict(base, where=str(p))
 
 
-# ---- Optuna storage ----------------------------------------------------------------------
-def optuna_storage_url(cfg: SearchConfig, run_dir: Path) -> str:
-    """The storage URL recorded in run.json: the given one, or SQLite in the run dir."""
-    if cfg.storage:
-        return cfg.storage
-    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+# ---- Tune's events -------------------------------------------------------------------------
+class SearchEvents(Callback):
+    """Tune's events in the driver, in one place and in order: every result and every
+    finished trial is journaled first (the book), the tables rewritten atomically as
+    trials finish, then the person watching is told (the progress view)."""
 
+    def __init__(self, book: ResultsBook, view) -> None:
+        self.book, self.view = book, view
 
-def open_optuna_storage(url: str):
-    """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-        path = url[len("journal:"):] if url.startswith("journal:") else url
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None,
-                                          engine_kwargs=_engine_kwargs(url))
-    except Exception as e:  # bad URL, missing driver, unreachable server
-        raise KtgError(f"cannot open the Optuna storage {url!r}: {e}; valid: a database "
-                       f"URL (sqlite:///path, postgresql://...) or journal:PATH") from None
-
-
-def _engine_kwargs(url: str) -> dict:
-    # SQLite under several writers: wait for the lock instead of failing at once
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-
-
-def warn_sqlite_on_cluster(url: str) -> None:
-    """SQLite locks under many writers on several nodes: say so, once, clearly."""
-    import ray
-    if not url.startswith("sqlite"):
-        return
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1:
-        print(f"warning: the Optuna study is in SQLite ({url}) but the Ray cluster has "
-              f"{len(nodes)} nodes; SQLite locks under many writers and needs a file every "
-              f"node can reach. Use --set storage=postgresql://... or "
-              f"--set storage=journal:/shared/path/optuna.log", file=sys.stderr)
-
-
-# ---- the duplicate ledger ----------------------------------------------------------------
-def ledger_name(study: str) -> str:
-    return f"ktg-ledger-{study}"
-
-
-def _make_ledger_class():
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class GraphLedger:
-        """Which trial trains which canonical graph key, and its best objective so far."""
-
-        def __init__(self) -> None:
-            self.owner: dict[str, str] = {}
-            self.state: dict[str, dict] = {}
-
-        def seed(self, rows: list[dict]) -> int:
-            for r in rows:
-                self.owner.setdefault(r["graph_key"], r["trial_id"])
-                self.state.setdefault(r["trial_id"], {"objective": r.get("objective"),
-                                                      "epoch": r.get("epochs", 0),
-                                                      "done": True, "failed": False})
-            return len(self.owner)
-
-        def claim(self, key: str, trial_id: str) -> str | None:
-            """None: train it yourself. Otherwise the trial id that owns the key."""
-            owner = self.owner.get(key)
-            if owner is None or owner == trial_id or self.state.get(owner, {}).get("failed"):
-                self.owner[key] = trial_id
-                self.state.setdefault(trial_id, {"objective": None, "epoch": 0,
-                                                 "done": False, "failed": False})
-                return None
-            return owner
-
-        def update(self, trial_id: str, objective: float, epoch: int, done: bool,
-                   failed: bool = False) -> None:
-            self.state[trial_id] = {"objective": objective, "epoch": epoch, "done": done,
-                                    "failed": failed}
-
-        def get(self, trial_id: str) -> dict | None:
-            return self.state.get(trial_id)
-
-    return GraphLedger
-
-
-def start_ledger(study: str, seed_rows: list[dict]):
-    """The study's ledger actor, pinned to the driver's node.
-
-    With num_cpus=0 Ray may place it on any node, and a worker node that dies takes the
-    ledger with it: every trial that asks it afterwards fails (seen on the simulated
-    cluster). On the driver's node it lives exactly as long as the search does.
-    """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    cls = _make_ledger_class()
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(),
-                                          soft=False)
-    ledger = cls.options(name=ledger_name(study), get_if_exists=True,
-                         scheduling_strategy=here).remote()
-    ray.get(ledger.seed.remote(seed_rows))
-    return ledger
-
-
-# ---- the results callback ------------------------------------------------------------------
-def _trial_params(result: dict | None) -> dict[str, Any]:
-    """The sampled top-level values of a trial's config, from a Tune result (nested
-    `config` or flattened `config/...` keys); the nested `search` settings left out."""
-    if not result:
-        return {}
-    if isinstance(result.get("config"), dict):
-        return {k: v for k, v in result["config"].items() if not isinstance(v, dict)}
-    return {k[len("config/"):]: v for k, v in result.items()
-            if k.startswith("config/") and "/" not in k[len("config/"):]}
-
-
-class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives a driver killed between two saves of its state.
-
-    Tune saves the experiment (its trials) and the searcher's pickled state at different
-    moments. After a SIGKILL the restored experiment can hold a trial that the restored
-    searcher never saw, and Ray's OptunaSearch raises KeyError on that trial's first
-    result, which ends the resumed search (seen once in the resume test). Optuna's
-    `ask()` had already written that trial to the study's storage, where it is still
-    RUNNING: it is found by its sampled parameters and adopted.
-    """
-
-    def _known(self, trial_id: str, result: dict | None) -> bool:
-        if trial_id in self._ot_trials or trial_id in self._completed_trials:
-            return True
-        params = _trial_params(result)
-        taken = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False,
-                                                states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen.number not in taken and frozen.params and all(
-                    params.get(k) == v for k, v in frozen.params.items()):
-                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
-                return True
-        print(f"warning: trial {trial_id} is not in the Optuna study (restored search); "
-              f"its results stay in the results table only", file=sys.stderr, flush=True)
-        self._completed_trials.add(trial_id)  # warn once
-        return False
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self._known(trial_id, result):
-            super().on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        if self._known(trial_id, result):
-            super().on_trial_complete(trial_id, result, error)
-
-
-class ResultsCallback(Callback):
-    """Feeds Tune's events (in the driver) to the book, which rewrites the results files
-    atomically as trials finish. Pickled with the run config for `Tuner.restore`; it
-    re-reads the files at setup so that a resumed search continues the same table."""
-
-    def __init__(self, book: ResultsBook) -> None:
-        self.book = book
-
-    def setup(self, **info):
-        self.book.reload()
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.view.trial_started(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.book.on_result(trial.trial_id, result)
+        self.book.on_result(logical_id(trial), result)
+        failpoints.hit("result")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, None)
@@ -362,18 +214,27 @@ class ResultsCallback(Callback):
         self._finish(trial, error_text(trial))
 
     def _finish(self, trial, error: str | None) -> None:
-        row = self.book.on_complete(trial.trial_id, trial.config, trial.last_result, error)
+        params = {k: v for k, v in (trial.config or {}).items() if k not in RESUME_KEYS}
+        tid = logical_id(trial)
+        row = self.book.on_complete(tid, params, trial.last_result, error)
+        failpoints.hit("row-journaled")
         self.book.write()
-        print(f"[{len(self.book.rows)}/{self.book.cfg.num_trials}] trial {trial.trial_id} "
-              f"{row['status']}: objective {row['objective']:.3f} after {row['epochs']} "
-              f"epoch(s)" + (f" ({error})" if error else ""), flush=True)
+        failpoints.hit("tables-written")
+        self.view.trial_finished(trial.trial_id, row)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.view.tick()
+
+    def on_experiment_end(self, trials, **info):
+        self.view.close()
 
 
 # ---- running -----------------------------------------------------------------------------
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; True when this call started it."""
     import ray
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         if address:
@@ -384,6 +245,7 @@ def _init_ray(address: str | None) -> None:
         raise KtgError(f"cannot connect to Ray at {address!r}: {e}; valid: auto, "
                        f"ray://HOST:10001, HOST:6379, or no --address for a local Ray") \
             from None
+    return True
 
 
 def run_dir_of(storage_path: str, name: str, local_root: str = "runs") -> Path:
@@ -414,26 +276,131 @@ def check_storage_uri(uri: str) -> None:
                        f"gs://, file://)") from None
 
 
+@dataclass
+class RunInfo:
+    """run.json: what a run directory says about itself."""
+    name: str
+    config: SearchConfig
+    storage: str
+    study_name: str
+    tune_path: str
+
+
+def read_run_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
+    """run.json of a run directory to resume, checked field by field.
+
+    Storage locations must lie inside the run directory: a run directory received from
+    someone else must not send Tune, Optuna or our own writes elsewhere. A local Tune
+    path is the run directory itself (wherever it was created); a URI (s3://, gs://) or an
+    Optuna storage outside the run directory needs `allow_external`
+    (`--allow-external-storage`).
+    """
+    f = run_dir / RUN_FILE
+    try:
+        info = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise KtgError(f"--resume {str(run_dir)!r}: not a run directory (no {RUN_FILE})") \
+            from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise KtgError(f"{str(f)!r} is not valid JSON ({e}); is this a run directory?") \
+            from None
+    if not isinstance(info, dict):
+        raise KtgError(f"{str(f)!r}: the top level must be a JSON object")
+    for key in ("name", "storage", "study_name"):
+        if not isinstance(info.get(key), str) or not info[key]:
+            raise KtgError(f"{str(f)!r}: `{key}` must be a non-empty string, got "
+                           f"{info.get(key)!r}")
+    if not isinstance(info.get("config"), dict):
+        raise KtgError(f"{str(f)!r}: `config` must be an object (the search config)")
+    cfg = SearchConfig.from_dict(info["config"], where=str(f))
+    tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
+    if not isinstance(tune_path, str):
+        raise KtgError(f"{str(f)!r}: `tune_path` must be a string, got {tune_path!r}")
+    outside = []
+    if is_uri(tune_path):
+        outside.append(f"tune_path {tune_path!r}")
+    else:  # a local experiment is the run directory itself, wherever it was made
+        tune_path = str(run_dir)
+    db = run_dir / "optuna.db"
+    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == db.name:
+        storage = f"sqlite:///{db}"  # the default: the run's own study, wherever it was made
+    elif storage.startswith("journal:") and _inside(Path(storage[len("journal:"):]), run_dir):
+        pass
+    else:
+        outside.append(f"storage {storage!r}")
+    if outside and not allow_external:
+        raise KtgError(f"{str(f)!r} points outside the run directory ({'; '.join(outside)}); "
+                       f"a run directory from elsewhere must not redirect the search. If "
+                       f"this is your own cluster's storage, resume with "
+                       f"--allow-external-storage")
+    if outside:  # confirmed by the user: as recorded
+        tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
+    return RunInfo(info["name"], cfg, storage, info["study_name"], tune_path)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.expanduser().resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet(run_dir: Path, verbose: bool):
+    """Ray's and Tune's own output (start-up lines, TensorBoard hints, experiment boxes,
+    warnings) go to RUN/search.log; the caller gets the real stdout for what a person
+    should see. With `verbose`, nothing is redirected."""
+    real = sys.stdout
+    if verbose:
+        yield real
+        return
+    import optuna
+    ray_logger = logging.getLogger("ray")
+    saved = list(ray_logger.handlers)
+    with open(run_dir / LOG_FILE, "a", buffering=1) as log:
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+        for h in saved:
+            ray_logger.removeHandler(h)
+        ray_logger.addHandler(handler)
+        # Optuna's handler holds the stderr of import time: switch it for ours
+        optuna.logging.disable_default_handler()
+        logging.getLogger("optuna").addHandler(handler)
+        logging.captureWarnings(True)
+        warn_logger = logging.getLogger("py.warnings")
+        warn_logger.addHandler(handler)
+        warn_logger.propagate = False
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield real
+        finally:
+            logging.getLogger("optuna").removeHandler(handler)
+            optuna.logging.enable_default_handler()
+            ray_logger.removeHandler(handler)
+            for h in saved:
+                ray_logger.addHandler(h)
+            warn_logger.removeHandler(handler)
+            warn_logger.propagate = True
+            logging.captureWarnings(False)
+
+
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
                address: str | None = None, resume: str | None = None,
-               verbose: int = 1) -> Path:
-    """Run (or resume) a search; returns the run directory with results.parquet."""
-    # Tune saves its experiment state every >= 10 s by default; a SIGKILL then loses the
-    # newest trials. 0 means "after every step", so no started trial is ever lost.
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+               verbose: bool = False, allow_external_storage: bool = False,
+               progress_interval_s: float = 30.0) -> Path:
+    """Run (or resume) a search; returns the run directory with results.parquet.
 
+    A resume keeps every finished trial, re-runs the ones that were running (from their
+    newest checkpoint) and runs the rest of the planned trials; see resume.py."""
     if resume:
         run_dir = Path(resume).expanduser().resolve()
-        info_file = run_dir / RUN_FILE
-        if not info_file.exists():
-            raise KtgError(f"--resume {resume!r}: not a run directory (no {RUN_FILE})")
-        info = json.loads(info_file.read_text())
-        cfg = SearchConfig.from_dict(info["config"], where=str(info_file))
-        name, study_name, storage_url = info["name"], info["study_name"], info["storage"]
-        tune_path = info.get("tune_path", str(run_dir))
+        info = read_run_info(run_dir, allow_external_storage)
+        cfg, name, study_name = info.config, info.name, info.study_name
+        storage_url, tune_path = info.storage, info.tune_path
     else:
+        cfg.validate()
         name = name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         if is_uri(storage_path):
             check_storage_uri(storage_path)
@@ -444,61 +411,95 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
                            f"--resume {run_dir} or another --name")
         run_dir.mkdir(parents=True, exist_ok=True)
         study_name = cfg.study_name or name
-        storage_url = optuna_storage_url(cfg, run_dir)
-    cfg.validate()
-    space = cfg.space()
-    _init_ray(address)
-    warn_sqlite_on_cluster(storage_url)
-    storage = open_optuna_storage(storage_url)
-    if not resume:
+        from .study import optuna_storage_url
+        storage_url = optuna_storage_url(cfg.storage, run_dir)
+        # first, so that a search killed from here on can always be resumed
         atomic_write_text(run_dir / RUN_FILE, json.dumps(
             {"name": name, "config": asdict(cfg), "storage": storage_url,
-             "study_name": study_name, "space_size": space.size(),
+             "study_name": study_name, "space_size": cfg.space().size(),
              "tune_path": tune_path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+    failpoints.hit("startup")
+    with _quiet(run_dir, verbose) as out:
+        _run(cfg, run_dir, name, study_name, storage_url, tune_path, address,
+             bool(resume), verbose, out, progress_interval_s)
+    return run_dir
+
+
+def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_url: str,
+         tune_path: str, address: str | None, resumed: bool, verbose: bool, out,
+         progress_interval_s: float) -> None:
+    import optuna
+    from ray import tune
+
+    from trainables.ktg_gan import train_ktg
+
+    from .ledger import start_ledger
+    from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
+    from .study import StudySearcher, load_study, open_optuna_storage, warn_sqlite_on_cluster
+    space = cfg.space()
+    started_ray = _init_ray(address)
+    warn_sqlite_on_cluster(storage_url, out)
+    storage = open_optuna_storage(storage_url)
+    book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
     print(f"search {name}: k={cfg.k}, {len(cfg.gates)} gates, {len(cfg.models)} model(s), "
           f"space size M^(k-1) * G^(k^2) = {len(cfg.models)}^{cfg.k - 1} * "
           f"{len(cfg.gates)}^{cfg.k ** 2}" +
           (f" * {len(cfg.transfer)} transfer kinds" if len(cfg.transfer) > 1 else "") +
           f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
-          flush=True)
-
-    book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
-    # keep the handle until the search ends: Ray deletes an actor nobody holds
-    ledger = start_ledger(study_name, book.finished_rows())
-    from trainables.ktg_gan import train_ktg
-    trainable = tune.with_resources(train_ktg, {"cpu": cfg.cpus_per_trial,
-                                                "gpu": cfg.gpus_per_trial})
-    callback = ResultsCallback(book)
-    if resume:
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable,
-                                   resume_unfinished=True, resume_errored=True)
-    else:
-        sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.sampler == "random"
-                   else optuna.samplers.TPESampler(seed=cfg.seed))
-        searcher = ResumableOptunaSearch(space=space.define_by_run, metric="objective",
-                                         mode="max", sampler=sampler, storage=storage,
-                                         study_name=study_name)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+          file=out, flush=True)
+    plan = plan_resume(storage, study_name, book, space, tune_path) if resumed \
+        else ResumePlan()
+    if resumed:
+        print(plan.line(name, cfg.num_trials), file=out, flush=True)
+        if plan.recovered or plan.told:
+            book.write()
+    new = max(0, cfg.num_trials - len(book.rows) - len(plan.reruns))
+    todo = new + len(plan.reruns)
+    book.journal_start(cfg.num_trials, resumed)
+    if todo:
+        study = load_study(storage, study_name)
+        # a resumed search must not draw the same graphs again: seed the sampler with
+        # how far the study got
+        seed = cfg.seed if study is None else cfg.seed + 7919 * len(study.trials)
+        sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.sampler == "random"
+                   else optuna.samplers.TPESampler(seed=seed))
+        searcher = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
+                                 sampler=sampler, storage=storage, study_name=study_name,
+                                 reruns=plan.reruns)
+        scheduler = ResumableASHA(time_attr="epoch", max_t=cfg.max_epochs,
                                   grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
-        settings = {"search": {**asdict(cfg), "study_name": study_name,
-                               "run_dir": str(run_dir)}}
+        scheduler.seed(seed_points(book))
+        # keep the handle until the search ends: Ray deletes an actor nobody holds
+        ledger = start_ledger(study_name, book.finished_rows())
+        settings = {"config": asdict(cfg), "study_name": study_name,
+                    "run_dir": str(run_dir)}
+        trainable = tune.with_resources(tune.with_parameters(train_ktg, settings=settings),
+                                        {"cpu": cfg.cpus_per_trial,
+                                         "gpu": cfg.gpus_per_trial})
+        view = ProgressView(book, cfg.num_trials, out, progress_interval_s)
         tuner = tune.Tuner(
-            trainable, param_space=settings,
+            trainable,
             tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher,
-                                        scheduler=scheduler, num_samples=cfg.num_trials,
+                                        scheduler=scheduler, num_samples=todo,
                                         max_concurrent_trials=cfg.concurrency,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
-                name=name, storage_path=tune_path.rsplit("/", 1)[0] if is_uri(tune_path)
-                else str(run_dir.parent), verbose=verbose,
-                callbacks=[callback],
+                # Tune's experiment directory is the run directory (or its URI twin)
+                name=tune_path.rstrip("/").rsplit("/", 1)[1], verbose=2 if verbose else 0,
+                storage_path=tune_path.rstrip("/").rsplit("/", 1)[0],
+                callbacks=[SearchEvents(book, view)],
                 failure_config=tune.FailureConfig(max_failures=3),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-    tuner.fit()
-    del ledger
+        tuner.fit()
+        del ledger
+    failpoints.hit("final")
     book.reload()
     book.write()
-    print(book.summary(), flush=True)
-    return run_dir
+    if started_ray:
+        # stops Ray's log forwarding too, whose last worker lines would otherwise reach
+        # the terminal after the log file is closed
+        import ray
+        ray.shutdown()
+    print(book.summary(), file=out, flush=True)

@@ -24,7 +24,8 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from ktg_search.results import load_history, load_results  # noqa: E402
-from ktg_search.search import SearchConfig, ledger_name, run_search  # noqa: E402
+from ktg_search.ledger import ledger_name  # noqa: E402
+from ktg_search.search import SearchConfig, run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff"], eval_samples=100, max_iters_per_epoch=6,
@@ -63,7 +64,10 @@ def history(run: Path):
 def lost_node(root: Path) -> dict:
     cluster, workers = start_cluster()
     head_node = cluster.head_node.node_id
-    cfg = SearchConfig.from_dict({**TINY, "num_trials": 6, "max_epochs": 8, "seed": 5})
+    # 30 short epochs: the node goes when the victim reports epoch >= 2 (the journal is
+    # read live), long before it could finish; with 8 epochs it sometimes finished first
+    cfg = SearchConfig.from_dict({**TINY, "num_trials": 4, "max_epochs": 30, "seed": 5,
+                                  "grace_period": 30})
     run = root / "lost"
     thread, box = search_in_thread(cfg, root, "lost")
     victim_node = workers[0].node_id

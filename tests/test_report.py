@@ -32,7 +32,7 @@ REEVAL_TOP = 2
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
     import ray
-    from ktg_search.search import start_ledger
+    from ktg_search.ledger import start_ledger
     root = tmp_path_factory.mktemp("report-runs")
     # Hold a handle on the search's duplicate ledger (run_search drops its own, and Ray
     # then collects the actor: every trial fails to find it). This file tests the

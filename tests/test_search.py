@@ -141,37 +141,3 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(ray_session, tmp_path):
     for _, r in before.iterrows():  # finished trials were not retrained
         a = after[after.trial_id == r.trial_id].iloc[0]
         assert a.epochs == r.epochs and a.objective == pytest.approx(r.objective, nan_ok=True)
-
-
-def test_restored_searcher_adopts_a_trial_it_never_saw(tmp_path):
-    """A driver killed between Tune's save of its trials and the searcher's save: the
-    restored searcher gets results of a trial it does not know. It finds the trial in the
-    study storage by its parameters instead of raising KeyError."""
-    import optuna
-
-    from ktg_search.search import ResumableOptunaSearch, open_optuna_storage
-    space = SearchConfig.from_dict(TINY).space()
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-
-    def searcher():
-        return ResumableOptunaSearch(space=space.define_by_run, metric="objective",
-                                     mode="max", sampler=optuna.samplers.RandomSampler(seed=1),
-                                     storage=open_optuna_storage(url), study_name="s")
-    before_kill = searcher()
-    config = {"search": {"k": 2}, **before_kill.suggest("known"),
-              **before_kill.suggest("lost")}
-    lost_params = before_kill._ot_trials["lost"].params
-    restored = searcher()  # its pickled state was saved before "lost" was suggested
-    restored._ot_trials = {"known": before_kill._ot_trials["known"]}
-    flat = {"objective": 1.25, "training_iteration": 1,
-            **{f"config/{k}": v for k, v in {**config, **lost_params}.items()
-               if not isinstance(v, dict)}, "config/search/k": 2}
-    restored.on_trial_result("lost", flat)
-    restored.on_trial_complete("lost", {**flat, "objective": 1.5})
-    study = optuna.load_study(study_name="s", storage=open_optuna_storage(url))
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 1 and done[0].params == lost_params and done[0].value == 1.5
-    assert done[0].intermediate_values == {1: 1.25}
-    # a trial that is nowhere in the study is skipped with a warning, not a crash
-    restored.on_trial_result("ghost", {"objective": 1.0, "training_iteration": 1,
-                                       "config/gate_D_0": "nonexistent"})

@@ -4,12 +4,17 @@ Thin on purpose: the graph comes from `ktg_search.space`, the training from
 `ktg_search.training.Trainer`; this file only talks to Tune (report, checkpoints) and to
 the search's duplicate ledger.
 
+A trial's config holds only the graph's parameters (plus, for a trial a resumed search
+re-runs, which trial it is and its checkpoints). The search settings arrive through
+`tune.with_parameters` as `settings`, so no restore of any kind can lose them.
+
 Actors are reused across trials (`reuse_actors=True`), so module globals persist: only the
 read-only data set and evaluator are cached here; everything a trial changes (trainer,
 RNGs, optimizers) is built anew per trial.
 """
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -19,12 +24,14 @@ import ray
 import torch
 from ray import tune
 
-from ktg_search.search import SearchConfig, ledger_name
+from ktg_search.ledger import ledger_name
+from ktg_search.results import CHECKPOINT_FILE, CHECKPOINT_INFO
+from ktg_search.search import SearchConfig
 from ktg_search.space import can_learn
+from ktg_search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
 from ktg_search.training import Trainer
 
 _SHARED: dict[tuple, object] = {}  # (dataset, size, ...) -> ImageData / Evaluator
-CHECKPOINT_FILE = "trainer.pt"
 
 
 def _shared(cfg: SearchConfig):
@@ -48,26 +55,52 @@ def _device(cfg: SearchConfig):
     return resolve_device(cfg.device)
 
 
-def train_ktg(config: dict) -> None:
-    settings = dict(config["search"])
-    study, run_dir = settings.pop("study_name"), settings.pop("run_dir")
-    cfg = SearchConfig.from_dict(settings)
+def _load_state(path: Path) -> dict:
+    # plain tensors, numbers and strings only: a checkpoint is data, never code
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
+    """Load the newest readable checkpoint of this graph; False when there is none (a
+    torn file from a killed run is skipped for the one before it)."""
+    for ckpt in checkpoints:
+        try:
+            ckpt = tune.Checkpoint(ckpt) if isinstance(ckpt, str) else ckpt
+            with ckpt.as_directory() as d:
+                state = _load_state(Path(d) / CHECKPOINT_FILE)
+            from ktg_search.graph import Graph
+            if Graph.from_dict(state["graph"]).canonical_key() != key:
+                continue
+            trainer.load_state_dict(state)
+            return True
+        except Exception as e:  # torn, missing or foreign: try the previous one
+            print(f"checkpoint {ckpt} not used: {type(e).__name__}: {e}", flush=True)
+    return False
+
+
+def train_ktg(config: dict, settings: dict) -> None:
+    """One trial. `config`: the graph's parameters; `settings`: the search (run.json's
+    config, the study name, the run directory)."""
+    cfg = SearchConfig.from_dict(settings["config"])
+    study = settings["study_name"]
     space = cfg.space()
-    params = {k: v for k, v in config.items() if k != "search"}
+    params = {k: v for k, v in config.items() if k not in RESUME_KEYS}
     graph = space.graph(params)
     key = graph.canonical_key()
-    trial_id = tune.get_context().get_trial_id()
+    # the logical id: a re-run keeps the id of the trial's first run (rows, ledger)
+    trial_id = config.get(RESUME_OF) or tune.get_context().get_trial_id()
     # a trial gets the cores it asked for, not every core of the node
     torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
     ledger = ray.get_actor(ledger_name(study))
-    checkpoint = tune.get_checkpoint()
 
     if not can_learn(graph):
         tune.report({"objective": float("nan"), "epoch": 0, "status": "skipped",
                      "reason": "no generator has a non-cutoff incoming edge",
                      "graph_key": key})
         return
-    if checkpoint is None:
+    tune_ckpt = tune.get_checkpoint()  # Tune's retry after a failure in this search
+    candidates = [tune_ckpt] if tune_ckpt is not None else list(config.get(RESUME_FROM) or [])
+    if not candidates:
         original = ray.get(ledger.claim.remote(key, trial_id))
         if original is not None:
             _report_duplicate(ledger, original, key, cfg.duplicate_wait_s)
@@ -76,12 +109,10 @@ def train_ktg(config: dict) -> None:
     data, evaluator = _shared(cfg)
     trainer = Trainer(graph, cfg.train_config(), data=data, evaluator=evaluator)
     restored_from = 0  # the epoch a restored trial continues from (0: a fresh start)
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE,
-                                               map_location="cpu", weights_only=False))
+    if candidates and _restore(trainer, candidates, key):
         restored_from = trainer.epoch
-        ray.get(ledger.claim.remote(key, trial_id))
+    if candidates:  # it already trained part of this graph: it keeps it
+        ray.get(ledger.claim.remote(key, trial_id, True))
     node_id = ray.get_runtime_context().get_node_id()
 
     while trainer.epoch < cfg.max_epochs and trainer.status == "running":
@@ -94,6 +125,8 @@ def train_ktg(config: dict) -> None:
         ledger.update.remote(trial_id, objective, trainer.epoch, done)
         with tempfile.TemporaryDirectory() as d:
             trainer.save(Path(d) / CHECKPOINT_FILE)
+            (Path(d) / CHECKPOINT_INFO).write_text(json.dumps(
+                {"trial_id": trial_id, "epoch": trainer.epoch, "graph_key": key}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 

@@ -1,0 +1,181 @@
+"""What a person sees of a search: one status line, one line per finished trial.
+
+The same numbers come from a running search (`ProgressCallback`, fed by Tune's events)
+and from a run directory's files (`snapshot_of_run`, for `ktg status`): trials finished /
+running / planned, stopped by ASHA, duplicates, errors, the best objective so far and its
+trial, elapsed time and an ETA. On a terminal the status line updates in place (tqdm);
+elsewhere (a log, CI) it is printed every `interval_s` seconds.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import IO
+
+from .results import ResultsBook
+
+
+@dataclass
+class Snapshot:
+    planned: int
+    finished: int
+    running: int
+    stopped: int
+    duplicates: int
+    errors: int
+    best: float | None
+    best_id: str | None
+    elapsed_s: float
+    eta_s: float | None
+    alive: bool = True
+
+    def line(self) -> str:
+        best = f"best {self.best:.3f} ({self.best_id})" if self.best is not None \
+            else "best -"
+        eta = _hms(self.eta_s) if self.eta_s is not None else "-"
+        return (f"{self.finished}/{self.planned} finished · {self.running} running · "
+                f"{self.stopped} stopped by ASHA · {self.duplicates} duplicate · "
+                f"{self.errors} error · {best} · {_hms(self.elapsed_s)} elapsed · ETA {eta}")
+
+
+def _hms(s: float) -> str:
+    s = int(max(0, s))
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+
+
+def snapshot(book: ResultsBook, planned: int, running: int, start: float,
+             finished_at_start: int, now: float | None = None) -> Snapshot:
+    """The numbers of the status line from the book's rows."""
+    now = time.time() if now is None else now
+    rows = list(book.rows.values())
+    status = [r.get("status") for r in rows]
+    scored = [r for r in rows if r.get("status") != "duplicate" and
+              isinstance(r.get("objective"), (int, float)) and math.isfinite(r["objective"])]
+    top = max(scored, key=lambda r: r["objective"], default=None)
+    finished = len(rows)
+    done_here = finished - finished_at_start
+    elapsed = now - start
+    eta = (planned - finished) * elapsed / done_here if done_here > 0 else None
+    return Snapshot(planned=planned, finished=finished, running=running,
+                    stopped=status.count("stopped"), duplicates=status.count("duplicate"),
+                    errors=status.count("error"),
+                    best=None if top is None else float(top["objective"]),
+                    best_id=None if top is None else top["trial_id"],
+                    elapsed_s=elapsed, eta_s=eta if finished < planned else 0.0)
+
+
+def trial_line(row: dict, planned: int, finished: int) -> str:
+    obj = row.get("objective")
+    obj = f"{obj:.3f}" if isinstance(obj, (int, float)) and math.isfinite(obj) else "-"
+    extra = f" of {row['duplicate_of']}" if row.get("duplicate_of") else ""
+    err = f"  ({row['error']})" if row.get("error") else ""
+    return (f"[{finished}/{planned}] {row['trial_id']}  {row['status']:<9}{extra}  "
+            f"epochs {row.get('epochs', 0)}  objective {obj}{err}")
+
+
+class ProgressView:
+    """The status line and the trial lines of a running search (driven by the search's
+    Tune callback: `trial_started`, `trial_finished`, `tick` on every step, `close`)."""
+
+    def __init__(self, book: ResultsBook, planned: int, out: IO[str] | None,
+                 interval_s: float = 30.0) -> None:
+        self.book, self.planned, self.out = book, planned, out
+        self.interval_s = interval_s
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self.running: set[str] = set()
+        self.start = time.time()
+        self.finished_at_start = len(book.rows)
+        self._bar = None
+        self._last = time.monotonic()  # the first plain line after interval_s
+
+    def __getstate__(self):  # Tune pickles its callbacks; a live bar or stream does not
+        return {**self.__dict__, "_bar": None, "out": None}
+
+    def snapshot(self) -> Snapshot:
+        return snapshot(self.book, self.planned, len(self.running), self.start,
+                        self.finished_at_start)
+
+    def _draw(self, force: bool = False) -> None:
+        if self.out is None:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if self._bar is None:
+                from tqdm import tqdm
+                self._bar = tqdm(total=self.planned, file=self.out, bar_format="{desc}",
+                                 dynamic_ncols=True, leave=True)
+            if force or now - self._last >= 1.0:
+                self._last = now
+                self._bar.set_description_str(self.snapshot().line())
+        elif force or now - self._last >= self.interval_s:
+            self._last = now
+            print(self.snapshot().line(), file=self.out, flush=True)
+
+    def _say(self, text: str) -> None:
+        if self.out is None:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.out)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def trial_started(self, tune_id: str) -> None:
+        self.running.add(tune_id)
+        self._draw()
+
+    def trial_finished(self, tune_id: str, row: dict) -> None:
+        self.running.discard(tune_id)
+        self._say(trial_line(row, self.planned, len(self.book.rows)))
+        self._draw(force=self.tty)
+
+    def tick(self) -> None:
+        self._draw()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._draw(force=True)
+            self._bar.close()
+            self._bar = None
+
+
+# ---- a run directory's snapshot (`ktg status`) ----------------------------------------------
+def driver_alive(event: dict) -> bool | None:
+    """Whether the driver that wrote a start event runs: None when it ran elsewhere."""
+    if event.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(event.get("pid", -1)), 0)
+        return True
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+
+
+def snapshot_of_run(book: ResultsBook, planned: int, stale_s: float = 600.0) -> Snapshot:
+    """The status line's numbers from a run directory's files (the journal included).
+
+    Running trials are those with results but no row, while the search's driver is
+    alive (same machine: its pid; elsewhere: a journal event in the last `stale_s`)."""
+    starts = book.events
+    now = time.time()
+    last_event = max([book.last_time] + [e.get("time", 0) for e in starts], default=0)
+    if starts:
+        alive = driver_alive(starts[-1])
+        if alive is None:
+            alive = now - last_event < stale_s
+        start, before = float(starts[-1]["time"]), int(starts[-1].get("finished_before", 0))
+        first = float(starts[0]["time"])
+    else:
+        alive, start, before, first = False, now, 0, now
+    running = len([t for t in book.last if t not in book.rows]) if alive else 0
+    snap = snapshot(book, planned, running, start, before, now=now if alive else last_event)
+    snap.elapsed_s = (now if alive else last_event) - first
+    snap.alive = alive
+    if not alive:
+        snap.eta_s = None if snap.finished < planned else 0.0
+    return snap

@@ -1,0 +1,69 @@
+"""`ktg status RUN`: a running or finished search, from its files alone.
+
+Reads run.json, the tables and the journal (which the driver appends to as results
+arrive), so it works while the search runs in another process or on another machine
+that shares the run directory, and after it was killed. No Ray, no Optuna: it is quick.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .errors import KtgError
+from .progress import snapshot_of_run
+from .results import ResultsBook
+
+
+def planned_trials(run: Path) -> tuple[str, int]:
+    """(name, planned trials) from run.json; KtgError when it is not a run directory."""
+    f = run / "run.json"
+    try:
+        info = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run "
+                       f"directory is what `ktg search` prints as 'run dir'") from None
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as e:
+        raise KtgError(f"{str(f)!r} cannot be read as JSON: {e}") from None
+    cfg = info.get("config") if isinstance(info, dict) else None
+    n = cfg.get("num_trials") if isinstance(cfg, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise KtgError(f"{str(f)!r}: config.num_trials must be an integer >= 1, got {n!r}")
+    name = info.get("name") if isinstance(info.get("name"), str) else run.name
+    return name, n
+
+
+def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
+    """The status block of a run and whether its search is still going."""
+    name, planned = planned_trials(run)
+    book = ResultsBook(run)
+    snap = snapshot_of_run(book, planned)
+    state = "running" if snap.alive and snap.finished < planned else \
+        "finished" if snap.finished >= planned else "not running (resume with " \
+        f"`ktg search --resume {run}`)"
+    lines = [f"{name}: {state}", snap.line()]
+    rows = [r for r in book.rows.values() if r.get("status") != "duplicate"
+            and isinstance(r.get("objective"), (int, float)) and math.isfinite(r["objective"])]
+    rows.sort(key=lambda r: r["objective"], reverse=True)
+    if rows and top > 0:
+        lines.append(f"top {min(top, len(rows))} graphs by objective = best IS reached:")
+        for r in rows[:top]:
+            lines.append(f"  {r['trial_id']}  objective {r['objective']:.3f}  epoch "
+                         f"{r.get('best_epoch', 0)}/{r.get('epochs', 0)}  "
+                         f"{r.get('status', ''):<9} key {r.get('graph_key', '')}")
+    return "\n".join(lines), state == "running"
+
+
+def run_status(run: str, watch: float | None = None, top: int = 5) -> int:
+    path = Path(run).expanduser()
+    if watch is not None and not (isinstance(watch, (int, float)) and watch > 0):
+        raise KtgError(f"The value of `--watch` is {watch!r}, but must be > 0 seconds")
+    while True:
+        text, going = status_text(path, top)
+        print(text, flush=True)
+        if watch is None or not going:
+            return 0
+        time.sleep(watch)
+        print(f"-- {time.strftime('%H:%M:%S')}", flush=True)

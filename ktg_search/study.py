@@ -1,0 +1,164 @@
+"""The Optuna side of a search: the study's storage and the searcher Tune asks.
+
+The study is the source of truth for which trials exist and which finished: every trial
+is asked of it (RUNNING there) before Tune runs it, and told when Tune ends it. A resumed
+search reads it back (resume.py); Tune's own pickled searcher state is never read.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from .errors import KtgError
+
+TRIAL_ATTR = "trial_id"  # user attribute: the (logical) trial id that a study trial runs as
+RESUME_OF = "resume_of"  # trial config keys of a re-run: which trial, from which checkpoints
+RESUME_FROM = "resume_from"
+RESUME_KEYS = (RESUME_OF, RESUME_FROM)
+
+
+def logical_id(trial) -> str:
+    """The id a Tune trial's row and ledger entry use: a re-run keeps its first run's."""
+    return (trial.config or {}).get(RESUME_OF) or trial.trial_id
+
+
+# ---- storage -----------------------------------------------------------------------------
+def optuna_storage_url(storage: str | None, run_dir: Path) -> str:
+    """The storage URL recorded in run.json: the given one, or SQLite in the run dir."""
+    if storage:
+        return storage
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def open_optuna_storage(url: str):
+    """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        path = url[len("journal:"):] if url.startswith("journal:") else url
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    try:
+        # SQLite under several writers: wait for the lock instead of failing at once
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None, engine_kwargs=kwargs)
+    except Exception as e:  # bad URL, missing driver, unreachable server
+        raise KtgError(f"cannot open the Optuna storage {url!r}: {e}; valid: a database "
+                       f"URL (sqlite:///path, postgresql://...) or journal:PATH") from None
+
+
+def warn_sqlite_on_cluster(url: str, out=None) -> None:
+    """SQLite locks under many writers on several nodes: say so, once, clearly."""
+    import ray
+    if not url.startswith("sqlite"):
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        print(f"warning: the Optuna study is in SQLite ({url}) but the Ray cluster has "
+              f"{len(nodes)} nodes; SQLite locks under many writers and needs a file every "
+              f"node can reach. Use --set storage=postgresql://... or "
+              f"--set storage=journal:/shared/path/optuna.log", file=out or sys.stderr)
+
+
+def load_study(storage, study_name: str) -> optuna.Study | None:
+    """The study, or None when the search died before it was created."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+
+
+def full_params(space, params: dict) -> dict:
+    """A study trial's sampled params plus the values the space fixes (model_0, ...):
+    the trial config Tune ran it with."""
+    return {**params, **(space.define_by_run(optuna.trial.FixedTrial(params)) or {})}
+
+
+# ---- the searcher ------------------------------------------------------------------------
+@dataclass
+class Rerun:
+    """A trial the study holds as RUNNING when the search was resumed: it runs again,
+    as the same Optuna trial and the same logical trial, from its newest checkpoint."""
+    optuna_id: int                  # the storage's trial id (not the number)
+    number: int
+    trial_id: str | None            # None: asked of the study, but never given to Tune
+    params: dict
+    checkpoints: list[str] = field(default_factory=list)  # newest first
+    reported: set = field(default_factory=set)  # steps the study already holds
+
+
+class StudySearcher(OptunaSearch):
+    """Ray's OptunaSearch with the study as the record of every trial.
+
+    - Each asked trial carries its trial id as a user attribute, written before Tune
+      sees the trial, so a resumed search can map study trials to Tune's files.
+    - `reruns` are handed out first: a resumed search re-runs the trials the study holds
+      as RUNNING, as the same Optuna trials.
+    - Intermediate values are reported at the trial's epoch (Tune's iteration counter
+      restarts when a trial is restored), so a re-run never reports a step twice.
+    - A trial is told COMPLETE with a finite value, FAIL when it errored, and PRUNED
+      when it has no value (a skipped graph, a duplicate of a trial that never scored):
+      Ray's class tells NaN, which Optuna refuses, and the trial stayed RUNNING forever.
+    """
+
+    def __init__(self, *args, reruns: list[Rerun] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._reruns = list(reruns or [])
+        self._reported: dict[str, set] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        from . import failpoints
+        if self._reruns:
+            r = self._reruns.pop(0)
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, r.optuna_id)
+            self._reported[trial_id] = set(r.reported)
+            if r.trial_id is None:  # never reached Tune: this run names it
+                self._ot_trials[trial_id].set_user_attr(TRIAL_ATTR, trial_id)
+                return dict(r.params)
+            return {**r.params, RESUME_OF: r.trial_id, RESUME_FROM: list(r.checkpoints)}
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._ot_trials[trial_id].set_user_attr(TRIAL_ATTR, trial_id)
+            failpoints.hit("suggested")
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value, step = result.get(self.metric), result.get("epoch")
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials or \
+                not isinstance(step, (int, float)) or not _is_finite(value):
+            return
+        seen = self._reported.setdefault(trial_id, set())
+        if int(step) not in seen:
+            seen.add(int(step))
+            self._ot_trials[trial_id].report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        from . import failpoints
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = (result or {}).get(self.metric)
+        tell(self._ot_study, self._ot_trials[trial_id], value, error)
+        self._completed_trials.add(trial_id)
+        failpoints.hit("trial-told")
+
+
+def tell(study: optuna.Study, trial, value: Any, error: bool) -> None:
+    """Finish a study trial: COMPLETE with a finite value, FAIL on error, else PRUNED."""
+    TS = optuna.trial.TrialState
+    if error:
+        study.tell(trial, state=TS.FAIL)
+    elif _is_finite(value):
+        study.tell(trial, float(value), state=TS.COMPLETE)
+    else:
+        study.tell(trial, state=TS.PRUNED)
+
+
+def _is_finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
