@@ -373,13 +373,19 @@ def _run_sequential(jobs: list[_Job], config, data, evaluator, bar) -> None:
 
 
 def _run_ray(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
+             bar, log_file: Path) -> None:
+    from .raylog import ray_output_to
+    with ray_output_to(log_file):  # Ray's banners and worker lines: OUT/compare.log
+        _fan_out(jobs, config, address, gpus_per_run, bar)
+
+
+def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
              bar) -> None:
     import ray
     from ray.exceptions import RayTaskError
 
     from .search import _init_ray
-    started = not ray.is_initialized()
-    _init_ray(address)
+    started = _init_ray(address)
     refs: dict = {}
     try:
         teachers = {n.pretrained: Path(n.pretrained).read_bytes() for job in jobs
@@ -464,7 +470,7 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
                dynamic_ncols=True, disable=not progress)
     try:
         if use_ray:
-            _run_ray(jobs, config, address, gpus_per_run, bar)
+            _run_ray(jobs, config, address, gpus_per_run, bar, out / "compare.log")
         else:
             _run_sequential(jobs, config, data, evaluator, bar)
         bar.close()

@@ -77,6 +77,15 @@ def trial_line(row: dict, planned: int, finished: int) -> str:
             f"epochs {row.get('epochs', 0)}  objective {obj}{err}")
 
 
+def _terminal_width(out) -> int:
+    """Columns of the terminal `out` is, or 0 (not a terminal, or one without a size, as
+    some CI pseudo-terminals are: a status line drawn there would be empty)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns if out.isatty() else 0
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class ProgressView:
     """The status line and the trial lines of a running search (driven by the search's
     Tune callback: `trial_started`, `trial_finished`, `tick` on every step, `close`)."""
@@ -85,7 +94,7 @@ class ProgressView:
                  interval_s: float = 30.0) -> None:
         self.book, self.planned, self.out = book, planned, out
         self.interval_s = interval_s
-        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self.tty = _terminal_width(out) > 0
         self.running: set[str] = set()
         self.start = time.time()
         self.finished_at_start = len(book.rows)
@@ -172,7 +181,7 @@ def snapshot_of_run(book: ResultsBook, planned: int, stale_s: float = 600.0) -> 
         first = float(starts[0]["time"])
     else:
         alive, start, before, first = False, now, 0, now
-    running = len([t for t in book.last if t not in book.rows]) if alive else 0
+    running = len([t for t in book.started if t not in book.rows]) if alive else 0
     snap = snapshot(book, planned, running, start, before, now=now if alive else last_event)
     snap.elapsed_s = (now if alive else last_event) - first
     snap.alive = alive

@@ -187,13 +187,14 @@ class ResultsBook:
         self.history: dict[tuple[str, int], dict] = {}
         self.last: dict[str, dict] = {}       # each trial's newest result
         self.events: list[dict] = []          # start / resume events, for status
+        self.started: set[str] = set()        # trials Tune started (finished ones too)
         self.last_time = 0.0                  # the newest journal event's time
         self.reload()
 
     def reload(self) -> None:
         import pandas as pd
         self.rows, self.history, self.last, self.events = {}, {}, {}, []
-        self.last_time = 0.0
+        self.started, self.last_time = set(), 0.0
         f, h = self.run_dir / RESULTS_FILE, self.run_dir / HISTORY_FILE
         if f.exists():
             self.rows = {r["trial_id"]: r for r in pd.read_parquet(f).to_dict("records")}
@@ -210,6 +211,9 @@ class ResultsBook:
                 self.rows[str(e["row"].get("trial_id"))] = e["row"]
             elif kind == "start":
                 self.events.append(e)
+                self.started = set()  # a new driver: trials of the old one are not running
+            elif kind == "trial-start":
+                self.started.add(str(e.get("trial_id")))
 
     def finished_rows(self) -> list[dict]:
         """Trials whose result a duplicate can reuse (the ledger is seeded with them)."""
@@ -243,9 +247,14 @@ class ResultsBook:
         self.events.append(event)
 
     # ---- events ------------------------------------------------------------------------
+    def on_start(self, trial_id: str) -> None:
+        """Tune started (or restarted) a trial: `ktg status` counts it as running."""
+        self._append({"event": "trial-start", "trial_id": trial_id, "time": time.time()})
+        self.started.add(trial_id)
+
     def _apply_result(self, trial_id: str, keep: dict) -> None:
         self.last[trial_id] = keep
-        if "epoch" in keep and keep.get("status") not in ("duplicate", "skipped"):
+        if "epoch" in keep and keep.get("status") not in ("duplicate", "skipped", "error"):
             self.history[(trial_id, int(keep["epoch"]))] = keep
 
     def on_result(self, trial_id: str, result: dict) -> None:
@@ -316,6 +325,8 @@ class ResultsBook:
                     row[f"fid_g{i}"] = _finite(best.get(f"fid_g{i}"))
         if error:
             status = "error"
+        elif last.get("status") == "error":  # the trainable's own report of bad input
+            status, error = "error", str(last.get("reason", "error"))
         elif last.get("status") == "duplicate":
             status = "duplicate"
             row["duplicate_of"] = str(last.get("duplicate_of", ""))

@@ -15,9 +15,7 @@ Duplicates: graphs equal under node renumbering share a canonical key; the ledge
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import os
 import sys
@@ -31,6 +29,7 @@ from ray.tune import Callback
 from . import failpoints
 from .errors import KtgError
 from .progress import ProgressView
+from .raylog import ray_output_to
 from .results import ResultsBook, atomic_write_text, error_text, is_uri
 from .study import RESUME_KEYS, logical_id
 from .space import PAPER_GATES, SpaceSpec
@@ -197,10 +196,11 @@ class SearchEvents(Callback):
     finished trial is journaled first (the book), the tables rewritten atomically as
     trials finish, then the person watching is told (the progress view)."""
 
-    def __init__(self, book: ResultsBook, view) -> None:
-        self.book, self.view = book, view
+    def __init__(self, book: ResultsBook, view, ledger=None) -> None:
+        self.book, self.view, self.ledger = book, view, ledger
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.book.on_start(logical_id(trial))
         self.view.trial_started(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -217,6 +217,9 @@ class SearchEvents(Callback):
         params = {k: v for k, v in (trial.config or {}).items() if k not in RESUME_KEYS}
         tid = logical_id(trial)
         row = self.book.on_complete(tid, params, trial.last_result, error)
+        if error and self.ledger is not None:
+            # a duplicate waiting for this trial trains the graph itself, now
+            self.ledger.update.remote(tid, float("nan"), row["epochs"], True, True)
         failpoints.hit("row-journaled")
         self.book.write()
         failpoints.hit("tables-written")
@@ -346,46 +349,6 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _quiet(run_dir: Path, verbose: bool):
-    """Ray's and Tune's own output (start-up lines, TensorBoard hints, experiment boxes,
-    warnings) go to RUN/search.log; the caller gets the real stdout for what a person
-    should see. With `verbose`, nothing is redirected."""
-    real = sys.stdout
-    if verbose:
-        yield real
-        return
-    import optuna
-    ray_logger = logging.getLogger("ray")
-    saved = list(ray_logger.handlers)
-    with open(run_dir / LOG_FILE, "a", buffering=1) as log:
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
-                                               "%(message)s"))
-        for h in saved:
-            ray_logger.removeHandler(h)
-        ray_logger.addHandler(handler)
-        # Optuna's handler holds the stderr of import time: switch it for ours
-        optuna.logging.disable_default_handler()
-        logging.getLogger("optuna").addHandler(handler)
-        logging.captureWarnings(True)
-        warn_logger = logging.getLogger("py.warnings")
-        warn_logger.addHandler(handler)
-        warn_logger.propagate = False
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                yield real
-        finally:
-            logging.getLogger("optuna").removeHandler(handler)
-            optuna.logging.enable_default_handler()
-            ray_logger.removeHandler(handler)
-            for h in saved:
-                ray_logger.addHandler(h)
-            warn_logger.removeHandler(handler)
-            warn_logger.propagate = True
-            logging.captureWarnings(False)
-
-
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
                address: str | None = None, resume: str | None = None,
                verbose: bool = False, allow_external_storage: bool = False,
@@ -420,7 +383,7 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
              "tune_path": tune_path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
     failpoints.hit("startup")
-    with _quiet(run_dir, verbose) as out:
+    with ray_output_to(run_dir / LOG_FILE, verbose) as out:
         _run(cfg, run_dir, name, study_name, storage_url, tune_path, address,
              bool(resume), verbose, out, progress_interval_s)
     return run_dir
@@ -489,7 +452,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
                 # Tune's experiment directory is the run directory (or its URI twin)
                 name=tune_path.rstrip("/").rsplit("/", 1)[1], verbose=2 if verbose else 0,
                 storage_path=tune_path.rstrip("/").rsplit("/", 1)[0],
-                callbacks=[SearchEvents(book, view)],
+                callbacks=[SearchEvents(book, view, ledger)],
                 failure_config=tune.FailureConfig(max_failures=3),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         tuner.fit()

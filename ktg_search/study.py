@@ -144,6 +144,7 @@ class StudySearcher(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         value = (result or {}).get(self.metric)
+        error = error or (result or {}).get("status") == "error"
         tell(self._ot_study, self._ot_trials[trial_id], value, error)
         self._completed_trials.add(trial_id)
         failpoints.hit("trial-told")

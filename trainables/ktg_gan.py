@@ -24,6 +24,7 @@ import ray
 import torch
 from ray import tune
 
+from ktg_search.errors import KtgError
 from ktg_search.ledger import ledger_name
 from ktg_search.results import CHECKPOINT_FILE, CHECKPOINT_INFO
 from ktg_search.search import SearchConfig
@@ -80,7 +81,24 @@ def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
 
 def train_ktg(config: dict, settings: dict) -> None:
     """One trial. `config`: the graph's parameters; `settings`: the search (run.json's
-    config, the study name, the run directory)."""
+    config, the study name, the run directory).
+
+    Bad input found only here (a data set a worker cannot load, a batch larger than the
+    data) is reported as the trial's error at once: retrying it would fail the same way.
+    Anything else raises, and Tune retries the trial from its checkpoint."""
+    try:
+        _train(config, settings)
+    except KtgError as e:
+        # the ledger hears it first: a duplicate waiting for this trial trains the graph
+        # itself (and meets the same error) instead of waiting out its time
+        trial_id = config.get(RESUME_OF) or tune.get_context().get_trial_id()
+        ledger = ray.get_actor(ledger_name(settings["study_name"]))
+        ray.get(ledger.update.remote(trial_id, float("nan"), 0, True, True))
+        tune.report({"objective": float("nan"), "epoch": 0, "status": "error",
+                     "reason": str(e)})
+
+
+def _train(config: dict, settings: dict) -> None:
     cfg = SearchConfig.from_dict(settings["config"])
     study = settings["study_name"]
     space = cfg.space()
@@ -103,8 +121,9 @@ def train_ktg(config: dict, settings: dict) -> None:
     if not candidates:
         original = ray.get(ledger.claim.remote(key, trial_id))
         if original is not None:
-            _report_duplicate(ledger, original, key, cfg.duplicate_wait_s)
-            return
+            if _report_duplicate(ledger, original, key, cfg.duplicate_wait_s):
+                return
+            ray.get(ledger.claim.remote(key, trial_id, True))  # it failed: train it here
 
     data, evaluator = _shared(cfg)
     trainer = Trainer(graph, cfg.train_config(), data=data, evaluator=evaluator)
@@ -130,19 +149,23 @@ def train_ktg(config: dict, settings: dict) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _report_duplicate(ledger, original: str, key: str, wait_s: float) -> None:
+def _report_duplicate(ledger, original: str, key: str, wait_s: float) -> bool:
     """Report the original trial's result instead of training the same graph again.
 
     Waits (sleeping, no compute) until the original has reported at least one epoch, so
     that the value told to Optuna is the original's best so far rather than nothing; the
-    results table shows the original's final numbers on the duplicate row."""
+    results table shows the original's final numbers on the duplicate row. False (nothing
+    reported) when the original failed: then this trial trains the graph."""
     deadline = time.monotonic() + wait_s
     state = ray.get(ledger.get.remote(original)) or {}
     while not (state.get("done") or (state.get("epoch") or 0) >= 1) \
             and time.monotonic() < deadline:
         time.sleep(1.0)
         state = ray.get(ledger.get.remote(original)) or {}
+    if state.get("failed"):
+        return False
     objective = state.get("objective")
     tune.report({"objective": float(objective) if objective is not None else float("nan"),
                  "epoch": int(state.get("epoch") or 0), "status": "duplicate",
                  "duplicate_of": original, "graph_key": key})
+    return True
