@@ -54,7 +54,10 @@ def plan_resume(storage, study_name: str, book: ResultsBook, space,
     pending: list[tuple] = []
     for ft in (study.get_trials(deepcopy=False) if study else []):
         tid = ft.user_attrs.get(TRIAL_ATTR)
-        params = full_params(space, ft.params)
+        try:
+            params = full_params(space, ft.params)
+        except ValueError:  # killed while Optuna stored its suggestions one by one
+            params = None
         if ft.state in (TS.COMPLETE, TS.PRUNED, TS.FAIL):
             if tid and tid not in book.rows:
                 book.recover_row(tid, params, failed=ft.state == TS.FAIL)

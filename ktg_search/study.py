@@ -88,7 +88,7 @@ class Rerun:
     optuna_id: int                  # the storage's trial id (not the number)
     number: int
     trial_id: str | None            # None: asked of the study, but never given to Tune
-    params: dict
+    params: dict | None             # None: the driver died before all were sampled
     checkpoints: list[str] = field(default_factory=list)  # newest first
     reported: set = field(default_factory=set)  # steps the study already holds
 
@@ -118,9 +118,11 @@ class StudySearcher(OptunaSearch):
             r = self._reruns.pop(0)
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, r.optuna_id)
             self._reported[trial_id] = set(r.reported)
-            if r.trial_id is None:  # never reached Tune: this run names it
+            if r.trial_id is None:  # never reached Tune: this run samples the rest, names it
+                params = self._suggest_from_define_by_run_func(self._space,
+                                                               self._ot_trials[trial_id])
                 self._ot_trials[trial_id].set_user_attr(TRIAL_ATTR, trial_id)
-                return dict(r.params)
+                return params
             return {**r.params, RESUME_OF: r.trial_id, RESUME_FROM: list(r.checkpoints)}
         config = super().suggest(trial_id)
         if config is not None:

@@ -270,3 +270,21 @@ def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
             read_run_info(run)
         assert value in str(e.value)
         assert getattr(read_run_info(run, allow_external=True), key) == value
+
+
+def test_a_trial_killed_half_sampled_is_completed_as_the_same_optuna_trial(tmp_path):
+    from ktg_search.resume import plan_resume
+    book = _book(tmp_path)
+    s, storage = _searcher(tmp_path)
+    study = optuna.load_study(study_name="s", storage=storage)
+    half = study.ask()  # Optuna stores each suggestion at once: the driver died after one
+    half.suggest_categorical("gate_D_0", ["through", "cutoff"])
+    plan = plan_resume(storage, "s", ResultsBook(book.run_dir, book.cfg),
+                       book.cfg.space(), str(book.run_dir))
+    assert len(plan.reruns) == 1 and plan.reruns[0].params is None
+    s2, _ = _searcher(tmp_path, reruns=plan.reruns)
+    config = s2.suggest("tune-1")
+    assert config["gate_D_0"] == half.params["gate_D_0"] and "gate_1_0" in config
+    assert "resume_of" not in config
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 1 and study.trials[0].user_attrs["trial_id"] == "tune-1"
