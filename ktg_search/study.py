@@ -115,6 +115,9 @@ class StudySearcher(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         from . import failpoints
         if self._reruns:
+            if not self._ot_trials:
+                # Optuna's cached storage writes only to trials it has read: read them
+                self._ot_study.get_trials(deepcopy=False)
             r = self._reruns.pop(0)
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, r.optuna_id)
             self._reported[trial_id] = set(r.reported)
