@@ -282,9 +282,10 @@ class ResultsBook:
     def recover_row(self, trial_id: str, params: dict, failed: bool) -> dict:
         """The row of a trial the study says finished but the driver died before it
         recorded: built from the journal's history and last result."""
-        error = "the trial failed; the driver stopped before it recorded why" if failed \
-            else None
-        return self.on_complete(trial_id, params, self.last.get(trial_id), error)
+        last = self.last.get(trial_id) or {}
+        error = "the trial failed; the driver stopped before it recorded why" \
+            if failed and last.get("status") != "error" else None  # else: its own reason
+        return self.on_complete(trial_id, params, last, error)
 
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
