@@ -19,6 +19,7 @@ import ray
 import torch
 from ray import tune
 
+from ktg_search.safeload import load_checkpoint
 from ktg_search.search import SearchConfig, ledger_name
 from ktg_search.space import can_learn
 from ktg_search.training import Trainer
@@ -78,8 +79,8 @@ def train_ktg(config: dict) -> None:
     restored_from = 0  # the epoch a restored trial continues from (0: a fresh start)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE,
-                                               map_location="cpu", weights_only=False))
+            # loaded as data: tensors and plain values only (safeload.py)
+            trainer.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
         restored_from = trainer.epoch
         ray.get(ledger.claim.remote(key, trial_id))
     node_id = ray.get_runtime_context().get_node_id()
