@@ -4,22 +4,43 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import KtgError
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux's /proc), else by the
+    set-and-restore idiom."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` beside `path`, then rename over it: readers see the old file
     or the new one, never half. The one atomic-write mechanism of the package (torch.save,
-    np.savez, parquet and text all go through it)."""
+    np.savez, parquet and text all go through it). The file gets the mode a plain
+    `open(path, "w")` would give (0666 minus the umask), not mkstemp's private 0600:
+    colleagues on a shared file system can read the results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,6 +61,11 @@ RESULTS_FILE = "results.parquet"
 HISTORY_FILE = "history.parquet"
 HISTORY_WRITE_S = 2.0
 STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
+# the columns query, export and the report read, and their kinds (checked when read)
+RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_key": "str",
+                   "objective": "num", "best_epoch": "num", "epochs": "num",
+                   "duplicate_of": "str", "error": "str"}
+HISTORY_COLUMNS = {"trial_id": "str", "epoch": "num"}
 
 
 def is_uri(path: str) -> bool:
@@ -58,15 +84,20 @@ def load_results(run_dir: str | Path):
 
     Ranked columns: `objective` is the best IS reached (not the last value)."""
     import pandas as pd
-    from .errors import KtgError
     run = Path(run_dir)
     if not (run / "run.json").exists():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
     f = run / RESULTS_FILE
     if not f.exists():
-        return pd.DataFrame(columns=["trial_id", "status", "graph", "graph_key", "objective"])
-    return pd.read_parquet(f)
+        return pd.DataFrame(columns=list(RESULTS_COLUMNS))
+    from .safeload import read_parquet
+    df = read_parquet(f, "results table", RESULTS_COLUMNS)
+    bad = sorted(set(df["status"]) - set(STATUSES))
+    if bad:
+        raise KtgError(f"results table {str(f)!r}: unknown status {bad[0][:40]!r}; valid: "
+                       f"{', '.join(STATUSES)}")
+    return df
 
 
 def load_history(run_dir: str | Path):
@@ -74,15 +105,25 @@ def load_history(run_dir: str | Path):
     import pandas as pd
     f = Path(run_dir) / HISTORY_FILE
     if not f.exists():
-        return pd.DataFrame(columns=["trial_id", "epoch", "objective"])
-    return pd.read_parquet(f)
+        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    from .safeload import read_parquet
+    df = read_parquet(f, "history table", HISTORY_COLUMNS)
+    if not df.empty and not (df["epoch"].dropna() % 1 == 0).all():
+        raise KtgError(f"history table {str(f)!r}: column 'epoch' holds values that are "
+                       f"not whole epochs")
+    return df
 
 
 def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
     """The newest `trainer.pt` Tune kept for a trial (it holds the best epoch's weights
     too, see `Trainer.best_generators`), or None."""
-    found = sorted(Path(run_dir).glob(f"*{trial_id}*/checkpoint_*/trainer.pt"),
-                   key=lambda p: p.parent.name)
+    # the id comes from a table in a shared run: glob characters or a path in it must not
+    # reach files elsewhere (Tune's ids are hex digits, underscores and digits)
+    if not isinstance(trial_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", trial_id):
+        return None
+    root = Path(run_dir).resolve()
+    found = sorted((p for p in root.glob(f"*{trial_id}*/checkpoint_*/trainer.pt")
+                    if root in p.resolve().parents), key=lambda p: p.parent.name)
     return found[-1] if found else None
 
 
