@@ -81,32 +81,11 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def check_pretrained_files(g) -> None:
-    """Every node's `pretrained` checkpoint exists, loads as data and holds the node's
-    model; KtgError naming the first path that does not."""
-    from .safeload import load_checkpoint
-    for i, node in enumerate(g.nodes):
-        if not node.pretrained:
-            continue
-        if not Path(node.pretrained).exists():
-            raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} does not "
-                           f"exist (a relative path is relative to the graph file); pass "
-                           f"--no-files to check a graph meant for another machine")
-        ckpt = load_checkpoint(node.pretrained, "pretrained checkpoint")
-        model = ckpt.get("model") if isinstance(ckpt, dict) else None
-        if not isinstance(model, str) or not isinstance(ckpt.get("generator"), dict):
-            raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} is not a "
-                           f"generator checkpoint from `ktg pretrain` (expected keys: "
-                           f"model, generator, config)")
-        if model != node.model:
-            raise KtgError(f"node {i} says model {node.model!r}, but its pretrained "
-                           f"checkpoint {node.pretrained!r} holds a {model[:80]!r}")
-
-
 def cmd_validate(args) -> int:
     from .graph import resolve_graph
     g = resolve_graph(args.graph)
     if not args.no_files:
+        from .safeload import check_pretrained_files
         check_pretrained_files(g)
     print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
     print(g.draw())
@@ -307,6 +286,7 @@ def cmd_bench(args) -> int:
 
 # ---- the parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .outputs import add_out_args
     reg = _registry()
     p = argparse.ArgumentParser(prog="ktg", description="Search knowledge-transfer graphs "
                                 "for multi-generator GAN training on Ray Tune.")
@@ -385,17 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=int, default=20)
     sp.set_defaults(func=cmd_bench)
     return p
-
-
-def add_out_args(sp, help: str, default: str | None = None, required: bool = False,
-                 force: bool = True) -> None:
-    """`-o/--out` (and the older `--output` spelling) for every command that writes files,
-    with `--force` to replace existing outputs."""
-    sp.add_argument("-o", "--out", "--output", dest="out", default=default,
-                    required=required, metavar="PATH", help=help)
-    if force:
-        sp.add_argument("--force", action="store_true",
-                        help="replace existing outputs (default: refuse)")
 
 
 def add_training_args(sp, reg) -> None:

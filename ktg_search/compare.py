@@ -579,7 +579,8 @@ def _train_config(args, seed: int):
 
 def add_compare_parser(sub, reg) -> None:
     """`ktg compare`: several graphs, several seeds, one table."""
-    from .cli import add_out_args, add_training_args
+    from .cli import add_training_args
+    from .outputs import add_out_args
     sp = sub.add_parser(
         "compare", help="train graphs over several seeds; one table of IS / FID mean +- std",
         description="Train every GRAPH with every seed (independent runs, in parallel on "
@@ -609,7 +610,8 @@ def add_compare_parser(sub, reg) -> None:
 
 def add_pretrain_parser(sub, reg) -> None:
     """`ktg pretrain`: a teacher generator for the distillation graphs."""
-    from .cli import add_out_args, add_training_args
+    from .cli import add_training_args
+    from .outputs import add_out_args
     sp = sub.add_parser(
         "pretrain", help="train one generator as a distillation teacher",
         description="Train a single generator with its own spectral-norm discriminator and "

@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import pathlib
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -374,6 +375,8 @@ def load_folder(image_size: int, root: pathlib.Path, download: bool,
     # Pass 1 reads headers only (the mode and the size), so a big folder is never held at
     # full size and an image too large to decode is refused before any pixel is read.
     modes = []
+    # PIL warns about big images at open; the size is checked here instead
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for f in files:
         try:
             with Image.open(f) as im:

@@ -196,9 +196,10 @@ def _matches(record: dict, data: ImageData) -> bool:
 
 def _load_checkpoint(path: pathlib.Path) -> dict | None:
     """The checkpoint, or None when missing or unreadable (then it is retrained over)."""
+    from .safeload import load_checkpoint
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing, truncated or foreign
+        ckpt = load_checkpoint(path, "classifier cache")  # as data, like every checkpoint
+    except KtgError:  # missing, truncated or foreign
         return None
     return ckpt if isinstance(ckpt, dict) and "record" in ckpt else None
 

@@ -86,6 +86,17 @@ def output_folder(path: str | Path, force: bool, flag: str = "-o/--out") -> tupl
     return p, existed
 
 
+def add_out_args(sp, help: str, default: str | None = None, required: bool = False,
+                 force: bool = True) -> None:
+    """`-o/--out` (and the older `--output` spelling) for every command that writes files,
+    with `--force` to replace existing outputs."""
+    sp.add_argument("-o", "--out", "--output", dest="out", default=default,
+                    required=required, metavar="PATH", help=help)
+    if force:
+        sp.add_argument("--force", action="store_true",
+                        help="replace existing outputs (default: refuse)")
+
+
 # ---- folders replaced whole (the report) -------------------------------------------------------
 def is_report_folder(folder: Path, legacy: bool = False) -> bool:
     """True when `folder` carries the report marker (ktg made it). With `legacy`, also a

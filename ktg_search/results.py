@@ -85,7 +85,7 @@ def load_results(run_dir: str | Path):
     Ranked columns: `objective` is the best IS reached (not the last value)."""
     import pandas as pd
     run = Path(run_dir)
-    if not (run / "run.json").exists():
+    if not (run / "run.json").is_file():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
     f = run / RESULTS_FILE

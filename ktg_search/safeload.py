@@ -124,6 +124,27 @@ def load_inception_state(path: str | Path) -> dict:
                        "the inception weights", path)
 
 
+def check_pretrained_files(g) -> None:
+    """Every node's `pretrained` checkpoint exists, loads as data and holds the node's
+    model; KtgError naming the first path that does not."""
+    for i, node in enumerate(g.nodes):
+        if not node.pretrained:
+            continue
+        if not Path(node.pretrained).exists():
+            raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} does not "
+                           f"exist (a relative path is relative to the graph file); pass "
+                           f"--no-files to check a graph meant for another machine")
+        ckpt = load_checkpoint(node.pretrained, "pretrained checkpoint")
+        model = ckpt.get("model") if isinstance(ckpt, dict) else None
+        if not isinstance(model, str) or not isinstance(ckpt.get("generator"), dict):
+            raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} is not a "
+                           f"generator checkpoint from `ktg pretrain` (expected keys: "
+                           f"model, generator, config)")
+        if model != node.model:
+            raise KtgError(f"node {i} says model {node.model!r}, but its pretrained "
+                           f"checkpoint {node.pretrained!r} holds a {model[:80]!r}")
+
+
 # ---- JSON ------------------------------------------------------------------------------------
 def parse_json(text: str, where: str) -> Any:
     """`json.loads` with every failure as one KtgError naming `where`."""

@@ -102,7 +102,10 @@ class TrainConfig:
         name; KtgError names the first bad value and the valid ones."""
         check_instance(self, where)
         from .data import check_dataset_name
-        check_dataset_name(self.dataset)
+        try:
+            check_dataset_name(self.dataset)
+        except KtgError as e:
+            raise KtgError(f"{where}: {e}" if where else str(e)) from None
 
 
 def resolve_device(device: str) -> torch.device:
