@@ -13,7 +13,10 @@ grid with one z for every generator, a t-SNE).
 Every part is built on its own: a part whose inputs are missing (no finished trial yet,
 no checkpoint, a study too small for Optuna's importance evaluator) becomes a note, and
 the rest of the report still renders. The folder is built in a temporary directory beside
-`--out` and renamed over it, so a reader never sees half a report.
+`--out` and renamed over it, so a reader never sees half a report; the folder it replaces
+must carry the report's marker file (outputs.py: ktg never replaces what it did not make).
+Checkpoints and tables of the run are read as data (safeload.py): a refused or broken
+checkpoint becomes a note naming the file.
 
 Edge `s -> t` (DESIGN.md): the loss compares s and t, its gradient flows into t; the
 pictures draw the arrow from s to t, and `gate_s_t` columns read the same way.
