@@ -1,13 +1,17 @@
 """`ktg`: the command line. One subcommand per user job; bad input exits with status 2.
 
     ktg train GRAPH --dataset D      train a graph file or built-in graph, several seeds
-    ktg validate GRAPH               explain what is wrong with a graph file
+    ktg validate GRAPH [--no-files]  explain what is wrong with a graph file
     ktg graphs | presets             what ships with the package
     ktg search [--preset P]          the knowledge-transfer-graph search (Ray Tune)
     ktg query RUN / ktg export RUN   read the results table, export a trial's graph
     ktg report RUN                   the ranked graph report (HTML + Markdown)
     ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
     ktg bench                        engine speed against the literal reference
+
+Commands that write files take `-o/--out` and refuse an existing output without `--force`;
+files from elsewhere (graphs, configs, run directories, checkpoints) are read as data
+(safeload.py, checks.py), and bad input is one `ktg CMD: error: ...` line with status 2.
 """
 from __future__ import annotations
 
@@ -120,8 +124,8 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .graph import resolve_graph
     from .metrics import Evaluator
-    from .runs import seed_table, train_one
     from .outputs import output_folder
+    from .runs import seed_table, train_one
     _check_dataset(args.dataset)
     if not 1 <= args.seeds <= MAX_SEEDS:
         raise KtgError(f"The value of `--seeds` is {args.seeds}, but must be an integer "
