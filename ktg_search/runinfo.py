@@ -17,7 +17,7 @@ from .errors import KtgError
 
 RUN_FILE = "run.json"
 MAX_RUN_JSON_BYTES = 4 * 2 ** 20
-# top-level fields -> (required, check); the config is checked on its own
+# top-level text fields -> required?; the config and space_size are checked on their own
 _TEXT_FIELDS = {"name": True, "storage": False, "study_name": False, "tune_path": False,
                 "created": False}
 
