@@ -1,7 +1,7 @@
 """`ktg`: the command line. One subcommand per user job; bad input exits with status 2.
 
     ktg train GRAPH --dataset D      train a graph file or built-in graph, several seeds
-    ktg validate GRAPH               explain what is wrong with a graph file
+    ktg validate GRAPH [--no-files]  explain what is wrong with a graph file
     ktg graphs | presets             what ships with the package
     ktg search [--preset P]          the knowledge-transfer-graph search (Ray Tune)
     ktg status RUN [--watch]         a running or finished search, from its files
@@ -9,6 +9,10 @@
     ktg report RUN                   the ranked graph report (HTML + Markdown)
     ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
     ktg bench                        engine speed against the literal reference
+
+Commands that write files take `-o/--out` and refuse an existing output without `--force`;
+files from elsewhere (graphs, configs, run directories, checkpoints) are read as data
+(safeload.py, checks.py), and bad input is one `ktg CMD: error: ...` line with status 2.
 """
 from __future__ import annotations
 
@@ -22,6 +26,13 @@ from pathlib import Path
 from .errors import KtgError
 
 FORMATS = ("table", "json", "csv")
+MAX_SEEDS = 1000
+MAX_BENCH_STEPS = 10_000
+
+
+def _one_line(text: str) -> str:
+    """A message as one line: a value quoted in it may hold line breaks."""
+    return " ".join(text.split("\n")) if "\n" in text else text
 
 
 def _registry():
@@ -78,6 +89,9 @@ def cmd_presets(args) -> int:
 def cmd_validate(args) -> int:
     from .graph import resolve_graph
     g = resolve_graph(args.graph)
+    if not args.no_files:
+        from .safeload import check_pretrained_files
+        check_pretrained_files(g)
     print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
     print(g.draw())
     if g.dead_nodes():
@@ -97,38 +111,47 @@ def _train_config(args, epochs: int, seed: int):
                        device=args.device, eval_samples=args.eval_samples,
                        extractor=args.extractor, fid=not args.no_fid,
                        inception_weights=args.inception_weights, data_root=args.data_root,
-                       amp=args.amp)
+                       amp=args.amp,
+                       max_iters_per_epoch=getattr(args, "max_iters_per_epoch", None))
 
 
 def _check_dataset(name: str) -> None:
-    reg = _registry()
-    base = name.split(":", 1)[0]
-    if base not in reg.DATASETS:
-        valid = [n + (":PATH" if n == "folder" else "") for n in reg.DATASETS.names()]
-        raise KtgError(f"unknown data set {name!r}; valid: {', '.join(valid)}")
+    _registry()
+    from .data import check_dataset_name
+    check_dataset_name(name)
 
 
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .graph import resolve_graph
     from .metrics import Evaluator
+    from .outputs import output_folder
     from .runs import seed_table, train_one
     _check_dataset(args.dataset)
-    if args.seeds < 1:
-        raise KtgError(f"The value of `--seeds` is {args.seeds}, but must be >= 1")
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise KtgError(f"The value of `--seeds` is {args.seeds}, but must be an integer "
+                       f"with 1 <= --seeds <= {MAX_SEEDS}")
     graph = resolve_graph(args.graph)
     if args.teacher:
         from .compare import apply_teacher
+        if not Path(args.teacher).expanduser().is_file():
+            raise KtgError(f"--teacher {args.teacher!r} does not exist; valid: a checkpoint "
+                           f"file written by `ktg pretrain --model M --dataset D -o PATH`")
         graph = apply_teacher(graph, args.teacher)
     cfg0 = _train_config(args, args.epochs, 0)
     cfg0.validate()
-    # everything that can fail on bad input fails before a file is written
+    _train_config(args, args.epochs, args.seed0 + args.seeds - 1).validate()  # last seed
+    out, _ = output_folder(args.out, args.force)
+    # everything that can fail on bad input fails before a file is written: the data,
+    # the evaluator, and every frozen node's checkpoint (loaded as data)
     data = load_dataset(args.dataset, args.image_size, root=args.data_root)
     evaluator = Evaluator(data, extractor=args.extractor, num_samples=args.eval_samples,
                           fid=not args.no_fid, device="cpu" if args.device == "auto"
                           else args.device, inception_weights=args.inception_weights)
-    out = Path(args.out)
+    from .compare import check_teachers
+    check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
     created = not out.exists()
+    made: list[Path] = []  # the seed folders this call creates (removed if it fails)
     try:
         summaries = []
         bar = _progress(args.seeds * args.epochs, f"train {graph.name or args.graph}")
@@ -140,12 +163,19 @@ def cmd_train(args) -> int:
                            default=float("nan"))
                 bar.set_postfix(seed=seed, best_IS=f"{best:.2f}")
                 bar.update(1)
+            if not (out / f"seed{seed}").exists():
+                made.append(out / f"seed{seed}")
             summaries.append(train_one(graph, cfg, out / f"seed{seed}", data=data,
                                        evaluator=evaluator, on_epoch=tick))
         bar.close()
     except BaseException:
-        if created:  # nothing half-written is left behind
+        # nothing half-written is left behind, and nothing this call did not make is
+        # deleted (with --force, files of an earlier run in OUT stay)
+        if created:
             shutil.rmtree(out, ignore_errors=True)
+        else:
+            for d in made:
+                shutil.rmtree(d, ignore_errors=True)
         raise
     table = seed_table(graph, summaries)
     from .results import atomic_write_text
@@ -202,18 +232,17 @@ def cmd_status(args) -> int:
 def cmd_query(args) -> int:
     from .results import load_results
     df = load_results(args.run)
-    if args.where:
-        try:
-            df = df.query(args.where, engine="python")
-        except Exception as e:
-            raise KtgError(f"--where {args.where!r} failed: {type(e).__name__}: {e}; "
-                           f"columns: {', '.join(df.columns)}") from None
+    if args.where is not None:
+        from .where import filter_rows
+        df = filter_rows(df, args.where)  # our own small language: never Python
     if args.sort:
         if args.sort not in df.columns:
             raise KtgError(f"--sort: unknown column {args.sort!r}; valid: "
                            f"{', '.join(df.columns)}")
         df = df.sort_values(args.sort, ascending=args.asc, na_position="last")
-    if args.top:
+    if args.top is not None:
+        if args.top < 1:
+            raise KtgError(f"The value of `--top` is {args.top}, but must be an integer >= 1")
         df = df.head(args.top)
     if args.columns:
         cols = [c for part in args.columns for c in part.split(",") if c]
@@ -232,7 +261,9 @@ def cmd_query(args) -> int:
 
 def cmd_export(args) -> int:
     from .graph import Graph
+    from .outputs import output_file
     from .results import load_results
+    out = output_file(args.out, args.force)
     df = load_results(args.run)
     ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
                                                       na_position="last")
@@ -249,19 +280,23 @@ def cmd_export(args) -> int:
         row = ranked.iloc[args.rank - 1]
     if not row["graph"]:
         raise KtgError(f"trial {row['trial_id']} has no graph recorded ({row['error']})")
-    g = Graph.from_json(row["graph"])
-    g.name = f"{Path(args.run).name}-{row['trial_id']}"
-    g.description = (f"exported from run {Path(args.run).name}, trial {row['trial_id']}, "
+    g = Graph.from_json(row["graph"], where=f"trial {row['trial_id']}'s graph in {args.run}")
+    run_name = Path(args.run).resolve().name
+    g.name = f"{run_name}-{row['trial_id']}"[:200]
+    g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
                      f"objective {row['objective']:.4f} (best IS reached) at epoch "
                      f"{row['best_epoch']}")
-    g.save(args.output)
-    print(f"wrote {args.output}: trial {row['trial_id']}, objective {row['objective']:.4f}")
+    g.save(out)
+    print(f"wrote {out}: trial {row['trial_id']}, objective {row['objective']:.4f}")
     print(g.draw())
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import format_bench, run_bench
+    if not 1 <= args.steps <= MAX_BENCH_STEPS:
+        raise KtgError(f"The value of `--steps` is {args.steps}, but must be an integer with "
+                       f"1 <= --steps <= {MAX_BENCH_STEPS}")
     result = run_bench(steps=args.steps, progress=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0
@@ -269,6 +304,7 @@ def cmd_bench(args) -> int:
 
 # ---- the parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .outputs import add_out_args
     reg = _registry()
     p = argparse.ArgumentParser(prog="ktg", description="Search knowledge-transfer graphs "
                                 "for multi-generator GAN training on Ray Tune.")
@@ -285,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_presets)
     sp = sub.add_parser("validate", help="check a graph file and draw it")
     sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
+    sp.add_argument("--no-files", action="store_true",
+                    help="do not check that the `pretrained` checkpoints exist and load (a "
+                         "graph meant for another machine)")
     sp.set_defaults(func=cmd_validate)
 
     sp = sub.add_parser("train", help="train one graph on a data set with several seeds")
@@ -292,9 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_args(sp, reg)
     sp.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
-    sp.add_argument("--out", default="ktg_runs/train", help="output directory")
+    add_out_args(sp, "output folder (default ktg_runs/train)", default="ktg_runs/train")
     sp.add_argument("--teacher", help="checkpoint from `ktg pretrain` for every pretrained "
                                       "node (the kd-* graphs)")
+    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("search", help="run a knowledge-transfer-graph search on Ray Tune")
@@ -328,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("query", help="filter and sort a run's results table")
     sp.add_argument("run", help="a run directory")
-    sp.add_argument("--where", help='a pandas query, e.g. "objective > 5 and transfer == '
-                                    "'image'\"")
+    sp.add_argument("--where", help='a filter over the columns, e.g. "objective > 5 and '
+                    "transfer == 'image'\": column names, literals, == != < <= > >=, in "
+                    "[...], + - * /, and/or/not, isna(column)")
     sp.add_argument("--sort", default="objective")
     sp.add_argument("--asc", action="store_true", help="ascending (default: descending)")
     sp.add_argument("--top", type=int)
@@ -342,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = sp.add_mutually_exclusive_group(required=True)
     who.add_argument("--rank", type=int, help="1 = the best trial by objective")
     who.add_argument("--trial", help="a trial id")
-    sp.add_argument("-o", "--output", required=True)
+    add_out_args(sp, "graph file to write", required=True)
     sp.set_defaults(func=cmd_export)
 
     from .compare import add_compare_parser, add_pretrain_parser
@@ -389,7 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except KtgError as e:
-        print(f"ktg {args.command}: error: {e}", file=sys.stderr)
+        print(f"ktg {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be read or written: permissions, disk full
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"ktg {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ktg {args.command}: interrupted", file=sys.stderr)

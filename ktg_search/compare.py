@@ -59,9 +59,11 @@ def apply_teacher(graph: Graph, teacher: str | Path) -> Graph:
 
 
 def _label(graph: Graph, spec: str) -> str:
-    """A graph's name in the table and its directory name under OUT."""
+    """A graph's name in the table and its directory name under OUT: one plain path
+    component (a graph named `..` or `a/b` must not lead outside OUT)."""
     name = graph.name or Path(spec).stem or "graph"
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    label = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:100].lstrip(".")
+    return label or "graph"
 
 
 def load_graphs(specs: list[str], teacher: str | Path | None = None
@@ -347,6 +349,19 @@ def _train_task(graph_spec: dict, config_dict: dict, teachers: dict[str, bytes]
         return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
 
+# what `runs.train_one` writes in a run folder (and nothing else)
+_RUN_FOLDER_FILES = re.compile(r"(summary\.json|metrics\.csv|graph\.json|checkpoint\.pt|"
+                               r"samples_g\d+\.png|\.[^/]+\.tmp)")
+
+
+def is_run_folder(d: Path) -> bool:
+    """True for a real folder holding only files a training run writes: the only kind of
+    folder `compare --force` deletes to make room."""
+    return d.is_dir() and not d.is_symlink() and all(
+        f.is_file() and not f.is_symlink() and _RUN_FOLDER_FILES.fullmatch(f.name)
+        for f in d.iterdir())
+
+
 def _write_run(files: dict[str, bytes], run_dir: Path) -> None:
     from .results import atomic_write_bytes
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -422,7 +437,7 @@ def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
 def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: int = 0,
             eval_at: str = "best", teacher: str | Path | None = None, use_ray: bool = True,
             address: str | None = None, gpus_per_run: float = 0.0,
-            progress: bool = True) -> Comparison:
+            progress: bool = True, force: bool = False) -> Comparison:
     """Train every graph with `seeds` seeds (`config` with seed0, seed0+1, ...) and write
     the table; the Python form of `ktg compare`.
 
@@ -434,10 +449,12 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     t0 = time.perf_counter()
     if eval_at not in EVAL_AT:
         raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise KtgError(f"The value of `--seeds` is {seeds!r}, but must be `--seeds >= 1`")
-    if gpus_per_run < 0:
-        raise KtgError(f"The value of `--gpus-per-run` is {gpus_per_run}, but must be >= 0")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 1000:
+        raise KtgError(f"The value of `--seeds` is {seeds!r}, but must be an integer, "
+                       f"`--seeds >= 1` and <= 1000")
+    if not 0 <= gpus_per_run <= 64:  # also false for NaN
+        raise KtgError(f"The value of `--gpus-per-run` is {gpus_per_run}, but must be a "
+                       f"number with 0 <= --gpus-per-run <= 64")
     if use_ray and config.device.startswith("cuda") and not gpus_per_run:
         raise KtgError(f"--device {config.device} on Ray needs --gpus-per-run > 0 (Ray hides "
                        f"GPUs from tasks that ask for none); or use --device auto")
@@ -445,15 +462,21 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     from .cli import _check_dataset
     _check_dataset(config.dataset)
     config.validate()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise KtgError(f"--out {str(out)!r} is a file; valid: a new or existing directory")
+    replace(config, seed=seed0 + seeds - 1).validate()  # the last seed is in range too
+    from .outputs import output_folder
+    out, _ = output_folder(out, force)
     jobs = [_Job(label, g, s, out / label / f"seed{s}") for label, g in pairs
             for s in range(seed0, seed0 + seeds)]
-    taken = [j.run_dir for j in jobs if j.run_dir.exists()]
-    if taken:
+    taken = [j.run_dir for j in jobs if j.run_dir.exists() or j.run_dir.is_symlink()]
+    if taken and not force:
         raise KtgError(f"run directory {str(taken[0])!r} already exists; choose another "
-                       f"--out or remove it (compare never mixes old and new runs)")
+                       f"--out, or pass --force to replace it (compare never mixes old and "
+                       f"new runs)")
+    for d in taken:  # with --force: only a folder that holds a run's files and nothing else
+        if not is_run_folder(d):
+            raise KtgError(f"{str(d)!r} is in the way and is not a run folder written by "
+                           f"ktg (it holds other files, or is a link); nothing was "
+                           f"replaced: move it away or choose another --out")
     if teacher is not None and not any(g.nodes[i].pretrained for _, g in pairs
                                        for i in range(g.k)):
         print(f"note: --teacher {teacher} is not used: no graph has a pretrained node",
@@ -464,6 +487,8 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     data, evaluator = _shared(replace(config, device="cpu") if use_ray else config)
     check_teachers(pairs, config, data.channels)
 
+    for d in taken:  # every check passed: the old runs go, the new ones take their place
+        shutil.rmtree(d)
     created = not out.exists()
     made = [out / label for label, _ in pairs if not (out / label).exists()]
     bar = tqdm(total=len(jobs), desc="compare", unit="run", file=sys.stderr,
@@ -503,7 +528,7 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
 
 # ---- pretrain --------------------------------------------------------------------------------
 def pretrain(model: str, config, output: str | Path, keep: str = "best",
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Train one `model` generator with its own SN discriminator (the `dcgan-sn` graph
     with the model replaced) and write it as a checkpoint a graph node can name as
     `pretrained`. `keep`: the weights of the best-IS epoch or of the last epoch."""
@@ -516,10 +541,8 @@ def pretrain(model: str, config, output: str | Path, keep: str = "best",
                        f"{', '.join(GENERATORS.names())}")
     if keep not in EVAL_AT:
         raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(EVAL_AT)}")
-    output = Path(output)
-    if output.is_dir():
-        raise KtgError(f"-o {str(output)!r} is a directory; valid: a file path, e.g. "
-                       f"teacher.pt")
+    from .outputs import output_file
+    output = output_file(output, force, example="teacher.pt")
     from .cli import _check_dataset
     _check_dataset(config.dataset)
     config.validate()
@@ -563,6 +586,7 @@ def _train_config(args, seed: int):
 def add_compare_parser(sub, reg) -> None:
     """`ktg compare`: several graphs, several seeds, one table."""
     from .cli import add_training_args
+    from .outputs import add_out_args
     sp = sub.add_parser(
         "compare", help="train graphs over several seeds; one table of IS / FID mean +- std",
         description="Train every GRAPH with every seed (independent runs, in parallel on "
@@ -577,7 +601,7 @@ def add_compare_parser(sub, reg) -> None:
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--eval-at", choices=EVAL_AT, default="best",
                     help="score a run at its best epoch (default) or at its last")
-    sp.add_argument("--out", default="ktg_runs/compare", help="output directory")
+    add_out_args(sp, "output folder (default ktg_runs/compare)", default="ktg_runs/compare")
     sp.add_argument("--teacher", metavar="PATH",
                     help="teacher checkpoint (from `ktg pretrain`) for every pretrained node; "
                          "needed by the built-in kd-mse and kd-joint")
@@ -593,6 +617,7 @@ def add_compare_parser(sub, reg) -> None:
 def add_pretrain_parser(sub, reg) -> None:
     """`ktg pretrain`: a teacher generator for the distillation graphs."""
     from .cli import add_training_args
+    from .outputs import add_out_args
     sp = sub.add_parser(
         "pretrain", help="train one generator as a distillation teacher",
         description="Train a single generator with its own spectral-norm discriminator and "
@@ -601,7 +626,7 @@ def add_pretrain_parser(sub, reg) -> None:
     sp.add_argument("--model", required=True, choices=reg.GENERATORS.names(),
                     help="generator model key")
     add_training_args(sp, reg)
-    sp.add_argument("-o", "--output", required=True, help="checkpoint file to write")
+    add_out_args(sp, "checkpoint file to write", required=True)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--keep", choices=EVAL_AT, default="best",
                     help="export the weights of the best-IS epoch (default) or the last")
@@ -613,7 +638,8 @@ def cmd_compare(args) -> int:
     cfg = _train_config(args, args.seed0)
     result = compare(args.graphs, cfg, out=args.out, seeds=args.seeds, seed0=args.seed0,
                      eval_at=args.eval_at, teacher=args.teacher, use_ray=not args.no_ray,
-                     address=args.address, gpus_per_run=args.gpus_per_run)
+                     address=args.address, gpus_per_run=args.gpus_per_run,
+                     force=args.force)
     print(result.markdown)
     diverged = int(result.table["diverged"].sum())
     if diverged:
@@ -627,7 +653,7 @@ def cmd_compare(args) -> int:
 
 def cmd_pretrain(args) -> int:
     cfg = _train_config(args, args.seed)
-    info = pretrain(args.model, cfg, args.output, keep=args.keep)
+    info = pretrain(args.model, cfg, args.out, keep=args.keep, force=args.force)
     which = (f"best epoch {info['best_epoch']}, IS {info['best_is']:.3f}" if args.keep ==
              "best" else f"last epoch {info['epochs']}, IS {info['last_is']:.3f}")
     print(f"wrote {info['output']}: {args.model} after {info['epochs']} epoch(s) on "

@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import pathlib
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -36,7 +37,14 @@ from .errors import KtgError
 SIZES = (16, 32, 64)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SYNTHETIC_DEFAULT_N = 512
+SYNTHETIC_MIN_N, SYNTHETIC_MAX_N = 10, 60_000  # CIFAR-10's size; at 64 px ~0.7 GB uint8
+SYNTHETIC_CHUNK = 1024     # images made at a time: the float work stays ~0.2 GB at 64 px
 SYNTHETIC_SEED = 20240501  # fixed: the synthetic set is the same everywhere
+# A folder's images are decoded one at a time and shrunk to <= 64 px, so a big photo only
+# costs its decode; a limit keeps that bounded (a 169 Mpx PNG of 0.5 MB decoded to 1.2 GB
+# in 2.8 s) and refuses decompression bombs before any pixel is decoded.
+MAX_IMAGE_PIXELS = 50_000_000   # 50 Mpx: above a 48 Mpx phone photo
+MAX_FOLDER_IMAGES = 500_000     # at 64 px RGB: 6 GB of uint8 in memory
 
 
 # ---- where things live -----------------------------------------------------------------
@@ -161,6 +169,45 @@ def _check_size(image_size: int) -> None:
                        f"{', '.join(map(str, SIZES))}")
 
 
+def check_dataset_name(name: object, what: str = "data set") -> str:
+    """`name` if it names a registered data set with a valid argument, else KtgError.
+
+    Checks what can be checked without reading a file: the registry name, and the
+    argument's form (`synthetic:N` with N in range, `folder:` with a path, no argument
+    for the others)."""
+    from .registry import DATASETS
+    valid = ", ".join(dataset_names())
+    if not isinstance(name, str) or not name or len(name) > 4096:
+        raise KtgError(f"{what} must be a data set name, got {str(name)[:80]!r}; valid: "
+                       f"{valid}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise KtgError(f"{what} {name!r} is not valid text; valid: {valid}") from None
+    base, colon, arg = name.partition(":")
+    if base not in DATASETS:
+        raise KtgError(f"unknown {what} {name!r}; valid: {valid}")
+    if base == "synthetic" and colon:
+        synthetic_size(arg)
+    elif base == "folder" and not arg:
+        raise KtgError("data set 'folder' needs a path: use folder:PATH")
+    elif base not in ("synthetic", "folder") and colon:
+        raise KtgError(f"data set {base!r} takes no argument, got {name!r}")
+    return name
+
+
+def synthetic_size(arg: str) -> int:
+    """N of `synthetic:N`, an integer in [SYNTHETIC_MIN_N, SYNTHETIC_MAX_N]."""
+    try:
+        n = int(arg) if arg.isascii() and arg.strip().isdigit() and len(arg) < 12 else -1
+    except ValueError:
+        n = -1
+    if not SYNTHETIC_MIN_N <= n <= SYNTHETIC_MAX_N:
+        raise KtgError(f"The value of N in 'synthetic:N' is {arg[:40]!r}, but must be an "
+                       f"integer with {SYNTHETIC_MIN_N} <= N <= {SYNTHETIC_MAX_N}")
+    return n
+
+
 def load_dataset(name: str, image_size: int, root: str | None = None,
                  download: bool = True) -> ImageData:
     """Load data set `name` (`NAME` or `NAME:ARG`) at `image_size` px (16, 32 or 64).
@@ -170,8 +217,7 @@ def load_dataset(name: str, image_size: int, root: str | None = None,
     files raise `KtgError`.
     """
     from .registry import DATASETS  # registry imports this module at its bottom
-    if not isinstance(name, str):
-        raise KtgError(f"data set name must be a string, got {name!r}")
+    check_dataset_name(name)
     base, _, arg = name.partition(":")
     loader = DATASETS.get(base)
     _check_size(image_size)
@@ -318,16 +364,27 @@ def load_folder(image_size: int, root: pathlib.Path, download: bool,
         raise KtgError(f"data set folder {str(path)!r} holds no images "
                        f"({', '.join(IMAGE_SUFFIXES)})")
 
-    def bad(f: pathlib.Path, e: Exception) -> KtgError:
-        return KtgError(f"cannot read image {str(f)!r}: {e}")
+    if len(files) > MAX_FOLDER_IMAGES:
+        raise KtgError(f"data set folder {str(path)!r} holds {len(files):,} images, but at "
+                       f"most {MAX_FOLDER_IMAGES:,} are loaded (they are all kept in memory)")
 
-    # Pass 1 reads headers only (the mode), so a big folder is never held at full size.
+    def bad(f: pathlib.Path, e: Exception) -> KtgError:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return KtgError(f"cannot read image {str(f)!r}: {why}")
+
+    # Pass 1 reads headers only (the mode and the size), so a big folder is never held at
+    # full size and an image too large to decode is refused before any pixel is read.
     modes = []
+    # PIL warns about big images at open; the size is checked here instead
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for f in files:
         try:
             with Image.open(f) as im:
+                _check_pixels(f, im.size)
                 modes.append(im.mode)
-        except OSError as e:
+        except KtgError:
+            raise
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, bombs...
             raise bad(f, e) from None
     gray = all(m in _GRAY_MODES for m in modes)
     mode, channels = ("L", 1) if gray else ("RGB", 3)
@@ -335,8 +392,11 @@ def load_folder(image_size: int, root: pathlib.Path, download: bool,
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
+                _check_pixels(f, im.size)  # the file may have changed since pass 1
                 im = im.convert(mode)
-        except OSError as e:
+        except KtgError:
+            raise
+        except Exception as e:
             raise bad(f, e) from None
         w, h = im.size
         s = min(w, h)
@@ -351,6 +411,13 @@ def load_folder(image_size: int, root: pathlib.Path, download: bool,
                      len(classes))
 
 
+def _check_pixels(f: pathlib.Path, size: tuple[int, int]) -> None:
+    w, h = size
+    if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+        raise KtgError(f"image {str(f)!r} is {w} x {h} = {w * h:,} pixels; valid: 1 to "
+                       f"{MAX_IMAGE_PIXELS:,} pixels (it is shrunk to at most 64 px anyway)")
+
+
 def load_synthetic(image_size: int, root: pathlib.Path, download: bool,
                    arg: str | None) -> ImageData:
     """`synthetic[:N]`: N (default 512) CIFAR-shaped images of 10 distinct classes.
@@ -360,15 +427,7 @@ def load_synthetic(image_size: int, root: pathlib.Path, download: bool,
     random position, scale, phase and pixel noise. Deterministic (fixed seed), made in
     milliseconds, and easy for a small classifier: for tests and the training loop.
     """
-    n = SYNTHETIC_DEFAULT_N
-    if arg is not None:
-        try:
-            n = int(arg)
-        except ValueError:
-            n = -1
-        if n < 10:
-            raise KtgError(f"The value of N in 'synthetic:N' is {arg!r}, but must be an "
-                           f"integer >= 10")
+    n = SYNTHETIC_DEFAULT_N if arg is None else synthetic_size(arg)
     g = torch.Generator().manual_seed(SYNTHETIC_SEED)
     s = image_size
     labels = torch.arange(n) % 10
@@ -380,22 +439,6 @@ def load_synthetic(image_size: int, root: pathlib.Path, download: bool,
 
     cx, cy, r = u(-0.3, 0.3), u(-0.3, 0.3), u(0.35, 0.6)
     phase, freq = u(0, 2 * math.pi), u(2.5, 3.5)
-    dx, dy = xs - cx, ys - cy
-    dist = (dx ** 2 + dy ** 2).sqrt()
-    masks = torch.stack([
-        (torch.sin(freq * math.pi * ys + phase) > 0).float(),                # horizontal
-        (torch.sin(freq * math.pi * xs + phase) > 0).float(),                # vertical
-        (torch.sin(freq * math.pi * (xs + ys) / 1.4 + phase) > 0).float(),   # diagonal
-        (dist < r).float(),                                                  # disc
-        ((dist < r) & (dist > r * 0.55)).float(),                            # ring
-        ((dx.abs() < r * 0.85) & (dy.abs() < r * 0.85)).float(),             # square
-        ((dx.abs() < r * 0.25) | (dy.abs() < r * 0.25)).float(),             # cross
-        ((torch.sin(freq * math.pi * xs + phase) > 0)
-         ^ (torch.sin(freq * math.pi * ys + phase) > 0)).float(),            # checkerboard
-        (1 - dist / 1.5).clamp(0, 1),                                        # gradient
-        ((dy < r * 0.7) & (dx.abs() < (dy + r) * 0.6)).float(),              # triangle
-    ], dim=1)                                                                # [n, 10, s, s]
-    mask = masks[torch.arange(n), labels]                                    # [n, s, s]
     # one foreground and one background colour per class, so colour alone also helps
     fg = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.3, 1.0], [1.0, 1.0, 0.2],
                        [1.0, 0.2, 1.0], [0.2, 1.0, 1.0], [1.0, 0.6, 0.1], [0.9, 0.9, 0.9],
@@ -403,9 +446,34 @@ def load_synthetic(image_size: int, root: pathlib.Path, download: bool,
     bg = torch.tensor([[0.1, 0.1, 0.3], [0.3, 0.1, 0.1], [0.1, 0.3, 0.1], [0.2, 0.2, 0.2],
                        [0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0.1, 0.1, 0.1], [0.3, 0.1, 0.3],
                        [0.2, 0.3, 0.3], [0.3, 0.3, 0.1]])
-    img = (mask[:, None] * fg[labels][:, :, None, None]
-           + (1 - mask[:, None]) * bg[labels][:, :, None, None])
-    img = img + 0.08 * torch.randn(img.shape, generator=g)
-    images = (img * 255).round().clamp(0, 255).to(torch.uint8)
+    images = torch.empty(n, 3, s, s, dtype=torch.uint8)
+    # made a chunk at a time (the 10 candidate masks are 10 floats a pixel); the noise is
+    # drawn per chunk after all shape parameters, which gives the same numbers as one
+    # draw over the whole set (torch fills normals in blocks of 16, and a chunk's size is
+    # a multiple of 16 since s*s is)
+    for a in range(0, n, SYNTHETIC_CHUNK):
+        b = min(n, a + SYNTHETIC_CHUNK)
+        lab = labels[a:b]
+        dx, dy = xs - cx[a:b], ys - cy[a:b]
+        rr, ph, fr = r[a:b], phase[a:b], freq[a:b]
+        dist = (dx ** 2 + dy ** 2).sqrt()
+        masks = torch.stack([
+            (torch.sin(fr * math.pi * ys + ph) > 0).float(),                 # horizontal
+            (torch.sin(fr * math.pi * xs + ph) > 0).float(),                 # vertical
+            (torch.sin(fr * math.pi * (xs + ys) / 1.4 + ph) > 0).float(),    # diagonal
+            (dist < rr).float(),                                             # disc
+            ((dist < rr) & (dist > rr * 0.55)).float(),                      # ring
+            ((dx.abs() < rr * 0.85) & (dy.abs() < rr * 0.85)).float(),       # square
+            ((dx.abs() < rr * 0.25) | (dy.abs() < rr * 0.25)).float(),       # cross
+            ((torch.sin(fr * math.pi * xs + ph) > 0)
+             ^ (torch.sin(fr * math.pi * ys + ph) > 0)).float(),             # checkerboard
+            (1 - dist / 1.5).clamp(0, 1),                                    # gradient
+            ((dy < rr * 0.7) & (dx.abs() < (dy + rr) * 0.6)).float(),        # triangle
+        ], dim=1)                                                            # [m, 10, s, s]
+        mask = masks[torch.arange(b - a), lab]                               # [m, s, s]
+        img = (mask[:, None] * fg[lab][:, :, None, None]
+               + (1 - mask[:, None]) * bg[lab][:, :, None, None])
+        images[a:b] = (img + 0.08 * torch.randn(img.shape, generator=g)) \
+            .mul_(255).round_().clamp_(0, 255).to(torch.uint8)
     name = "synthetic" if arg is None else f"synthetic:{n}"
     return ImageData(name, images, labels.long(), 10)

@@ -34,6 +34,25 @@ _TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "disc
 _NODE_KEYS = {"model", "pretrained"}
 _EDGE_KEYS = {"src", "dst", "gate"}
 MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
+MAX_ALPHA = 1e9  # transfer loss weight; the paper's is 1000
+MAX_NAME, MAX_DESCRIPTION, MAX_PATH = 200, 10_000, 4096
+
+
+def _is_text(value: Any, longest: int) -> bool:
+    """A non-empty string that can be printed and saved: no NUL, no lone surrogate
+    (JSON's "\\ud800" parses to one, and writing it would fail later)."""
+    if not isinstance(value, str) or not value or len(value) > longest or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -112,14 +131,15 @@ class Graph:
         nodes_spec = spec.get("nodes")
         if not isinstance(nodes_spec, list) or not nodes_spec:
             raise KtgError(f"{where}: `nodes` must be a non-empty list of "
-                           f"{{\"model\": ...}} objects, got {nodes_spec!r}")
+                           f"{{\"model\": ...}} objects, got {_short(nodes_spec)}")
         if len(nodes_spec) > MAX_NODES:
             raise KtgError(f"{where}: {len(nodes_spec)} nodes, but at most {MAX_NODES} "
                            f"are supported")
         nodes = []
         for i, n in enumerate(nodes_spec):
             if not isinstance(n, dict):
-                raise KtgError(f"{where}: nodes[{i}] must be an object with `model`, got {n!r}")
+                raise KtgError(f"{where}: nodes[{i}] must be an object with `model`, got "
+                               f"{_short(n)}")
             bad = set(n) - _NODE_KEYS
             if bad:
                 raise KtgError(f"{where}: nodes[{i}] has unknown field {sorted(bad)[0]!r}; "
@@ -128,12 +148,14 @@ class Graph:
                 raise KtgError(f"{where}: nodes[{i}] has no `model`; valid models: "
                                f"{', '.join(GENERATORS.names())}")
             if n["model"] not in GENERATORS:
-                raise KtgError(f"{where}: nodes[{i}].model {n['model']!r} is unknown; valid "
+                raise KtgError(f"{where}: nodes[{i}].model {_short(n['model'])} is unknown; "
+                               f"valid "
                                f"models: {', '.join(GENERATORS.names())}")
             pre = n.get("pretrained")
-            if pre is not None and (not isinstance(pre, str) or not pre):
+            if pre is not None and not _is_text(pre, MAX_PATH):
                 raise KtgError(f"{where}: nodes[{i}].pretrained must be a checkpoint path "
-                               f"(string), got {pre!r}")
+                               f"(a string of 1 to {MAX_PATH} characters), got "
+                               f"{_short(pre)}")
             nodes.append(Node(n["model"], pre))
         k = len(nodes)
         edges_spec = spec.get("edges", [])
@@ -145,7 +167,7 @@ class Graph:
         valid_src = ["D"] + list(range(k))
         for j, e in enumerate(edges_spec):
             if not isinstance(e, dict):
-                raise KtgError(f"{where}: edges[{j}] must be an object, got {e!r}")
+                raise KtgError(f"{where}: edges[{j}] must be an object, got {_short(e)}")
             bad = set(e) - _EDGE_KEYS
             missing = _EDGE_KEYS - set(e)
             if bad or missing:
@@ -155,16 +177,16 @@ class Graph:
                                f"src, dst, gate")
             s, t, g = e["src"], e["dst"], e["gate"]
             if isinstance(s, bool) or not (s == "D" or (isinstance(s, int) and 0 <= s < k)):
-                raise KtgError(f"{where}: edges[{j}].src is {s!r}; valid: "
+                raise KtgError(f"{where}: edges[{j}].src is {_short(s)}; valid: "
                                f"{', '.join(map(str, valid_src))}")
             if isinstance(t, bool) or not (isinstance(t, int) and 0 <= t < k):
-                raise KtgError(f"{where}: edges[{j}].dst is {t!r}; valid: "
+                raise KtgError(f"{where}: edges[{j}].dst is {_short(t)}; valid: "
                                f"{', '.join(map(str, range(k)))}")
             if s == t:
                 raise KtgError(f"{where}: edges[{j}] is a self-loop {s} -> {t}; an edge joins "
                                f"two different nodes or D and a node")
             if g not in GATES:
-                raise KtgError(f"{where}: edges[{j}].gate {g!r} is unknown; valid gates: "
+                raise KtgError(f"{where}: edges[{j}].gate {_short(g)} is unknown; valid gates: "
                                f"{', '.join(GATES.names())}")
             if (s, t) in seen:
                 raise KtgError(f"{where}: edges[{j}] repeats the edge {s} -> {t}")
@@ -172,7 +194,7 @@ class Graph:
             gates[(s, t)] = g
         transfer = spec.get("transfer", "feature_out")
         if transfer not in TRANSFERS:
-            raise KtgError(f"{where}: `transfer` {transfer!r} is unknown; valid: "
+            raise KtgError(f"{where}: `transfer` {_short(transfer)} is unknown; valid: "
                            f"{', '.join(TRANSFERS.names())}")
         alpha = spec.get("alpha", DEFAULT_ALPHA)
         try:
@@ -180,43 +202,37 @@ class Graph:
         except (TypeError, ValueError, OverflowError):
             finite = False
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not finite \
-                or not alpha > 0:
-            raise KtgError(f"{where}: `alpha` is {alpha!r}, but must be a number > 0")
+                or not 0 < alpha <= MAX_ALPHA:
+            raise KtgError(f"{where}: `alpha` is {_short(alpha)}, but must be a number > 0 "
+                           f"and <= {MAX_ALPHA:.0f}")
         disc = spec.get("discriminator", "sn")
         if disc not in DISCRIMINATORS:
-            raise KtgError(f"{where}: `discriminator` {disc!r} is unknown; valid: "
+            raise KtgError(f"{where}: `discriminator` {_short(disc)} is unknown; valid: "
                            f"{', '.join(DISCRIMINATORS.names())}")
         target = spec.get("target")
         if target is not None and (isinstance(target, bool) or not isinstance(target, int)
                                    or not 0 <= target < k):
-            raise KtgError(f"{where}: `target` is {target!r}; valid: null or "
+            raise KtgError(f"{where}: `target` is {_short(target)}; valid: null or "
                            f"{', '.join(map(str, range(k)))}")
-        for key in ("name", "description"):
-            if not isinstance(spec.get(key, ""), str):
-                raise KtgError(f"{where}: `{key}` must be a string, got {spec[key]!r}")
+        for key, longest in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
+            value = spec.get(key, "")
+            if not (value == "" or _is_text(value, longest)):
+                raise KtgError(f"{where}: `{key}` must be a string of at most {longest} "
+                               f"characters (no NUL, no lone surrogate), got {_short(value)}")
         return cls(nodes=nodes, gates=gates, transfer=transfer, alpha=float(alpha),
                    discriminator=disc, target=target, name=spec.get("name", ""),
                    description=spec.get("description", ""))
 
     @classmethod
     def from_json(cls, text: str, where: str = "graph") -> "Graph":
-        try:
-            spec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise KtgError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column "
-                           f"{e.colno}") from None
-        return cls.from_dict(spec, where)
+        from .safeload import parse_json
+        return cls.from_dict(parse_json(text, where), where)
 
     @classmethod
     def load(cls, path: str | Path) -> "Graph":
+        from .safeload import read_json
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise KtgError(f"graph file {str(p)!r} does not exist") from None
-        except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
-            raise KtgError(f"graph file {str(p)!r} cannot be read: {e}") from None
-        g = cls.from_json(text, where=str(p))
+        g = cls.from_dict(read_json(p, "graph file"), where=str(p))
         # a relative `pretrained` path is relative to the graph file, like an include
         g.nodes = [Node(n.model, str((p.parent / n.pretrained)) if n.pretrained and
                         not Path(n.pretrained).is_absolute() else n.pretrained)

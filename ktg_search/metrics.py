@@ -196,9 +196,10 @@ def _matches(record: dict, data: ImageData) -> bool:
 
 def _load_checkpoint(path: pathlib.Path) -> dict | None:
     """The checkpoint, or None when missing or unreadable (then it is retrained over)."""
+    from .safeload import load_checkpoint
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing, truncated or foreign
+        ckpt = load_checkpoint(path, "classifier cache")  # as data, like every checkpoint
+    except KtgError:  # missing, truncated or foreign
         return None
     return ckpt if isinstance(ckpt, dict) and "record" in ckpt else None
 
@@ -308,17 +309,38 @@ class InceptionExtractor:
 
 
 def _build_inception(weights: str | None) -> nn.Module:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    try:
-        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                           feature_extractor_weights_path=weights)
-    except Exception as e:  # URLError offline, unpickling/shape errors for a wrong file
-        why = (str(e).strip().splitlines() or [""])[0]
-        if weights is None:
+    """torch-fidelity's InceptionV3 with weights that were loaded as data.
+
+    torch-fidelity 0.4 loads a weights file with `torch.load(weights_only=False)`, which
+    would run any code a pickle in the file names. So the file (or the download) is loaded
+    here with `weights_only=True` (tensors only, safeload.py), and torch-fidelity gets an
+    in-memory copy of those verified tensors: nothing it loads came from outside."""
+    import io
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+    if weights is None:
+        try:
+            # torch.hub checks the file's SHA-256 against the prefix in its name
+            state = fe.load_state_dict_from_url(INCEPTION_WEIGHTS_URL, map_location="cpu",
+                                                progress=False, check_hash=True,
+                                                weights_only=True)
+        except Exception as e:  # URLError offline, a hash mismatch, a refused pickle
+            why = (str(e).strip().splitlines() or [""])[0]
             raise KtgError(f"inception-v3-compat could not download its weights "
                            f"({type(e).__name__}: {why}); pass --inception-weights FILE, "
                            f"torch-fidelity's {INCEPTION_WEIGHTS_URL.rsplit('/', 1)[1]} "
                            f"(from {INCEPTION_WEIGHTS_URL})") from None
+    else:
+        from .safeload import load_inception_state
+        state = load_inception_state(weights)
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in state.items()}, buf)
+    buf.seek(0)
+    try:
+        return fe.FeatureExtractorInceptionV3("inception-v3-compat",
+                                              ["2048", "logits_unbiased"],
+                                              feature_extractor_weights_path=buf)
+    except Exception as e:  # missing keys or other shapes: not InceptionV3 weights
+        why = (str(e).strip().splitlines() or [""])[0][:200]
         raise KtgError(f"cannot load inception weights from {weights!r} "
                        f"({type(e).__name__}: {why}); expected torch-fidelity's "
                        f"{INCEPTION_WEIGHTS_URL.rsplit('/', 1)[1]}") from None

@@ -13,7 +13,10 @@ grid with one z for every generator, a t-SNE).
 Every part is built on its own: a part whose inputs are missing (no finished trial yet,
 no checkpoint, a study too small for Optuna's importance evaluator) becomes a note, and
 the rest of the report still renders. The folder is built in a temporary directory beside
-`--out` and renamed over it, so a reader never sees half a report.
+`--out` and renamed over it, so a reader never sees half a report; the folder it replaces
+must carry the report's marker file (outputs.py: ktg never replaces what it did not make).
+Checkpoints and tables of the run are read as data (safeload.py): a refused or broken
+checkpoint becomes a note naming the file.
 
 Edge `s -> t` (DESIGN.md): the loss compares s and t, its gradient flows into t; the
 pictures draw the arrow from s to t, and `gate_s_t` columns read the same way.
@@ -25,10 +28,8 @@ import io
 import json
 import math
 import os
-import pickle
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -128,6 +129,11 @@ def asha_rungs(history, max_epochs: int, grace_period: int = 1,
     From the history (one row per trial and epoch): a trial reached rung r when it
     reported epoch r. Columns: epoch, kind (rung | end), trials."""
     import pandas as pd
+    # rungs grow by the factor: a factor <= 1 or a grace period < 1 would never pass
+    # max_epochs (a run.json is checked when read; this guards direct callers too)
+    if not grace_period >= 1 or not reduction_factor > 1 or not max_epochs >= 1:
+        raise KtgError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_epochs "
+                       f">= 1; got {grace_period!r}, {reduction_factor!r}, {max_epochs!r}")
     rungs, r = [], float(grace_period)
     while r <= max_epochs + 1e-9:
         rungs.append(int(round(r)))
@@ -426,17 +432,8 @@ def open_run(run: str | Path) -> RunView:
     if not p.is_dir():
         raise KtgError(f"{str(p)!r} is a file, not a run directory; a run directory is "
                        f"what `ktg search` prints as 'run dir'")
-    f = p / "run.json"
-    if not f.exists():
-        raise KtgError(f"{str(p)!r} is not a run directory (no run.json); a run directory "
-                       f"is what `ktg search` prints as 'run dir'")
-    try:
-        info = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise KtgError(f"{str(f)!r} is not valid JSON ({e.msg} at line {e.lineno}); is "
-                       f"this a run directory?") from None
-    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
-        raise KtgError(f"{str(f)!r} has no `config` object; is this a run directory?")
+    from .runinfo import read_run_info
+    info = read_run_info(p)  # every field checked (types, ranges)
     results = load_results(p)
     history = load_history(p)
     return RunView(p.resolve(), info, info["config"], results, history,
@@ -476,7 +473,7 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
     notes: list[str] = []
     want = run.ranked.head(top)
     store_file = run.path / REEVAL_FILE
-    stored = pd.read_parquet(store_file) if store_file.exists() else pd.DataFrame()
+    stored = read_reevaluations(store_file) if store_file.exists() else pd.DataFrame()
     keep, todo = [], []
     for rank, (_, r) in enumerate(want.iterrows(), start=1):
         hit = stored[(stored.trial_id == r.trial_id) &
@@ -513,8 +510,7 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
             try:
                 trainer, ckpt = restore_best(run.path, r.trial_id, data=data,
                                              evaluator=evaluator)
-            except (Missing, KtgError, OSError, EOFError, RuntimeError,
-                    pickle.UnpicklingError) as e:  # a gone or truncated checkpoint file
+            except (Missing, KtgError) as e:  # a gone, truncated or refused checkpoint
                 notes.append(f"rank {rank} (trial {r.trial_id}): {type(e).__name__}: {e}; "
                              f"not re-evaluated")
                 bar.update(run.k)
@@ -560,6 +556,14 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
     return out, notes
 
 
+def read_reevaluations(path: Path):
+    """RUN/reevaluation.parquet, checked like every table read from a run."""
+    from .safeload import read_parquet
+    return read_parquet(path, "re-evaluation table", {
+        "trial_id": "str", "num_samples": "num", "best_epoch": "num", "objective": "num",
+        "search_objective": "num"})
+
+
 def _z_stream(trainer, node: int) -> Callable[[int], Any]:
     """`sample(n)` for `Evaluator.score_generator`, which calls it once per batch: each
     call draws the next n latent points of one seeded stream, so that the batches are
@@ -589,6 +593,7 @@ class Options:
     device: str = "auto"
     progress: bool = True
     strict: bool = False  # re-raise a part's unexpected error (tests) instead of a note
+    allow_external_storage: bool = False  # open a study run.json places outside the run
 
 
 class Builder:
@@ -631,9 +636,10 @@ class Builder:
         except Exception as e:  # one broken part must not cost the whole report
             if self.opts.strict:
                 raise
-            print(f"ktg report: warning: part {title!r} failed: {type(e).__name__}: {e}",
-                  file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
+            print(f"ktg report: warning: part {title!r} failed: {type(e).__name__}: {e}"
+                  f" (KTG_DEBUG=1 shows where)", file=sys.stderr)
+            if os.environ.get("KTG_DEBUG"):
+                traceback.print_exc(file=sys.stderr)
             p.note(f"this part could not be drawn: {type(e).__name__}: {e}")
         self.parts.append(p)
 
@@ -706,7 +712,7 @@ class Builder:
             if not store.exists():
                 raise Missing("re-evaluation skipped (--no-reeval) and none stored yet")
             import pandas as pd
-            stored = pd.read_parquet(store)
+            stored = read_reevaluations(store)
             stored = stored[stored.num_samples == o.reeval_samples]
             ids = list(self.run.ranked.head(o.reeval_top).trial_id)
             stored = stored[stored.trial_id.isin(ids)]
@@ -968,6 +974,12 @@ class Builder:
         url, name = info.get("storage"), info.get("study_name")
         if not url or not name:
             raise Missing("run.json names no Optuna storage or study")
+        from .search import own_study_storage
+        url, inside = own_study_storage(url, self.run.path)
+        if not inside and not self.opts.allow_external_storage:
+            raise Missing(f"run.json names a study outside the run directory ({url!r}); a "
+                          f"shared run must not make the report connect elsewhere: with "
+                          f"--allow-external-storage it is opened")
         if url.startswith("sqlite:///"):
             db = Path(url[len("sqlite:///"):])
             if not db.exists():
@@ -1228,7 +1240,7 @@ PARTS = (  # (key, title, Builder method), in report order
 def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
                  reeval_top: int = 3, reeval_samples: int = 10_000, reeval: bool = True,
                  device: str = "auto", progress: bool = True, strict: bool = False,
-                 only: list[str] | None = None) -> Path:
+                 only: list[str] | None = None, allow_external_storage: bool = False) -> Path:
     """Write `report.html`, `report.md` and the pictures to `out` (default RUN/report).
 
     `only` limits the report to some parts (keys of `PARTS`); `strict` re-raises a
@@ -1244,18 +1256,14 @@ def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
             raise KtgError(f"The value of `{name}` is {v!r}, but must be an integer "
                            f">= {lo}")
     view = open_run(run)
-    out = Path(out) if out is not None else view.path / REPORT_DIR
-    out = out.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise KtgError(f"--out {str(out)!r} is a file; valid: a directory (it is replaced)")
-    if out.exists() and any(out.iterdir()) and not (out / "report.html").exists():
-        raise KtgError(f"--out {str(out)!r} is a non-empty directory that holds no report; "
-                       f"it would be replaced: choose an empty or new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    from .outputs import building_folder, mark_report, report_folder, swap_in
+    default = out is None
+    out = report_folder(view.path / REPORT_DIR if default else out, view.path, default)
+    tmp = building_folder(out)
     try:
         opts = Options(top=top, reeval_top=reeval_top, reeval_samples=reeval_samples,
-                       reeval=reeval, device=device, progress=progress, strict=strict)
+                       reeval=reeval, device=device, progress=progress, strict=strict,
+                       allow_external_storage=allow_external_storage)
         b = Builder(view, tmp, opts)
         _plt()
         import matplotlib
@@ -1267,7 +1275,8 @@ def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
         title, intro = _intro(view)
         (tmp / "report.md").write_text(render_markdown(title, intro, b.parts))
         (tmp / "report.html").write_text(render_html(title, intro, b.parts))
-        _swap_in(tmp, out)
+        mark_report(tmp, view.path)
+        swap_in(tmp, out, legacy=default)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -1298,29 +1307,16 @@ def _intro(view: RunView) -> tuple[str, list[str]]:
     return title, lines
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder over `out` (the old report is removed after)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---- CLI ---------------------------------------------------------------------------------
 def add_report_parser(sub):
     """Add `ktg report` to the CLI's subparsers."""
     sp = sub.add_parser("report", help="write a ranked graph report (HTML + Markdown) for "
                                        "a run")
     sp.add_argument("run", help="a run directory (what `ktg search` prints as 'run dir')")
-    sp.add_argument("--out", help="output folder (default: RUN/report; replaced)")
+    sp.add_argument("-o", "--out", metavar="PATH",
+                    help="output folder (default: RUN/report). It is replaced whole, so it "
+                         "must be new, empty, or a report folder ktg wrote (marker file "
+                         ".ktg-report); never the current directory, the run, or a link")
     sp.add_argument("--top", type=int, default=10, help="graphs in the ranked table and "
                     "pictures (default 10)")
     sp.add_argument("--reeval-top", type=int, default=3, help="top graphs to re-evaluate "
@@ -1331,6 +1327,9 @@ def add_report_parser(sub):
                     "(stored results are still shown)")
     sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (for the "
                     "re-evaluation and the samples)")
+    sp.add_argument("--allow-external-storage", action="store_true",
+                    help="open the Optuna study even when run.json places it outside the "
+                         "run directory (your own cluster's PostgreSQL)")
     sp.add_argument("--only", nargs="+", metavar="PART", choices=[k for k, _, _ in PARTS],
                     help="build only these parts: " + ", ".join(k for k, _, _ in PARTS))
     sp.set_defaults(func=cmd_report)
@@ -1340,6 +1339,7 @@ def add_report_parser(sub):
 def cmd_report(args) -> int:
     out = build_report(args.run, out=args.out, top=args.top, reeval_top=args.reeval_top,
                        reeval_samples=args.reeval_samples, reeval=not args.no_reeval,
-                       device=args.device, only=args.only)
+                       device=args.device, only=args.only,
+                       allow_external_storage=args.allow_external_storage)
     print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
     return 0

@@ -4,22 +4,43 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import KtgError
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux's /proc), else by the
+    set-and-restore idiom."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` beside `path`, then rename over it: readers see the old file
     or the new one, never half. The one atomic-write mechanism of the package (torch.save,
-    np.savez, parquet and text all go through it)."""
+    np.savez, parquet and text all go through it). The file gets the mode a plain
+    `open(path, "w")` would give (0666 minus the umask), not mkstemp's private 0600:
+    colleagues on a shared file system can read the results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,6 +65,11 @@ CHECKPOINT_INFO = "trial.json"   # beside trainer.pt: whose checkpoint, which ep
 HISTORY_WRITE_S = 2.0
 STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
 FINISHED = ("completed", "stopped", "diverged")  # trained, with a result a duplicate reuses
+# the columns query, export and the report read, and their kinds (checked when read)
+RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_key": "str",
+                   "objective": "num", "best_epoch": "num", "epochs": "num",
+                   "duplicate_of": "str", "error": "str"}
+HISTORY_COLUMNS = {"trial_id": "str", "epoch": "num"}
 
 
 def is_uri(path: str) -> bool:
@@ -64,23 +90,34 @@ def load_results(run_dir: str | Path):
     journal too, so a search that is running (or was killed) shows every finished trial.
     """
     import pandas as pd
-    from .errors import KtgError
     run = Path(run_dir)
-    if not (run / "run.json").exists():
+    if not (run / "run.json").is_file():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
+    from .safeload import check_frame
     df = ResultsBook(run).table()
     if df.empty:
-        return pd.DataFrame(columns=["trial_id", "status", "graph", "graph_key", "objective"])
+        return pd.DataFrame(columns=list(RESULTS_COLUMNS))
+    # rows come from a shared run's files (tables, journal): checked like any input
+    df = check_frame(df, f"results of {str(run)!r}", RESULTS_COLUMNS)
+    bad = sorted(set(df["status"]) - set(STATUSES))
+    if bad:
+        raise KtgError(f"results of {str(run)!r}: unknown status {str(bad[0])[:40]!r}; "
+                       f"valid: {', '.join(STATUSES)}")
     return df
 
 
 def load_history(run_dir: str | Path):
     """One row per trial and epoch, as reported to Tune (the journal included)."""
     import pandas as pd
+    from .safeload import check_frame
     df = ResultsBook(Path(run_dir)).history_frame()
     if df.empty:
-        return pd.DataFrame(columns=["trial_id", "epoch", "objective"])
+        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    df = check_frame(df, f"history of {str(run_dir)!r}", HISTORY_COLUMNS)
+    if not (df["epoch"].dropna() % 1 == 0).all():
+        raise KtgError(f"history of {str(run_dir)!r}: column 'epoch' holds values that are "
+                       f"not whole epochs")
     return df
 
 
@@ -141,11 +178,22 @@ def find_checkpoints(tune_path: str, trial_ids: set[str] | None = None
 
 def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
     """The newest `trainer.pt` kept for a trial (it holds the best epoch's weights too,
-    see `Trainer.best_generators`), or None."""
-    for _, d in find_checkpoints(str(run_dir), {trial_id}).get(trial_id, []):
-        if (Path(d) / CHECKPOINT_FILE).is_file():
-            return Path(d) / CHECKPOINT_FILE
+    see `Trainer.best_generators`), or None. Only files inside the run directory: a
+    shared run's links lead nowhere."""
+    if not isinstance(trial_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", trial_id):
+        return None
+    root = Path(run_dir).resolve()
+    for _, d in find_checkpoints(str(root), {trial_id}).get(trial_id, []):
+        f = Path(d) / CHECKPOINT_FILE
+        if f.is_file() and root in f.resolve().parents:
+            return f
     return None
+
+
+def _whole(x: Any) -> bool:
+    """A value usable as an epoch number (a journal from elsewhere may hold anything)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+        and x == int(x) and 0 <= x < 10 ** 9
 
 
 def _finite(x: Any) -> float:
@@ -195,20 +243,24 @@ class ResultsBook:
         import pandas as pd
         self.rows, self.history, self.last, self.events = {}, {}, {}, []
         self.started, self.last_time = set(), 0.0
+        from .safeload import read_parquet
         f, h = self.run_dir / RESULTS_FILE, self.run_dir / HISTORY_FILE
         if f.exists():
-            self.rows = {r["trial_id"]: r for r in pd.read_parquet(f).to_dict("records")}
+            self.rows = {r["trial_id"]: r for r in read_parquet(
+                f, "results table", RESULTS_COLUMNS).to_dict("records")}
         if h.exists():
-            self.history = {(r["trial_id"], int(r["epoch"])): r
-                            for r in pd.read_parquet(h).to_dict("records")}
+            for r in read_parquet(h, "history table", HISTORY_COLUMNS).to_dict("records"):
+                if _whole(r.get("epoch")):
+                    self.history[(r["trial_id"], int(r["epoch"]))] = r
         for e in read_journal(self.run_dir):
             kind = e.get("event")
             if isinstance(e.get("time"), (int, float)):
                 self.last_time = max(self.last_time, float(e["time"]))
             if kind == "result" and isinstance(e.get("result"), dict):
                 self._apply_result(str(e.get("trial_id")), e["result"])
-            elif kind == "row" and isinstance(e.get("row"), dict):
-                self.rows[str(e["row"].get("trial_id"))] = e["row"]
+            elif kind == "row" and isinstance(e.get("row"), dict) and \
+                    isinstance(e["row"].get("trial_id"), str):
+                self.rows[e["row"]["trial_id"]] = e["row"]
             elif kind == "start":
                 self.events.append(e)
                 self.started = set()  # a new driver: trials of the old one are not running
@@ -254,7 +306,8 @@ class ResultsBook:
 
     def _apply_result(self, trial_id: str, keep: dict) -> None:
         self.last[trial_id] = keep
-        if "epoch" in keep and keep.get("status") not in ("duplicate", "skipped", "error"):
+        if _whole(keep.get("epoch")) and \
+                keep.get("status") not in ("duplicate", "skipped", "error"):
             self.history[(trial_id, int(keep["epoch"]))] = keep
 
     def on_result(self, trial_id: str, result: dict) -> None:

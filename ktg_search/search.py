@@ -27,6 +27,8 @@ from typing import Any
 from ray.tune import Callback
 
 from . import failpoints
+from .checks import Bool, Choice, Float, Int, Names, Text, check_fields, check_instance, \
+    field_checks, setting
 from .errors import KtgError
 from .progress import ProgressView
 from .raylog import ray_output_to
@@ -40,60 +42,84 @@ LOG_FILE = "search.log"    # Ray's and Tune's own output, unless --verbose
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 
 
+_T = field_checks(TrainConfig)  # a training field has one check, used by both configs
+
+
+def _gates() -> list[str]:
+    from .registry import GATES
+    return GATES.names()
+
+
+def _models() -> list[str]:
+    from .registry import GENERATORS
+    return GENERATORS.names()
+
+
+def _transfers() -> list[str]:
+    from .registry import TRANSFERS
+    return TRANSFERS.names()
+
+
 @dataclass
 class SearchConfig:
-    """A whole search: what to train, what to vary, and how to run it. JSON-serialisable."""
-    preset: str = "quick"
+    """A whole search: what to train, what to vary, and how to run it. JSON-serialisable.
+
+    Every field is typed and bounded (checks.py); the training fields share
+    `TrainConfig`'s checks, and every `TrainConfig` field a search sets has a field here
+    (tests/test_safety.py checks that a new one cannot be missed)."""
+    preset: str = setting("quick", Text(max_len=100))
     # data and training (see TrainConfig)
-    dataset: str = "digits"
-    image_size: int = 16
-    batch_size: int = 64
-    nz: int = 100
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    d_width: int = 64
-    d_loss_weighting: str = "uniform"
-    eval_samples: int = 500
-    extractor: str = "classifier"
-    fid: bool = False
-    inception_weights: str | None = None
-    data_root: str | None = None
-    device: str = "auto"
-    amp: str = "off"
-    max_iters_per_epoch: int | None = None
-    seed: int = 0
-    # the space
-    k: int = 3
-    gates: list[str] = field(default_factory=lambda: list(PAPER_GATES))
-    target_model: str = "dcgan-small"
-    models: list[str] = field(default_factory=lambda: ["dcgan-small"])
-    transfer: list[str] = field(default_factory=lambda: ["feature_out"])
-    alpha: float = 1000.0
-    target_node: bool = False
+    dataset: str = setting("digits", _T["dataset"])
+    image_size: int = setting(16, _T["image_size"])
+    batch_size: int = setting(64, _T["batch_size"])
+    nz: int = setting(100, _T["nz"])
+    lr_g: float = setting(2e-4, _T["lr_g"])
+    lr_d: float = setting(2e-4, _T["lr_d"])
+    beta1: float = setting(0.5, _T["beta1"])
+    beta2: float = setting(0.999, _T["beta2"])
+    d_width: int = setting(64, _T["d_width"])
+    d_passes: str = setting("auto", _T["d_passes"])
+    d_loss_weighting: str = setting("uniform", _T["d_loss_weighting"])
+    eval_samples: int = setting(500, _T["eval_samples"])
+    extractor: str = setting("classifier", _T["extractor"])
+    fid: bool = setting(False, _T["fid"])
+    inception_weights: str | None = setting(None, _T["inception_weights"])
+    data_root: str | None = setting(None, _T["data_root"])
+    device: str = setting("auto", _T["device"])
+    amp: str = setting("off", _T["amp"])
+    max_iters_per_epoch: int | None = setting(None, _T["max_iters_per_epoch"])
+    seed: int = setting(0, _T["seed"])
+    # the space (SpaceSpec checks it again: k <= 6 keeps the k^2 edges and k! renumberings
+    # of the canonical key small)
+    k: int = setting(3, Int(1, 6))
+    gates: list[str] = setting(None, Names(_gates), factory=lambda: list(PAPER_GATES))
+    target_model: str = setting("dcgan-small", Choice(_models))
+    models: list[str] = setting(None, Names(_models), factory=lambda: ["dcgan-small"])
+    transfer: list[str] = setting(None, Names(_transfers), factory=lambda: ["feature_out"])
+    alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
+    target_node: bool = setting(False, Bool())  # score node 0 only, not the best generator
     # the search
-    num_trials: int = 24
-    max_epochs: int = 8
-    grace_period: int = 1
-    reduction_factor: int = 2
-    sampler: str = "random"
-    storage: str | None = None       # Optuna storage URL or journal file; default SQLite
-    study_name: str | None = None
-    concurrency: int | None = None   # default: as many as the resources allow
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    duplicate_wait_s: float = 900.0  # how long a duplicate waits for its original's result
+    num_trials: int = setting(24, Int(1, 1_000_000))
+    max_epochs: int = setting(8, Int(1, 100_000))
+    grace_period: int = setting(1, Int(1, 100_000))           # <= max_epochs, see validate
+    reduction_factor: float = setting(2, Float(2, 100))       # ASHA's: rungs grow by it
+    sampler: str = setting("random", Choice(("random", "tpe")))
+    # Optuna storage URL or journal file; default SQLite in the run directory
+    storage: str | None = setting(None, Text(optional=True))
+    study_name: str | None = setting(None, Text(optional=True, max_len=200))
+    # trials at once; default: as many as the resources allow
+    concurrency: int | None = setting(None, Int(1, 100_000, optional=True))
+    cpus_per_trial: float = setting(1.0, Float(0, 1024, lo_open=True))
+    gpus_per_trial: float = setting(0.0, Float(0, 64))
+    # how long a duplicate waits for its original's result (at most a week)
+    duplicate_wait_s: float = setting(900.0, Float(0, 7 * 24 * 3600))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "search config") -> "SearchConfig":
-        names = {f.name for f in fields(cls)}
-        bad = set(d) - names
-        if bad:
-            raise KtgError(f"{where}: unknown setting {sorted(bad)[0]!r}; valid: "
-                           f"{', '.join(sorted(names))}")
-        cfg = cls(**d)
-        cfg.validate()
+        """A config from a parsed JSON object: every field checked for type and range
+        (KtgError naming the first bad one and its valid values); unknown keys refused."""
+        cfg = cls(**check_fields(cls, d, where))
+        cfg.validate(where)
         return cfg
 
     def with_overrides(self, sets: list[str]) -> "SearchConfig":
@@ -111,35 +137,22 @@ class SearchConfig:
                                f"{', '.join(sorted(d))}")
             try:
                 value = json.loads(raw)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON: a string (checked below)
                 value = raw
             if "list" in str(types[key]) and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             d[key] = value
         return SearchConfig.from_dict(d, where="--set")
 
-    def validate(self) -> None:
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise KtgError(f"The value of `{name}` is {getattr(self, name)!r}, but must "
-                               f"be {rule}")
-        need(isinstance(self.num_trials, int) and self.num_trials >= 1, "num_trials",
-             "an integer >= 1")
-        need(isinstance(self.max_epochs, int) and self.max_epochs >= 1, "max_epochs",
-             "an integer >= 1")
-        need(isinstance(self.grace_period, int) and 1 <= self.grace_period <= self.max_epochs,
-             "grace_period", "an integer with 1 <= grace_period <= max_epochs")
-        need(isinstance(self.reduction_factor, (int, float)) and self.reduction_factor >= 2,
-             "reduction_factor", "`reduction_factor >= 2`")
-        need(self.sampler in ("random", "tpe"), "sampler", "one of random, tpe")
-        need(self.cpus_per_trial > 0, "cpus_per_trial", "> 0")
-        need(self.gpus_per_trial >= 0, "gpus_per_trial", ">= 0")
-        need(self.concurrency is None or self.concurrency >= 1, "concurrency", "null or >= 1")
+    def validate(self, where: str = "") -> None:
+        """Every field's type and range, then the rules between fields."""
+        check_instance(self, where)
+        if self.grace_period > self.max_epochs:
+            raise KtgError(f"{where + ': ' if where else ''}The value of `grace_period` is "
+                           f"{self.grace_period}, but must be an integer with 1 <= "
+                           f"grace_period <= max_epochs ({self.max_epochs})")
         self.space()
-        self.train_config(0).validate()
-        from .registry import DATASETS, EXTRACTORS
-        DATASETS.get(self.dataset.split(":", 1)[0])
-        EXTRACTORS.get(self.extractor)
+        self.train_config(0).validate(where)
 
     def space(self) -> SpaceSpec:
         return SpaceSpec(k=self.k, gates=tuple(self.gates), target_model=self.target_model,
@@ -174,18 +187,19 @@ def preset_description(name: str) -> str:
 
 
 def load_config_file(path: str) -> SearchConfig:
+    """A search config file (JSON): the fields it names over its preset's (default quick);
+    every field checked (KtgError names the file and the first bad value)."""
+    from .safeload import read_json
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise KtgError(f"search config {path!r} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise KtgError(f"search config {path!r}: not valid JSON: {e.msg} at line "
-                       f"{e.lineno}") from None
+    d = read_json(p, "search config")
     if not isinstance(d, dict):
         raise KtgError(f"search config {path!r}: the top level must be a JSON object")
     d.pop("description", None)
-    base = asdict(load_preset(d.get("preset", "quick")))
+    preset = d.get("preset", "quick")
+    if not isinstance(preset, str) or preset not in presets():
+        raise KtgError(f"search config {path!r}: unknown preset {str(preset)[:80]!r}; "
+                       f"valid: {', '.join(presets())}")
+    base = asdict(load_preset(preset))
     base.update(d)
     return SearchConfig.from_dict(base, where=str(p))
 
@@ -243,7 +257,8 @@ def _init_ray(address: str | None) -> bool:
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
         else:
-            ray.init(include_dashboard=False)
+            # "local": a new Ray of our own, never one another process left running here
+            ray.init(address="local", include_dashboard=False)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise KtgError(f"cannot connect to Ray at {address!r}: {e}; valid: auto, "
                        f"ray://HOST:10001, HOST:6379, or no --address for a local Ray") \
@@ -298,23 +313,13 @@ def read_run_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
     Optuna storage outside the run directory needs `allow_external`
     (`--allow-external-storage`).
     """
+    from .runinfo import read_run_info as read_checked
     f = run_dir / RUN_FILE
-    try:
-        info = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise KtgError(f"--resume {str(run_dir)!r}: not a run directory (no {RUN_FILE})") \
-            from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise KtgError(f"{str(f)!r} is not valid JSON ({e}); is this a run directory?") \
-            from None
-    if not isinstance(info, dict):
-        raise KtgError(f"{str(f)!r}: the top level must be a JSON object")
-    for key in ("name", "storage", "study_name"):
-        if not isinstance(info.get(key), str) or not info[key]:
-            raise KtgError(f"{str(f)!r}: `{key}` must be a non-empty string, got "
-                           f"{info.get(key)!r}")
-    if not isinstance(info.get("config"), dict):
-        raise KtgError(f"{str(f)!r}: `config` must be an object (the search config)")
+    info = read_checked(run_dir)  # parsed as data, every field typed and bounded
+    for key in ("storage", "study_name"):
+        if not info.get(key):
+            raise KtgError(f"{str(f)!r}: `{key}` is missing; a run directory written by "
+                           f"`ktg search` has it")
     cfg = SearchConfig.from_dict(info["config"], where=str(f))
     tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
     if not isinstance(tune_path, str):
@@ -324,12 +329,8 @@ def read_run_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
         outside.append(f"tune_path {tune_path!r}")
     else:  # a local experiment is the run directory itself, wherever it was made
         tune_path = str(run_dir)
-    db = run_dir / "optuna.db"
-    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == db.name:
-        storage = f"sqlite:///{db}"  # the default: the run's own study, wherever it was made
-    elif storage.startswith("journal:") and _inside(Path(storage[len("journal:"):]), run_dir):
-        pass
-    else:
+    storage, inside = own_study_storage(storage, run_dir)
+    if not inside:
         outside.append(f"storage {storage!r}")
     if outside and not allow_external:
         raise KtgError(f"{str(f)!r} points outside the run directory ({'; '.join(outside)}); "
@@ -339,6 +340,18 @@ def read_run_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
     if outside:  # confirmed by the user: as recorded
         tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
     return RunInfo(info["name"], cfg, storage, info["study_name"], tune_path)
+
+
+def own_study_storage(storage: str, run_dir: Path) -> tuple[str, bool]:
+    """(URL, inside): the run's own Optuna study wherever the run directory now is (the
+    default SQLite file, or a journal file inside it), else the URL as recorded and
+    False: a study elsewhere, which a received run.json must not open unasked."""
+    db = run_dir / "optuna.db"
+    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == db.name:
+        return f"sqlite:///{db}", True
+    if storage.startswith("journal:") and _inside(Path(storage[len("journal:"):]), run_dir):
+        return storage, True
+    return storage, False
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .checks import Bool, Choice, Device, Float, Int, Text, check_fields, check_instance, \
+    setting
 from .errors import KtgError
 from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
@@ -39,65 +41,71 @@ STATUSES = ("running", "completed", "diverged")
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
 EVAL_SEED = 20241
+SIZES = (16, 32, 64)
+MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual published count)
+
+
+def _extractor_names() -> list[str]:
+    from .registry import EXTRACTORS
+    return EXTRACTORS.names()
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run besides the graph; saved in every checkpoint."""
-    dataset: str = "digits"
-    image_size: int = 16
-    batch_size: int = 64
-    epochs: int = 10
-    nz: int = 100
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    d_width: int = 64            # discriminator base width (DCGAN's ndf)
+    """Everything that decides a training run besides the graph; saved in every checkpoint.
+
+    Every field carries its type and range (checks.py), checked by `validate` and when a
+    config is read from a file (`from_dict`): the bounds keep a shared config from asking
+    for more than a machine has (nz = 1e9, eval_samples = 1e12)."""
+    dataset: str = setting("digits", Text())          # a DATASETS name, checked in validate
+    image_size: int = setting(16, Choice(SIZES))   # px: 16, 32 or 64
+    batch_size: int = setting(64, Int(1, 4096))
+    epochs: int = setting(10, Int(1, 100_000))
+    nz: int = setting(100, Int(1, 1024))               # latent size
+    lr_g: float = setting(2e-4, Float(0, 1, lo_open=True))
+    lr_d: float = setting(2e-4, Float(0, 1, lo_open=True))
+    beta1: float = setting(0.5, Float(0, 1, hi_open=True))   # Adam's betas: [0, 1)
+    beta2: float = setting(0.999, Float(0, 1, hi_open=True))
+    d_width: int = setting(64, Int(1, 1024))           # discriminator base width (DCGAN's ndf)
     # how D sees the (k+1) parts of a step: "joint" = one call over the concatenation,
     # "per_part" = one call per part (the paper's separate passes), "auto" = per_part when
     # D has batch norm (a joint call would mix real and fake batch statistics), else joint
-    d_passes: str = "auto"
+    d_passes: str = setting("auto", Choice(D_PASSES))
     # how eq. 1 is averaged over a D step's samples: "uniform" = every sample alike (the
     # real batch is 1/(k+1) of the loss); "paper_steps" = Sec. 3.3.1 read literally,
     # steps 1 (real) and 2 (G_i) repeated for i = 1..k: the real batch is half of the
     # loss, each generator 1/(2k). The same for k = 1; for k = 3 on digits "uniform" let
     # every generator collapse while "paper_steps" did not (README, training notes)
-    d_loss_weighting: str = "uniform"
-    seed: int = 0
-    device: str = "auto"         # auto | cpu | cuda | cuda:N
-    amp: str = "off"             # off | bf16 (autocast; GPUs with bf16 support)
-    eval_samples: int = 1000     # samples per generator for IS / FID each epoch
-    extractor: str = "classifier"
-    fid: bool = True
-    inception_weights: str | None = None
-    data_root: str | None = None
-    max_iters_per_epoch: int | None = None  # cap an epoch (tests, benchmarks)
+    d_loss_weighting: str = setting("uniform", Choice(D_LOSS_WEIGHTINGS))
+    seed: int = setting(0, Int(0, 2 ** 32 - 1))       # numpy's (Optuna's) seed range
+    device: str = setting("auto", Device())           # auto | cpu | cuda | cuda:N
+    amp: str = setting("off", Choice(("off", "bf16")))  # bf16: autocast on bf16 GPUs
+    # samples per generator for IS / FID each epoch
+    eval_samples: int = setting(1000, Int(10, MAX_EVAL_SAMPLES))
+    extractor: str = setting("classifier", Choice(_extractor_names))
+    fid: bool = setting(True, Bool())
+    inception_weights: str | None = setting(None, Text(optional=True))  # a file path
+    data_root: str | None = setting(None, Text(optional=True))          # a folder path
+    # cap an epoch (tests, benchmarks)
+    max_iters_per_epoch: int | None = setting(None, Int(1, 10_000_000, optional=True))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        bad = set(d) - names
-        if bad:
-            raise KtgError(f"unknown training setting {sorted(bad)[0]!r}; valid: "
-                           f"{', '.join(sorted(names))}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":
+        """A config from a parsed JSON object (a checkpoint's, a Ray task's): every field
+        checked for type and range; unknown fields refused."""
+        cfg = cls(**check_fields(cls, d, where, what="training setting"))
+        cfg.validate(where)
+        return cfg
 
-    def validate(self) -> None:
-        checks = [("image_size", self.image_size in (16, 32, 64), "one of 16, 32, 64"),
-                  ("batch_size", self.batch_size >= 1, "`batch_size` >= 1"),
-                  ("epochs", self.epochs >= 1, "`epochs` >= 1"),
-                  ("nz", self.nz >= 1, "`nz` >= 1"),
-                  ("lr_g", self.lr_g > 0, "`lr_g` > 0"), ("lr_d", self.lr_d > 0, "`lr_d` > 0"),
-                  ("eval_samples", self.eval_samples >= 10, "`eval_samples` >= 10"),
-                  ("amp", self.amp in ("off", "bf16"), "one of off, bf16"),
-                  ("d_passes", self.d_passes in D_PASSES, f"one of {', '.join(D_PASSES)}"),
-                  ("d_loss_weighting", self.d_loss_weighting in D_LOSS_WEIGHTINGS,
-                   f"one of {', '.join(D_LOSS_WEIGHTINGS)}")]
-        for name, ok, rule in checks:
-            if not ok:
-                raise KtgError(f"The value of `{name}` is {getattr(self, name)!r}, but must be "
-                               f"{rule}")
+    def validate(self, where: str = "") -> None:
+        """Every field's type and range (the checks beside the fields) and the data set
+        name; KtgError names the first bad value and the valid ones."""
+        check_instance(self, where)
+        from .data import check_dataset_name
+        try:
+            check_dataset_name(self.dataset)
+        except KtgError as e:
+            raise KtgError(f"{where}: {e}" if where else str(e)) from None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,21 +123,32 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
-    """A generator checkpoint written by `ktg pretrain` (or any `Trainer` checkpoint node)."""
-    p = Path(path)
-    if not p.exists():
-        raise KtgError(f"pretrained checkpoint {path!r} does not exist")
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "generator" not in ckpt or "model" not in ckpt:
+    """A generator checkpoint written by `ktg pretrain` (`Trainer.export_generator`).
+
+    Loaded as data (safeload.py: tensors and plain values only); KtgError naming the file
+    when it is missing, truncated, refused, or does not fit this run's size and nz."""
+    from .safeload import load_checkpoint, tensor_dict
+    ckpt = load_checkpoint(path, "pretrained checkpoint")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict) or \
+            not isinstance(ckpt.get("model"), str):
         raise KtgError(f"{path!r} is not a generator checkpoint from `ktg pretrain` "
                        f"(expected keys: model, generator, config)")
+    if ckpt["model"] not in GENERATORS:
+        raise KtgError(f"pretrained checkpoint {path!r} holds an unknown model "
+                       f"{ckpt['model'][:80]!r}; valid: {', '.join(GENERATORS.names())}")
     cfg = ckpt.get("config", {})
+    cfg = cfg if isinstance(cfg, dict) else {}
     for key, want in (("image_size", image_size), ("nz", nz)):
         if key in cfg and cfg[key] != want:
-            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]}, but this "
-                           f"run uses {key}={want}")
+            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]!r}, but "
+                           f"this run uses {key}={want}")
     g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
-    g.load_state_dict(ckpt["generator"])
+    try:
+        g.load_state_dict(tensor_dict(ckpt["generator"], "the generator", path))
+    except RuntimeError as e:  # missing keys, other shapes
+        raise KtgError(f"pretrained checkpoint {path!r} does not fit a {ckpt['model']} "
+                       f"generator at {image_size} px with {channels} channel(s) and "
+                       f"nz={nz}: {str(e).strip().splitlines()[0][:200]}") from None
     return ckpt["model"], g
 
 
@@ -454,13 +473,24 @@ class Trainer:
                 "best_generators": self.best_generators,
                 "models": [n.model for n in self.graph.nodes]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for g, sd in zip(self.generators, state["generators"]):
-            g.load_state_dict(sd)
-        self.D.load_state_dict(state["D"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.opt_g and state["opt_g"]:
-            self.opt_g.load_state_dict(state["opt_g"])
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        """Put a `state_dict()` in place; KtgError (naming `where`) when it does not fit
+        this trainer's graph and config."""
+        from .safeload import check_trainer_state
+        check_trainer_state(state, where)
+        if len(state["generators"]) != self.graph.k:
+            raise KtgError(f"{where} holds {len(state['generators'])} generator(s), but "
+                           f"the graph has {self.graph.k}")
+        try:
+            for g, sd in zip(self.generators, state["generators"]):
+                g.load_state_dict(sd)
+            self.D.load_state_dict(state["D"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            if self.opt_g and state["opt_g"]:
+                self.opt_g.load_state_dict(state["opt_g"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            why = (str(e).strip() or type(e).__name__).splitlines()[0][:200]
+            raise KtgError(f"{where} does not fit this graph and config: {why}") from None
         self.iteration, self.epoch = state["iteration"], state["epoch"]
         self.status = state["status"]
         self.rng.set_state(state["rng"])
@@ -476,10 +506,15 @@ class Trainer:
 
     @classmethod
     def restore(cls, path: str | Path, data=None, evaluator=None) -> "Trainer":
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        t = cls(Graph.from_dict(state["graph"]), TrainConfig.from_dict(state["config"]),
+        """A trainer from a `save()` file, loaded as data (safeload.py); KtgError naming
+        the file when it is truncated, refused or not a trainer checkpoint."""
+        from .safeload import check_trainer_state, load_checkpoint
+        where = f"checkpoint {str(path)!r}"
+        state = check_trainer_state(load_checkpoint(path), path)
+        t = cls(Graph.from_dict(state["graph"], where=where),
+                TrainConfig.from_dict(state["config"], where=where),
                 data=data, evaluator=evaluator)
-        t.load_state_dict(state)
+        t.load_state_dict(state, where)
         return t
 
     def load_best(self) -> None:

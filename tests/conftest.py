@@ -18,7 +18,7 @@ def ray_session():
     """A real local Ray: 2 CPUs, no dashboard, once per session."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -34,3 +34,17 @@ def evaluator16(digits16):
     from ktg_search.metrics import Evaluator
     return Evaluator(digits16, extractor="classifier", num_samples=500, fid=True,
                      device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """A small finished run directory made without Ray (tests/shared_files.py)."""
+    from shared_files import make_run
+    return make_run(tmp_path_factory.mktemp("shared-run"))
+
+
+@pytest.fixture
+def run_copy(shared_run, tmp_path):
+    """A private copy of `shared_run`, free to damage."""
+    import shutil
+    return shutil.copytree(shared_run, tmp_path / "run", symlinks=True)

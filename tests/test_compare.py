@@ -20,6 +20,7 @@ import ktg_search.runs as runs
 from ktg_search import cli
 from ktg_search.compare import (add_compare_parser, add_pretrain_parser, aggregate,
                                 apply_teacher, compare)
+from ktg_search.errors import KtgError
 from ktg_search.graph import builtin_graphs, resolve_graph
 from ktg_search.models import count_parameters
 from ktg_search.registry import GENERATORS
@@ -281,12 +282,16 @@ def test_a_failed_run_leaves_nothing_half_written(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         compare(["dcgan-sn"], cfg(), out, seeds=2, use_ray=False, progress=False)
     assert len(calls) == 2 and not out.exists()
-    # an OUT that existed before keeps what it held; only this call's files go
+    # an OUT that existed before is refused without force; with it, it keeps what it
+    # held and only this call's files go
     old = tmp_path / "old"
     (old / "notes").mkdir(parents=True)
     calls.clear()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KtgError, match="--force"):
         compare(["dcgan-sn"], cfg(), old, seeds=2, use_ray=False, progress=False)
+    assert not calls
+    with pytest.raises(RuntimeError):
+        compare(["dcgan-sn"], cfg(), old, seeds=2, use_ray=False, progress=False, force=True)
     assert sorted(p.name for p in old.iterdir()) == ["notes"]
 
 

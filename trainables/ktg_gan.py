@@ -27,6 +27,7 @@ from ray import tune
 from ktg_search.errors import KtgError
 from ktg_search.ledger import ledger_name
 from ktg_search.results import CHECKPOINT_FILE, CHECKPOINT_INFO
+from ktg_search.safeload import load_checkpoint
 from ktg_search.search import SearchConfig
 from ktg_search.space import can_learn
 from ktg_search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
@@ -56,11 +57,6 @@ def _device(cfg: SearchConfig):
     return resolve_device(cfg.device)
 
 
-def _load_state(path: Path) -> dict:
-    # plain tensors, numbers and strings only: a checkpoint is data, never code
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
     """Load the newest readable checkpoint of this graph; False when there is none (a
     torn file from a killed run is skipped for the one before it)."""
@@ -68,7 +64,8 @@ def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
         try:
             ckpt = tune.Checkpoint(ckpt) if isinstance(ckpt, str) else ckpt
             with ckpt.as_directory() as d:
-                state = _load_state(Path(d) / CHECKPOINT_FILE)
+                # loaded as data: tensors and plain values only (safeload.py)
+                state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
             from ktg_search.graph import Graph
             if Graph.from_dict(state["graph"]).canonical_key() != key:
                 continue
