@@ -8,6 +8,7 @@ in the short windows that matter (between two writes), every time. The points:
     startup        run.json written, nothing else yet
     suggested      a trial asked of the Optuna study (RUNNING there), before Tune runs it
     result         a trial's epoch result appended to the journal
+    last-result    the same for a trial's last epoch (before Tune ends the trial)
     trial-told     the study told a trial finished, before its row is written
     row-journaled  the row appended to the journal, before the parquet tables
     tables-written the parquet tables rewritten after a finished trial

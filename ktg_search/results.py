@@ -312,6 +312,10 @@ class ResultsBook:
 
     def on_result(self, trial_id: str, result: dict) -> None:
         keep = _history_row(trial_id, result)
+        if keep.get("replay") and _whole(keep.get("epoch")) and \
+                (trial_id, int(keep["epoch"])) in self.history:
+            self.last[trial_id] = keep  # an epoch said again after a resume: journaled
+            return
         self._append({"event": "result", "trial_id": trial_id, "time": time.time(),
                       "result": keep})
         self._apply_result(trial_id, keep)

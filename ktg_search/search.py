@@ -220,6 +220,8 @@ class SearchEvents(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.book.on_result(logical_id(trial), result)
         failpoints.hit("result")
+        if result.get("epoch") == self.book.cfg.max_epochs:
+            failpoints.hit("last-result")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, None)

@@ -131,12 +131,23 @@ def _train(config: dict, settings: dict) -> None:
         ray.get(ledger.claim.remote(key, trial_id, True))
     node_id = ray.get_runtime_context().get_node_id()
 
-    while trainer.epoch < cfg.max_epochs and trainer.status == "running":
-        row = trainer.run_epoch()
+    def metrics_of(row: dict) -> dict:
         objective = row["objective"]
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
         metrics.update(graph_key=key, objective=objective if math.isfinite(objective)
                        else float("nan"), restored_from=restored_from, node_id=node_id)
+        return metrics
+
+    if trainer.status != "running" or trainer.epoch >= cfg.max_epochs:
+        # restored from its last epoch's checkpoint (the driver died after that result,
+        # before Tune ended the trial): say the last epoch again, marked as a replay, so
+        # that Tune can end it; nothing is trained
+        tune.report({**metrics_of(trainer.history[-1]), "replay": 1})
+        return
+    while trainer.epoch < cfg.max_epochs and trainer.status == "running":
+        row = trainer.run_epoch()
+        objective = row["objective"]
+        metrics = metrics_of(row)
         done = trainer.status != "running"
         ledger.update.remote(trial_id, objective, trainer.epoch, done)
         with tempfile.TemporaryDirectory() as d:
