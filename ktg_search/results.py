@@ -187,7 +187,10 @@ def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
         f = Path(d) / CHECKPOINT_FILE
         if f.is_file() and root in f.resolve().parents:
             return f
-    return None
+    # a run written before checkpoints carried trial.json: Tune's directory names
+    found = sorted((p for p in root.glob(f"*{trial_id}*/checkpoint_*/{CHECKPOINT_FILE}")
+                    if root in p.resolve().parents), key=lambda p: p.parent.name)
+    return found[-1] if found else None
 
 
 def _whole(x: Any) -> bool:
