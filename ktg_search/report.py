@@ -122,29 +122,79 @@ def gate_shares(df, top_frac: float = TOP_FRAC, gates: list[str] | None = None):
                                        "top_share", "all_count", "all_n", "all_share"])
 
 
-def asha_rungs(history, max_epochs: int, grace_period: int = 1,
-               reduction_factor: float = 2):
-    """How many trials reached each ASHA rung (grace * rf^i <= max_epochs), and the end.
-
-    From the history (one row per trial and epoch): a trial reached rung r when it
-    reported epoch r. Columns: epoch, kind (rung | end), trials."""
-    import pandas as pd
+def rung_times(max_t: float, grace_period: float = 1, reduction_factor: float = 2
+               ) -> list[int]:
+    """ASHA's rungs up to max_t: grace * rf^i."""
     # rungs grow by the factor: a factor <= 1 or a grace period < 1 would never pass
-    # max_epochs (a run.json is checked when read; this guards direct callers too)
-    if not grace_period >= 1 or not reduction_factor > 1 or not max_epochs >= 1:
+    # max_t (a run.json is checked when read; this guards direct callers too)
+    if not grace_period >= 1 or not reduction_factor > 1 or not max_t >= 1:
         raise KtgError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_epochs "
-                       f">= 1; got {grace_period!r}, {reduction_factor!r}, {max_epochs!r}")
+                       f">= 1; got {grace_period!r}, {reduction_factor!r}, {max_t!r}")
     rungs, r = [], float(grace_period)
-    while r <= max_epochs + 1e-9:
+    while r <= max_t + 1e-9:
         rungs.append(int(round(r)))
         r *= reduction_factor
-    points = [(e, "rung") for e in dict.fromkeys(rungs)]
-    if max_epochs not in rungs:
-        points.append((max_epochs, "end"))
-    reached = history.groupby("trial_id")["epoch"].max() if not history.empty \
-        else pd.Series(dtype=float)
+    return list(dict.fromkeys(rungs))
+
+
+def asha_rungs(history, max_epochs: int, grace_period: int = 1,
+               reduction_factor: float = 2, time_col: str = "epoch",
+               max_t: float | None = None):
+    """How many trials reached each ASHA rung (grace * rf^i <= max_t), and the end.
+
+    From the history (one row per trial and epoch): a trial reached rung r when it
+    reported `time_col` >= r (epochs, training steps or images seen: the search's time
+    unit; max_t defaults to max_epochs). Columns: time, kind (rung | end), trials."""
+    import pandas as pd
+    max_t = max_epochs if max_t is None else max_t
+    rungs = rung_times(max_t, grace_period, reduction_factor)
+    points = [(e, "rung") for e in rungs]
+    if max_t not in rungs:
+        points.append((int(max_t), "end"))
+    reached = history.groupby("trial_id")[time_col].max() \
+        if not history.empty and time_col in history else pd.Series(dtype=float)
     return pd.DataFrame([{"epoch": e, "kind": kind, "trials": int((reached >= e).sum())}
                          for e, kind in points], columns=["epoch", "kind", "trials"])
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's r of the ranks (ties get their mean rank);
+    NaN for fewer than 3 pairs or a constant side."""
+    import numpy as np
+    import pandas as pd
+    if len(x) < 3:
+        return float("nan")
+    rx = pd.Series(x, dtype=float).rank(method="average").to_numpy()
+    ry = pd.Series(y, dtype=float).rank(method="average").to_numpy()
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def rung_rank_correlation(history, results, rungs: list[float], time_col: str = "epoch"):
+    """How well the objective at each rung predicts the final one.
+
+    Over the trials that ran the whole budget (status completed): Spearman's rank
+    correlation between the objective a trial reported at its first report at or past
+    the rung (ASHA's own comparison: the best IS so far) and its final objective. Only
+    trials that went on count: a stopped trial has no final value. Columns: rung, trials,
+    spearman."""
+    import pandas as pd
+    done = results[results.status == "completed"].set_index("trial_id")["objective"]
+    rows = []
+    for r in rungs:
+        at, final = [], []
+        for tid, fin in done.items():
+            h = history[(history.trial_id == tid) & (history[time_col] >= r)] \
+                if time_col in history else history.iloc[:0]
+            if h.empty or not math.isfinite(float(fin)):
+                continue
+            v = float(h.sort_values(time_col).iloc[0]["objective"])
+            if math.isfinite(v):
+                at.append(v)
+                final.append(float(fin))
+        rows.append({"rung": r, "trials": len(at), "spearman": spearman(at, final)})
+    return pd.DataFrame(rows, columns=["rung", "trials", "spearman"])
 
 
 # ---- report building blocks --------------------------------------------------------------
@@ -1041,26 +1091,41 @@ class Builder:
                 [[nm, _param_label(nm), values[nm]] for nm in values])
 
     # 6. ASHA
+    def _clock(self) -> tuple[str, str, float]:
+        """(time unit, history column, max_t) of the run's ASHA."""
+        from .search import TIME_ATTRS
+        c, h = self.run.cfg, self.run.history
+        unit = c.get("time_unit", "epochs")
+        col = TIME_ATTRS.get(unit, "epoch")
+        max_epochs = int(c.get("max_epochs", 1))
+        if unit == "epochs" or h.empty or col not in h:
+            return unit, col if unit == "epochs" else "epoch", max_epochs
+        # the budget in steps / images: what the trials that ran it reached
+        full = h.groupby("trial_id").agg({"epoch": "max", col: "max"})
+        full = full[full.epoch >= max_epochs]
+        return unit, col, float(full[col].max() if not full.empty else h[col].max())
+
     def asha(self, p: Part) -> None:
         c = self.run.cfg
         max_epochs = int(c.get("max_epochs", 1))
         grace, rf = int(c.get("grace_period", 1)), float(c.get("reduction_factor", 2))
-        p.text(f"ASHA (grace period {grace}, reduction factor {rf:g}, max {max_epochs} "
-               f"epochs) stops weak trials at rungs {grace}, {grace * rf:g}, ...: how many "
-               f"trials reached each rung (from `history.parquet`). Duplicates and skipped "
-               f"graphs never train and are not counted.")
+        unit, col, max_t = self._clock()
+        p.text(f"ASHA (grace period {grace} {unit}, reduction factor {rf:g}, max "
+               f"{max_epochs} epochs) stops weak trials at rungs {grace}, {grace * rf:g}, "
+               f"... {unit}: how many trials reached each rung (from the history). "
+               f"Duplicates and skipped graphs never train and are not counted.")
         h = self.run.history
         if h.empty:
             raise Missing("history.parquet is missing or empty: no trial has reported an "
                           "epoch yet")
-        table = asha_rungs(h, max_epochs, grace, rf)
+        table = asha_rungs(h, max_epochs, grace, rf, time_col=col, max_t=max_t)
         n = h.trial_id.nunique()
         p.basis(f"{n} trial(s) that reported at least one epoch.")
         plt = _plt()
         fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(table), 3.2))
-        labels = [f"epoch {e}\n(" + ", ".join(
+        labels = [f"{unit[:-1]} {e:,}\n(" + ", ".join(
                       (["rung"] if kind == "rung" else []) +
-                      (["max"] if e == max_epochs else [])) + ")"
+                      (["max"] if e == max_t else [])) + ")"
                   for e, kind in zip(table.epoch, table.kind)]
         bars = ax.bar(range(len(table)), table.trials, color="#4c72b0", width=0.6)
         for b, v in zip(bars, table.trials):
@@ -1073,9 +1138,45 @@ class Builder:
         ax.set_title("ASHA at a glance", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         p.image(_save(fig, self.folder, "asha.png"), "trials per ASHA rung")
-        p.table(["epoch", "kind", "trials reached", "share of trained"],
+        p.table([unit[:-1], "kind", "trials reached", "share of trained"],
                 [[int(e), kind, int(v), f"{v / n:.0%}" if n else ""]
                  for e, kind, v in zip(table.epoch, table.kind, table.trials)])
+
+    def early_stops(self, p: Part) -> None:
+        c = self.run.cfg
+        grace, rf = int(c.get("grace_period", 1)), float(c.get("reduction_factor", 2))
+        unit, col, max_t = self._clock()
+        p.text(f"How far the early stops can be trusted: for every ASHA rung, Spearman's "
+               f"rank correlation between the objective a trial had at the rung (what ASHA "
+               f"compares) and its final objective. 1 means the rung ranks trials exactly "
+               f"as the end does; near 0 means ASHA stopped trials on noise. Caveat: only "
+               f"trials that ran the whole budget count (a stopped trial has no final "
+               f"value), and those are the ones that looked good early, so the true "
+               f"correlation over all trials is likely lower.")
+        h, res = self.run.history, self.run.results
+        if h.empty or res.empty:
+            raise Missing("no trial has finished yet")
+        rungs = [r for r in rung_times(max_t, grace, rf) if r < max_t]
+        if not rungs:
+            raise Missing(f"the grace period ({grace} {unit}) leaves no rung before the "
+                          f"end of the budget")
+        table = rung_rank_correlation(h, res, rungs, col)
+        n = int((res.status == "completed").sum())
+        p.basis(f"{n} trial(s) that ran the whole budget ({max_t:,.0f} {unit}).")
+        if n < 3:
+            raise Missing(f"only {n} trial(s) ran the whole budget: a rank correlation "
+                          f"needs at least 3")
+        first = table.iloc[0]
+        if math.isfinite(first.spearman):
+            p.note(f"At the first rung ({int(first.rung):,} {unit}), Spearman's rho is "
+                   f"{first.spearman:.2f} over {int(first.trials)} trials"
+                   + (": early stops there are a fair guess of the final rank."
+                      if first.spearman >= 0.6 else
+                      ": below 0.6, so a rung this early stops trials on little evidence; "
+                      "a larger grace period would judge them later."))
+        p.table([f"rung ({unit})", "trials", "Spearman rho"],
+                [[f"{int(r.rung):,}", int(r.trials), _fmt(r.spearman, 2)]
+                 for r in table.itertuples()])
 
     # 8. samples
     def _best_trainer(self):
@@ -1232,6 +1333,7 @@ PARTS = (  # (key, title, Builder method), in report order
     ("gates", "What matters: gate shares at the top", "gate_share_part"),
     ("importance", "What matters: parameter importances (Optuna)", "importance_part"),
     ("asha", "ASHA at a glance", "asha"),
+    ("early-stops", "Do early stops predict the final rank?", "early_stops"),
     ("samples", "Samples of the best graph (same z)", "samples"),
     ("tsne", "t-SNE of the best graph's samples", "tsne"),
 )

@@ -38,6 +38,9 @@ from .space import PAPER_GATES, SpaceSpec
 from .training import TrainConfig
 
 RUN_FILE = "run.json"
+# ASHA's time unit -> the key of the trainable's reports that counts it
+TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}
+TIME_UNITS = tuple(TIME_ATTRS)
 LOG_FILE = "search.log"    # Ray's and Tune's own output, unless --verbose
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 
@@ -101,7 +104,11 @@ class SearchConfig:
     # the search
     num_trials: int = setting(24, Int(1, 1_000_000))
     max_epochs: int = setting(8, Int(1, 100_000))
-    grace_period: int = setting(1, Int(1, 100_000))           # <= max_epochs, see validate
+    # ASHA's clock: "epochs" of the data set, or training "steps" or "images" seen, so that
+    # a rung means the same work on any data set (a digits epoch is 56 steps at batch 32,
+    # a CIFAR-10 one 195 at batch 256). grace_period is counted in it.
+    time_unit: str = setting("epochs", Choice(TIME_UNITS))
+    grace_period: int = setting(1, Int(1, 10 ** 12))          # <= max_epochs in epochs
     reduction_factor: float = setting(2, Float(2, 100))       # ASHA's: rungs grow by it
     sampler: str = setting("random", Choice(("random", "tpe")))
     # Optuna storage URL or journal file; default SQLite in the run directory
@@ -147,7 +154,7 @@ class SearchConfig:
     def validate(self, where: str = "") -> None:
         """Every field's type and range, then the rules between fields."""
         check_instance(self, where)
-        if self.grace_period > self.max_epochs:
+        if self.time_unit == "epochs" and self.grace_period > self.max_epochs:
             raise KtgError(f"{where + ': ' if where else ''}The value of `grace_period` is "
                            f"{self.grace_period}, but must be an integer with 1 <= "
                            f"grace_period <= max_epochs ({self.max_epochs})")
@@ -364,6 +371,13 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def asha_max_t(cfg: SearchConfig) -> float:
+    """ASHA's max_t in the search's time unit. In steps or images the budget depends on
+    the data set's size, which the driver does not load: an upper bound that no trial
+    reaches is used, so that only rungs (and each trial's own max_epochs) stop trials."""
+    return cfg.max_epochs if cfg.time_unit == "epochs" else float(10 ** 12)
+
+
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
                address: str | None = None, resume: str | None = None,
                verbose: bool = False, allow_external_storage: bool = False,
@@ -445,10 +459,11 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         searcher = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
                                  sampler=sampler, storage=storage, study_name=study_name,
                                  reruns=plan.reruns)
-        scheduler = ResumableASHA(time_attr="epoch", max_t=cfg.max_epochs,
+        time_attr = TIME_ATTRS[cfg.time_unit]
+        scheduler = ResumableASHA(time_attr=time_attr, max_t=asha_max_t(cfg),
                                   grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
-        scheduler.seed(seed_points(book))
+        scheduler.seed(seed_points(book, time_attr))
         # keep the handle until the search ends: Ray deletes an actor nobody holds
         ledger = start_ledger(study_name, book.finished_rows())
         settings = {"config": asdict(cfg), "study_name": study_name,

@@ -389,3 +389,39 @@ def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     if "report" in choices:
         assert cli.main(["report", str(tmp_path / "nope")]) == 2
         assert "does not exist" in capsys.readouterr().err
+
+
+def test_spearman_by_hand_and_the_rank_correlation_of_rungs():
+    import pandas as pd
+
+    from ktg_search.report import rung_rank_correlation, spearman
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); d = (-1, 1, -1, 1, 0) -> 1 - 24/120
+    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2], [1, 2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    # four completed trials and one stopped one; objective = best so far per step
+    hist = pd.DataFrame([
+        {"trial_id": t, "epoch": e, "iteration": 10 * e, "objective": v}
+        for t, vals in {"a": [1.0, 1.5, 4.0], "b": [2.0, 2.5, 3.0], "c": [3.0, 3.5, 2.0],
+                        "d": [4.0, 4.5, 5.0], "s": [9.0]}.items()
+        for e, v in enumerate(vals, start=1)])
+    res = pd.DataFrame({"trial_id": list("abcds"),
+                        "status": ["completed"] * 4 + ["stopped"],
+                        "objective": [4.0, 3.0, 3.5, 5.0, 9.0]})
+    t = rung_rank_correlation(hist, res, [10, 20], time_col="iteration")
+    # at 10 steps: ranks (1, 2, 3, 4) vs final (3, 1, 2, 4): d = (-2, 1, 1, 0) -> 0.4
+    assert list(t.trials) == [4, 4]
+    assert t.spearman[0] == pytest.approx(1 - 6 * 6 / (4 * 15))
+    assert t.spearman[1] == pytest.approx(1 - 6 * 6 / (4 * 15))  # 1.5 2.5 3.5 4.5: same
+    # a rung between reports takes the first report at or past it
+    t = rung_rank_correlation(hist, res, [25], time_col="iteration")
+    assert t.spearman[0] == pytest.approx(spearman([4.0, 3.0, 2.0, 5.0], [4, 3, 3.5, 5]))
+
+
+def test_the_report_says_how_far_early_stops_can_be_trusted(run, report):
+    md = report["md"]
+    assert "## Do early stops predict the final rank?" in md
+    part = md.split("## Do early stops predict the final rank?")[1].split("\n## ")[0]
+    df = load_results(run)
+    n = int((df.status == "completed").sum())
+    assert f"{n} trial(s) that ran the whole budget" in part

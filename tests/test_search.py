@@ -141,3 +141,26 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(ray_session, tmp_path):
     for _, r in before.iterrows():  # finished trials were not retrained
         a = after[after.trial_id == r.trial_id].iloc[0]
         assert a.epochs == r.epochs and a.objective == pytest.approx(r.objective, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_asha_can_count_images_seen_instead_of_epochs(ray_session, tmp_path):
+    """time_unit = images: rungs are images seen (steps x batch), whatever an epoch is."""
+    per_epoch = TINY["max_iters_per_epoch"] * TINY["batch_size"]  # 128 images
+    cfg = SearchConfig.from_dict({**TINY, "preset": "quick", "time_unit": "images",
+                                  "grace_period": per_epoch, "num_trials": 8, "seed": 9})
+    run = run_search(cfg, name="img", storage_path=str(tmp_path))
+    df, hist = load_results(run), load_history(run)
+    trained = hist.trial_id.unique()
+    assert len(trained) >= 3
+    # the clock the trainable reports: images = steps x batch
+    assert (hist.images == hist.iteration * TINY["batch_size"]).all()
+    assert (hist.iteration == hist.epoch * TINY["max_iters_per_epoch"]).all()
+    # stopped trials stopped exactly at a rung: 128 or 256 images (grace x 2^i)
+    stopped = df[df.status == "stopped"]
+    assert not stopped.empty
+    for _, r in stopped.iterrows():
+        last = hist[hist.trial_id == r.trial_id].images.max()
+        assert last in (per_epoch, 2 * per_epoch)
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["time_unit"] == "images"

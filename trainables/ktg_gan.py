@@ -135,7 +135,8 @@ def _train(config: dict, settings: dict) -> None:
         objective = row["objective"]
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
         metrics.update(graph_key=key, objective=objective if math.isfinite(objective)
-                       else float("nan"), restored_from=restored_from, node_id=node_id)
+                       else float("nan"), restored_from=restored_from, node_id=node_id,
+                       images=int(row["iteration"]) * cfg.batch_size)  # ASHA's clock
         return metrics
 
     if trainer.status != "running" or trainer.epoch >= cfg.max_epochs:
