@@ -262,7 +262,7 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | Path) -> None:
-        from .results import atomic_write_text
+        from .fileio import atomic_write_text
         atomic_write_text(Path(path), self.to_json() + "\n")
 
     # ---- identity ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .data import ImageData, cache_dir, cache_key
 from .errors import KtgError
-from .results import atomic_write
+from .fileio import atomic_write
 
 # torch-fidelity's inception weights (what `inception-v3-compat` downloads when it can)
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"

@@ -152,7 +152,7 @@ def report_folder(out: str | Path, run: Path, default: bool) -> Path:
 def building_folder(out: Path) -> Path:
     """A fresh folder beside `out` to build into (readable as the umask allows, unlike
     mkdtemp's private 0700), renamed over `out` by `swap_in`."""
-    from .results import umask
+    from .fileio import umask
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     os.chmod(tmp, 0o777 & ~umask())

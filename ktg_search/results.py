@@ -1,67 +1,23 @@
-"""Results files: atomic writes, the results table and the per-epoch history."""
+"""A search's results: the journal, the results table and the per-epoch history."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import KtgError
-
-
-def umask() -> int:
-    """The process's umask, read without changing it (Linux's /proc), else by the
-    set-and-restore idiom."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` beside `path`, then rename over it: readers see the old file
-    or the new one, never half. The one atomic-write mechanism of the package (torch.save,
-    np.savez, parquet and text all go through it). The file gets the mode a plain
-    `open(path, "w")` would give (0666 minus the umask), not mkstemp's private 0600:
-    colleagues on a shared file system can read the results."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+from .fileio import (CHECKPOINT_FILE, CHECKPOINT_INFO, HISTORY_FILE, JOURNAL_FILE,
+                     RESULTS_FILE, RUN_FILE, is_uri, write_parquet)
+# moved to fileio.py; re-exported until the modules of other branches import them there
+from .fileio import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 
 # ---- the results table ---------------------------------------------------------------------
 
-RESULTS_FILE = "results.parquet"
-HISTORY_FILE = "history.parquet"
-JOURNAL_FILE = "journal.jsonl"
-CHECKPOINT_FILE = "trainer.pt"
-CHECKPOINT_INFO = "trial.json"   # beside trainer.pt: whose checkpoint, which epoch
 HISTORY_WRITE_S = 2.0
 STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
 FINISHED = ("completed", "stopped", "diverged")  # trained, with a result a duplicate reuses
@@ -72,17 +28,6 @@ RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_ke
 HISTORY_COLUMNS = {"trial_id": "str", "epoch": "num"}
 
 
-def is_uri(path: str) -> bool:
-    return "://" in str(path)
-
-
-def _write_parquet(df, path: Path) -> None:
-    import io
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def load_results(run_dir: str | Path):
     """The results table of a run as a pandas DataFrame, one row per trial.
 
@@ -91,7 +36,7 @@ def load_results(run_dir: str | Path):
     """
     import pandas as pd
     run = Path(run_dir)
-    if not (run / "run.json").is_file():
+    if not (run / RUN_FILE).is_file():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
     from .safeload import check_frame
@@ -327,7 +272,7 @@ class ResultsBook:
         now = time.monotonic()
         if now - self._last_history_write >= HISTORY_WRITE_S:
             self._last_history_write = now
-            _write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
+            write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
 
     def on_complete(self, trial_id: str, params: dict, last: dict | None,
                     error: str | None) -> dict:
@@ -430,8 +375,8 @@ class ResultsBook:
         return df
 
     def write(self) -> None:
-        _write_parquet(self.table(), self.run_dir / RESULTS_FILE)
-        _write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
+        write_parquet(self.table(), self.run_dir / RESULTS_FILE)
+        write_parquet(self.history_frame(), self.run_dir / HISTORY_FILE)
         if self.mirror:
             self.copy_to_mirror()
 

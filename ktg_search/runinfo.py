@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import KtgError
 
-RUN_FILE = "run.json"
+from .fileio import RUN_FILE
 MAX_RUN_JSON_BYTES = 4 * 2 ** 20
 # top-level text fields -> required?; the config and space_size are checked on their own
 _TEXT_FIELDS = {"name": True, "storage": False, "study_name": False, "tune_path": False,

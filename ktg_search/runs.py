@@ -18,12 +18,17 @@ from typing import Callable
 
 import torch
 
+from .errors import KtgError
 from .graph import Graph
+from .scoring import best_index, last_index, mean_std
 from .models import count_parameters
-from .results import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
 from .training import EVAL_SEED, TrainConfig, Trainer
 
 GRID_SEED = 7
+EVAL_AT = ("best", "last")
+TABLE_MD, TABLE_CSV = "table.md", "table.csv"
+RUN_FILES = ("summary.json", "metrics.csv", "graph.json")
 
 
 @dataclass
@@ -83,12 +88,11 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
     for i in range(k):
         vals = col(f"is_g{i}")
         fids = col(f"fid_g{i}")
-        good = [j for j, v in enumerate(vals) if math.isfinite(v)]
-        if good:
-            j = max(good, key=lambda j: vals[j])
+        j, last = best_index(vals), last_index(vals)
+        if j is not None:
             best_is.append(vals[j]); best_epoch.append(int(hist[j]["epoch"]))
-            fid_best.append(fids[j]); last_is.append(vals[good[-1]])
-            last_fid.append(fids[good[-1]])
+            fid_best.append(fids[j]); last_is.append(vals[last])
+            last_fid.append(fids[last])
         else:
             best_is.append(float("nan")); best_epoch.append(0); fid_best.append(float("nan"))
             last_is.append(float("nan")); last_fid.append(float("nan"))
@@ -103,14 +107,6 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
     return summary
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1) of the finite values; std 0 for one."""
-    v = [x for x in values if math.isfinite(x)]
-    if not v:
-        return float("nan"), float("nan")
-    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
-
-
 def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
     """Best IS (mean +- std over seeds) per generator, as a Markdown table."""
     lines = [f"| generator | model | best IS (mean +- std over {len(summaries)} seeds) | "
@@ -122,4 +118,151 @@ def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
         fid = f"{fm:.2f} +- {fs:.2f}" if math.isfinite(fm) else "-"
         lines.append(f"| G{i}{tag} | {node.model} | {m:.3f} +- {s:.3f} | {fid} | "
                      f"{summaries[0].params[i] if summaries else 0:,} |")
+    return "\n".join(lines)
+
+
+# ---- reading runs back: the table ----------------------------------------------------------
+def _floats(rows: list[dict], col: str) -> list[float]:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r.get(col) or "nan"))
+        except ValueError:
+            out.append(float("nan"))
+    return out
+
+
+def score_run(run_dir: str | Path, eval_at: str = "best") -> dict[str, Any]:
+    """One run's scores from its files: each generator's IS (and FID) at its best epoch or
+    at the last evaluated epoch, and which generator is the run's best."""
+    if eval_at not in EVAL_AT:
+        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
+    run = Path(run_dir)
+    missing = [f for f in RUN_FILES if not (run / f).exists()]
+    if missing:
+        raise KtgError(f"{str(run)!r} is not a finished run directory (no {missing[0]}); "
+                       f"a run directory holds {', '.join(RUN_FILES)}")
+    try:
+        summary = asdict(RunSummary(**json.loads((run / "summary.json").read_text())))
+    except (ValueError, TypeError) as e:
+        raise KtgError(f"{str(run / 'summary.json')!r} is not a run summary written by "
+                       f"`ktg train` / `ktg compare`: {e}") from None
+    graph = Graph.from_json((run / "graph.json").read_text(), where=str(run / "graph.json"))
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    k = graph.k
+    frozen = set(summary.get("frozen", []))
+    is_, fid, epoch = [], [], []
+    for i in range(k):
+        vals, fids = _floats(rows, f"is_g{i}"), _floats(rows, f"fid_g{i}")
+        # the first epoch of the highest IS, or the last epoch that was evaluated
+        j = best_index(vals) if eval_at == "best" else last_index(vals)
+        if j is None:
+            is_.append(float("nan")); fid.append(float("nan")); epoch.append(0)
+            continue
+        is_.append(vals[j]); fid.append(fids[j]); epoch.append(int(float(rows[j]["epoch"])))
+    if graph.target is not None:
+        candidates = [graph.target]
+    else:
+        candidates = [i for i in range(k) if i not in frozen] or list(range(k))
+    finite = [i for i in candidates if math.isfinite(is_[i])]
+    best = max(finite, key=lambda i: is_[i]) if finite else candidates[0]
+    return {"run_dir": str(run), "seed": summary.get("seed"), "k": k,
+            "models": [n.model for n in graph.nodes], "frozen": sorted(frozen),
+            "is_per_node": is_, "fid_per_node": fid, "epoch_per_node": epoch,
+            "best_node": best, "is": is_[best], "fid": fid[best], "epoch": epoch[best],
+            "params": list(summary["params"]), "wall_s": float(summary["wall_s"]),
+            "epochs": int(summary["epochs"]), "status": summary["status"]}
+
+
+def aggregate(run_dirs_by_graph: dict[str, list[str | Path]], eval_at: str = "best",
+              relative_to: str | Path | None = None):
+    """One row per graph from its runs' files (`summary.json`, `metrics.csv`,
+    `graph.json`): the best generator's IS and FID mean +- std over the runs, each
+    generator's mean IS, epochs, wall time, parameter counts and the run directories.
+
+    Columns: graph, k, models, seeds, epochs, eval_at, is_mean, is_std, fid_mean, fid_std,
+    best_node (per run), is_values, fid_values (per run, ';'-joined), is_g<i>, params_g<i>,
+    frozen, compression (largest frozen node's parameters / scored generator's), wall_s
+    (mean per run), diverged (runs), runs (';'-joined run directories)."""
+    import pandas as pd
+    if eval_at not in EVAL_AT:
+        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
+    scored = {label: [score_run(d, eval_at) for d in dirs]
+              for label, dirs in run_dirs_by_graph.items()}
+    empty = [label for label, runs in scored.items() if not runs]
+    if empty:
+        raise KtgError(f"graph {empty[0]!r} has no runs to aggregate")
+    kmax = max(r["k"] for runs in scored.values() for r in runs)
+    rows = []
+    for label, runs in scored.items():
+        first = runs[0]
+        k = first["k"]
+        is_m, is_s = mean_std([r["is"] for r in runs])
+        fid_m, fid_s = mean_std([r["fid"] for r in runs])
+        row: dict[str, Any] = {
+            "graph": label, "k": k, "models": ",".join(first["models"]), "seeds": len(runs),
+            "epochs": max(r["epochs"] for r in runs), "eval_at": eval_at,
+            "is_mean": is_m, "is_std": is_s, "fid_mean": fid_m, "fid_std": fid_s,
+            "best_node": ";".join(str(r["best_node"]) for r in runs),
+            "is_values": ";".join(f"{r['is']:.6g}" for r in runs),
+            "fid_values": ";".join(f"{r['fid']:.6g}" for r in runs)}
+        for i in range(kmax):
+            row[f"is_g{i}"] = mean_std([r["is_per_node"][i] for r in runs])[0] if i < k \
+                else float("nan")
+        for i in range(kmax):
+            row[f"params_g{i}"] = first["params"][i] if i < k else pd.NA
+        row["frozen"] = ",".join(map(str, first["frozen"]))
+        ratios = [max(r["params"][j] for j in r["frozen"]) / r["params"][r["best_node"]]
+                  for r in runs if r["frozen"] and r["best_node"] not in r["frozen"]]
+        row["compression"] = _mean(ratios)
+        row["wall_s"] = _mean([r["wall_s"] for r in runs])
+        row["diverged"] = sum(r["status"] == "diverged" for r in runs)
+        dirs = [Path(r["run_dir"]) for r in runs]
+        if relative_to is not None:
+            dirs = [_relative(d, Path(relative_to)) for d in dirs]
+        row["runs"] = ";".join(map(str, dirs))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for i in range(kmax):
+        df[f"params_g{i}"] = df[f"params_g{i}"].astype("Int64")
+    return df
+
+
+def _mean(values: list[float]) -> float:
+    return mean_std(values)[0] if values else float("nan")
+
+
+def _relative(p: Path, root: Path) -> Path:
+    try:
+        return p.resolve().relative_to(root.resolve())
+    except ValueError:
+        return p
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def format_markdown(df, caption: str = "") -> str:
+    """The `aggregate` table as Markdown: what a person reads (the CSV has every column)."""
+    lines = [caption, ""] if caption else []
+    lines += ["| graph | seeds | epochs | IS (best G) | FID (best G) | IS per generator | "
+              "params per generator | wall s / run |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        k = int(r["k"])
+        frozen = {int(x) for x in str(r["frozen"]).split(",") if x != ""}
+        fid = (f"{r['fid_mean']:.2f} +- {r['fid_std']:.2f}"
+               if math.isfinite(r["fid_mean"]) else "-")
+        per_is = " / ".join("teacher" if i in frozen else
+                            (f"{r[f'is_g{i}']:.3f}" if math.isfinite(r[f"is_g{i}"]) else "-")
+                            for i in range(k))
+        params = " / ".join(_millions(int(r[f"params_g{i}"])) + (" (frozen)" if i in frozen
+                                                                 else "") for i in range(k))
+        if math.isfinite(r["compression"]):
+            params += f"; {r['compression']:.1f}x smaller"
+        graph = r["graph"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+        lines.append(f"| {graph} | {r['seeds']} | {r['epochs']} | "
+                     f"{r['is_mean']:.3f} +- {r['is_std']:.3f} | {fid} | {per_is} | {params} | "
+                     f"{r['wall_s']:.0f} |")
     return "\n".join(lines)

@@ -32,16 +32,15 @@ from .checks import Bool, Choice, Float, Int, Names, Text, check_fields, check_i
 from .errors import KtgError
 from .progress import ProgressView
 from .raylog import ray_output_to
-from .results import ResultsBook, atomic_write_text, error_text, is_uri
+from .fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
+from .results import ResultsBook, error_text
 from .study import RESUME_KEYS, logical_id
 from .space import PAPER_GATES, SpaceSpec
 from .training import TrainConfig
 
-RUN_FILE = "run.json"
 # ASHA's time unit -> the key of the trainable's reports that counts it
 TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}
 TIME_UNITS = tuple(TIME_ATTRS)
-LOG_FILE = "search.log"    # Ray's and Tune's own output, unless --verbose
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 
 
@@ -256,25 +255,6 @@ class SearchEvents(Callback):
 
 
 # ---- running -----------------------------------------------------------------------------
-def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; True when this call started it."""
-    import ray
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    try:
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        else:
-            # "local": a new Ray of our own, never one another process left running here
-            ray.init(address="local", include_dashboard=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise KtgError(f"cannot connect to Ray at {address!r}: {e}; valid: auto, "
-                       f"ray://HOST:10001, HOST:6379, or no --address for a local Ray") \
-            from None
-    return True
-
-
 def run_dir_of(storage_path: str, name: str, local_root: str = "runs") -> Path:
     """Where the run's own files live: under the storage path when it is a local or
     mounted directory; under `local_root` on this machine when it is a URI (s3://, gs://,
@@ -427,10 +407,11 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from trainables.ktg_gan import train_ktg
 
     from .ledger import start_ledger
+    from .workers import init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
     from .study import StudySearcher, load_study, open_optuna_storage, warn_sqlite_on_cluster
     space = cfg.space()
-    started_ray = _init_ray(address)
+    started_ray = init_ray(address)
     warn_sqlite_on_cluster(storage_url, out)
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)

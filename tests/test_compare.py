@@ -5,7 +5,6 @@ The table is checked against numbers this file recomputes from the per-run files
 written out here and with the teacher's tensors compared bit for bit."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -18,8 +17,9 @@ import torch
 
 import ktg_search.runs as runs
 from ktg_search import cli
-from ktg_search.compare import (add_compare_parser, add_pretrain_parser, aggregate,
-                                apply_teacher, compare)
+from ktg_search.compare import compare
+from ktg_search.runs import aggregate
+from ktg_search.teachers import apply_teacher
 from ktg_search.errors import KtgError
 from ktg_search.graph import builtin_graphs, resolve_graph
 from ktg_search.models import count_parameters
@@ -39,20 +39,7 @@ def cfg(**kw) -> TrainConfig:
 
 
 def ktg(argv: list[str]) -> int:
-    """`ktg_search.cli.main` with compare / pretrain wired in (a no-op once cli.py has them)."""
-    original = cli.build_parser
-
-    def build():
-        p = original()
-        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        if "compare" not in sub.choices:
-            add_compare_parser(sub, cli._registry())
-        if "pretrain" not in sub.choices:
-            add_pretrain_parser(sub, cli._registry())
-        return p
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "build_parser", build)
-        return cli.main(argv)
+    return cli.main(argv)
 
 
 def params_of(module) -> list[torch.Tensor]:

@@ -8,9 +8,9 @@ A trial's config holds only the graph's parameters (plus, for a trial a resumed 
 re-runs, which trial it is and its checkpoints). The search settings arrive through
 `tune.with_parameters` as `settings`, so no restore of any kind can lose them.
 
-Actors are reused across trials (`reuse_actors=True`), so module globals persist: only the
-read-only data set and evaluator are cached here; everything a trial changes (trainer,
-RNGs, optimizers) is built anew per trial.
+Actors are reused across trials (`reuse_actors=True`): only the read-only data set and
+evaluator are cached per process (workers.py); everything a trial changes (trainer, RNGs,
+optimizers) is built anew per trial.
 """
 from __future__ import annotations
 
@@ -26,36 +26,13 @@ from ray import tune
 
 from ktg_search.errors import KtgError
 from ktg_search.ledger import ledger_name
-from ktg_search.results import CHECKPOINT_FILE, CHECKPOINT_INFO
+from ktg_search.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
 from ktg_search.safeload import load_checkpoint
 from ktg_search.search import SearchConfig
 from ktg_search.space import can_learn
 from ktg_search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
 from ktg_search.training import Trainer
-
-_SHARED: dict[tuple, object] = {}  # (dataset, size, ...) -> ImageData / Evaluator
-
-
-def _shared(cfg: SearchConfig):
-    """The data set and evaluator of this search, loaded once per worker process."""
-    from ktg_search.data import load_dataset
-    from ktg_search.metrics import Evaluator
-    key = (cfg.dataset, cfg.image_size, cfg.data_root, cfg.extractor, cfg.eval_samples,
-           cfg.fid, cfg.inception_weights, cfg.device)
-    if key not in _SHARED:
-        data = load_dataset(cfg.dataset, cfg.image_size, root=cfg.data_root)
-        ev = Evaluator(data, extractor=cfg.extractor, num_samples=cfg.eval_samples,
-                       fid=cfg.fid, device=str(_device(cfg)),
-                       inception_weights=cfg.inception_weights)
-        _SHARED.clear()  # one search per process at a time: keep memory flat
-        _SHARED[key] = (data, ev)
-    return _SHARED[key]
-
-
-def _device(cfg: SearchConfig):
-    from ktg_search.training import resolve_device
-    return resolve_device(cfg.device)
-
+from ktg_search.workers import data_and_evaluator
 
 def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
     """Load the newest readable checkpoint of this graph; False when there is none (a
@@ -122,7 +99,7 @@ def _train(config: dict, settings: dict) -> None:
                 return
             ray.get(ledger.claim.remote(key, trial_id, True))  # it failed: train it here
 
-    data, evaluator = _shared(cfg)
+    data, evaluator = data_and_evaluator(cfg)
     trainer = Trainer(graph, cfg.train_config(), data=data, evaluator=evaluator)
     restored_from = 0  # the epoch a restored trial continues from (0: a fresh start)
     if candidates and _restore(trainer, candidates, key):

@@ -1,0 +1,58 @@
+"""`ktg compare GRAPH...`: the papers' comparison protocol, one table of IS / FID
+mean +- std over seeds per graph (compare.py)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from .common import add_training_args, train_config
+
+
+def add_parser(sub) -> None:
+    from ..outputs import add_out_args
+    from ..runs import EVAL_AT
+    sp = sub.add_parser(
+        "compare", help="train graphs over several seeds; one table of IS / FID mean +- std",
+        description="Train every GRAPH with every seed (independent runs, in parallel on "
+                    "Ray) and write OUT/table.md and OUT/table.csv: per graph, its best "
+                    "generator's IS and FID mean +- std over the seeds, every generator's IS, "
+                    "parameter counts, epochs and wall time, from the per-run files in "
+                    "OUT/<graph>/seed<N>/.")
+    sp.add_argument("graphs", nargs="+", metavar="GRAPH",
+                    help="a graph JSON file or a built-in graph name (see `ktg graphs`)")
+    add_training_args(sp)
+    sp.add_argument("--seeds", type=int, default=5, help="seeds per graph (default 5)")
+    sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
+    sp.add_argument("--eval-at", choices=EVAL_AT, default="best",
+                    help="score a run at its best epoch (default) or at its last")
+    add_out_args(sp, "output folder (default ktg_runs/compare)", default="ktg_runs/compare")
+    sp.add_argument("--teacher", metavar="PATH",
+                    help="teacher checkpoint (from `ktg pretrain`) for every pretrained node; "
+                         "needed by the built-in kd-mse and kd-joint")
+    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: a "
+                                      "local Ray)")
+    sp.add_argument("--no-ray", action="store_true", help="run sequentially in this process")
+    sp.add_argument("--gpus-per-run", type=float, default=0.0,
+                    help="GPUs per Ray task (fractions allowed; default 0)")
+    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..compare import compare
+    from ..runs import TABLE_CSV, TABLE_MD
+    cfg = replace(train_config(args, args.epochs, args.seed0),
+                  max_iters_per_epoch=args.max_iters_per_epoch)
+    result = compare(args.graphs, cfg, out=args.out, seeds=args.seeds, seed0=args.seed0,
+                     eval_at=args.eval_at, teacher=args.teacher, use_ray=not args.no_ray,
+                     address=args.address, gpus_per_run=args.gpus_per_run,
+                     force=args.force)
+    print(result.markdown)
+    diverged = int(result.table["diverged"].sum())
+    if diverged:
+        print(f"note: {diverged} run(s) diverged (non-finite loss); their scores before "
+              f"divergence are used")
+    print(f"files: {result.out}/{TABLE_MD}, {result.out}/{TABLE_CSV}, per run: "
+          f"{result.out}/<graph>/seed<N>/ (summary.json, metrics.csv); "
+          f"{result.wall_s:.0f} s in all")
+    return 0

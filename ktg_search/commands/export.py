@@ -1,0 +1,50 @@
+"""`ktg export RUN`: a trial's graph as a graph file (to train it elsewhere)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import KtgError
+
+
+def add_parser(sub) -> None:
+    from ..outputs import add_out_args
+    sp = sub.add_parser("export", help="write a trial's graph as a graph file")
+    sp.add_argument("run", help="a run directory")
+    who = sp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--rank", type=int, help="1 = the best trial by objective")
+    who.add_argument("--trial", help="a trial id")
+    add_out_args(sp, "graph file to write", required=True)
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..graph import Graph
+    from ..outputs import output_file
+    from ..results import load_results
+    out = output_file(args.out, args.force)
+    df = load_results(args.run)
+    ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
+                                                      na_position="last")
+    if args.trial:
+        hit = df[df.trial_id == args.trial]
+        if hit.empty:
+            raise KtgError(f"--trial {args.trial!r} is not in {args.run}; valid: "
+                           f"{', '.join(df.trial_id.astype(str).head(20))}"
+                           f"{' ...' if len(df) > 20 else ''}")
+        row = hit.iloc[0]
+    else:
+        if not 1 <= args.rank <= len(ranked):
+            raise KtgError(f"--rank {args.rank} is out of range; valid: 1..{len(ranked)}")
+        row = ranked.iloc[args.rank - 1]
+    if not row["graph"]:
+        raise KtgError(f"trial {row['trial_id']} has no graph recorded ({row['error']})")
+    g = Graph.from_json(row["graph"], where=f"trial {row['trial_id']}'s graph in {args.run}")
+    run_name = Path(args.run).resolve().name
+    g.name = f"{run_name}-{row['trial_id']}"[:200]
+    g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
+                     f"objective {row['objective']:.4f} (best IS reached) at epoch "
+                     f"{row['best_epoch']}")
+    g.save(out)
+    print(f"wrote {out}: trial {row['trial_id']}, objective {row['objective']:.4f}")
+    print(g.draw())
+    return 0

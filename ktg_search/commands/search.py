@@ -1,0 +1,61 @@
+"""`ktg search`: the knowledge-transfer-graph search on Ray Tune (or `--resume` one)."""
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("search", help="run a knowledge-transfer-graph search on Ray Tune")
+    sp.add_argument("--preset", default="quick", help="a preset name (see `ktg presets`)")
+    sp.add_argument("--config", help="a whole search config as JSON")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override one setting (repeatable)")
+    sp.add_argument("--name", help="run name (default: PRESET-DATE-TIME)")
+    sp.add_argument("--storage-path", default="runs", help="where run directories live")
+    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local)")
+    sp.add_argument("--num-trials", type=int)
+    sp.add_argument("--max-epochs", type=int)
+    sp.add_argument("--cpus-per-trial", type=float)
+    sp.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
+    sp.add_argument("--allow-external-storage", action="store_true",
+                    help="with --resume: accept a run.json whose Tune path or Optuna storage "
+                         "lies outside the run directory (your own cluster's s3://, "
+                         "postgresql://)")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="show Ray's and Tune's own output (tables, start-up) instead of "
+                         "the status line; otherwise it goes to RUN/search.log")
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..results import load_results
+    from ..search import SearchConfig, load_config_file, load_preset, run_search
+    if args.resume:
+        run_dir = run_search(SearchConfig(), resume=args.resume, address=args.address,
+                             verbose=args.verbose,
+                             allow_external_storage=args.allow_external_storage)
+    else:
+        cfg = load_config_file(args.config) if args.config else load_preset(args.preset)
+        sets = list(args.set or [])
+        if args.num_trials is not None:
+            sets.append(f"num_trials={args.num_trials}")
+        if args.max_epochs is not None:
+            sets.append(f"max_epochs={args.max_epochs}")
+            if cfg.time_unit == "epochs" and cfg.grace_period > args.max_epochs:
+                sets.append(f"grace_period={args.max_epochs}")
+        if args.cpus_per_trial is not None:
+            sets.append(f"cpus_per_trial={args.cpus_per_trial}")
+        if args.gpus_per_trial is not None:
+            sets.append(f"gpus_per_trial={args.gpus_per_trial}")
+        if sets:
+            cfg = cfg.with_overrides(sets)
+        run_dir = run_search(cfg, name=args.name, storage_path=args.storage_path,
+                             address=args.address, verbose=args.verbose)
+    df = load_results(run_dir)
+    if len(df) and (df.status == "error").all():
+        first = str(df.error.iloc[0]) if "error" in df else ""
+        print(f"ktg search: every trial failed ({len(df)} of {len(df)}); the first: {first}; "
+              f"details in {run_dir}/search.log and the trials' error files", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,91 @@
+"""`ktg train GRAPH`: one graph, several seeds, files a person reads (and reuses a
+graph found by a search on another data set)."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from ..errors import KtgError
+from .common import add_training_args, check_dataset, check_seeds, epoch_bar, train_config
+
+
+def add_parser(sub) -> None:
+    from ..outputs import add_out_args
+    sp = sub.add_parser("train", help="train one graph on a data set with several seeds")
+    sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
+    add_training_args(sp)
+    sp.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
+    sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
+    add_out_args(sp, "output folder (default ktg_runs/train)", default="ktg_runs/train")
+    sp.add_argument("--teacher", help="checkpoint from `ktg pretrain` for every pretrained "
+                                      "node (the kd-* graphs)")
+    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data import load_dataset
+    from ..graph import resolve_graph
+    from ..metrics import Evaluator
+    from ..outputs import output_folder
+    from ..runs import seed_table, train_one
+    check_dataset(args.dataset)
+    check_seeds(args.seeds)
+    graph = resolve_graph(args.graph)
+    if args.teacher:
+        from ..teachers import apply_teacher
+        if not Path(args.teacher).expanduser().is_file():
+            raise KtgError(f"--teacher {args.teacher!r} does not exist; valid: a checkpoint "
+                           f"file written by `ktg pretrain --model M --dataset D -o PATH`")
+        graph = apply_teacher(graph, args.teacher)
+    cfg0 = train_config(args, args.epochs, 0)
+    cfg0.validate()
+    train_config(args, args.epochs, args.seed0 + args.seeds - 1).validate()  # last seed
+    out, _ = output_folder(args.out, args.force)
+    # everything that can fail on bad input fails before a file is written: the data,
+    # the evaluator, and every frozen node's checkpoint (loaded as data)
+    data = load_dataset(args.dataset, args.image_size, root=args.data_root)
+    evaluator = Evaluator(data, extractor=args.extractor, num_samples=args.eval_samples,
+                          fid=not args.no_fid, device="cpu" if args.device == "auto"
+                          else args.device, inception_weights=args.inception_weights)
+    from ..teachers import check_teachers
+    check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
+    created = not out.exists()
+    made: list[Path] = []  # the seed folders this call creates (removed if it fails)
+    try:
+        summaries = []
+        bar = epoch_bar(args.seeds * args.epochs, f"train {graph.name or args.graph}")
+        for seed in range(args.seed0, args.seed0 + args.seeds):
+            cfg = train_config(args, args.epochs, seed)
+
+            def tick(row, seed=seed):
+                best = max((row.get(f"is_g{i}", float("nan")) for i in range(graph.k)),
+                           default=float("nan"))
+                bar.set_postfix(seed=seed, best_IS=f"{best:.2f}")
+                bar.update(1)
+            if not (out / f"seed{seed}").exists():
+                made.append(out / f"seed{seed}")
+            summaries.append(train_one(graph, cfg, out / f"seed{seed}", data=data,
+                                       evaluator=evaluator, on_epoch=tick))
+        bar.close()
+    except BaseException:
+        # nothing half-written is left behind, and nothing this call did not make is
+        # deleted (with --force, files of an earlier run in OUT stay)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for d in made:
+                shutil.rmtree(d, ignore_errors=True)
+        raise
+    table = seed_table(graph, summaries)
+    from ..fileio import atomic_write_text
+    atomic_write_text(out / "table.md", table + "\n")
+    print(graph.draw())
+    print(table)
+    statuses = {s.status for s in summaries}
+    if "diverged" in statuses:
+        print(f"note: {sum(s.status == 'diverged' for s in summaries)} run(s) diverged "
+              f"(non-finite loss); their best IS before divergence is used")
+    print(f"files: {out}")
+    return 0

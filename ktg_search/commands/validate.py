@@ -1,0 +1,27 @@
+"""`ktg validate GRAPH`: what is wrong with a graph file, or its picture."""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("validate", help="check a graph file and draw it")
+    sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
+    sp.add_argument("--no-files", action="store_true",
+                    help="do not check that the `pretrained` checkpoints exist and load (a "
+                         "graph meant for another machine)")
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..graph import resolve_graph
+    g = resolve_graph(args.graph)
+    if not args.no_files:
+        from ..safeload import check_pretrained_files
+        check_pretrained_files(g)
+    print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
+    print(g.draw())
+    if g.dead_nodes():
+        print(f"note: node(s) {', '.join(map(str, g.dead_nodes()))} have every incoming "
+              f"edge cutoff and no pretrained checkpoint: they never learn")
+    if not g.learning_nodes():
+        print("note: no generator in this graph can learn")
+    return 0
