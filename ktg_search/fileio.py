@@ -6,7 +6,9 @@ way: a reader sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -74,3 +76,57 @@ def write_parquet(df, path: Path) -> None:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+# ---- checkpoints of a search's trials ------------------------------------------------
+def find_checkpoints(tune_path: str, trial_ids: set[str] | None = None
+                     ) -> dict[str, list[tuple[int, str]]]:
+    """(epoch, checkpoint directory) of each (logical) trial, newest epoch first.
+
+    Scans `tune_path/*/checkpoint_*/trial.json` (a local directory or a URI pyarrow opens):
+    a trial re-run by a resumed search writes its checkpoints under a new Tune trial
+    directory, but `trial.json` names the trial it belongs to.
+    """
+    import pyarrow.fs as pafs
+    try:
+        fs, base = pafs.FileSystem.from_uri(tune_path) if is_uri(tune_path) else \
+            (pafs.LocalFileSystem(), str(Path(tune_path).resolve()))
+        tops = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, list[tuple[int, str]]] = {}
+    for top in tops:
+        if top.type != pafs.FileType.Directory:
+            continue
+        for ck in fs.get_file_info(pafs.FileSelector(top.path, allow_not_found=True)):
+            if ck.type != pafs.FileType.Directory or \
+                    not ck.base_name.startswith("checkpoint_"):
+                continue
+            try:
+                with fs.open_input_stream(f"{ck.path}/{CHECKPOINT_INFO}") as fh:
+                    info = json.loads(fh.read())
+                tid, epoch = str(info["trial_id"]), int(info["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if trial_ids is None or tid in trial_ids:
+                uri = ck.path if not is_uri(tune_path) else \
+                    f"{tune_path.split('://', 1)[0]}://{ck.path}"
+                found.setdefault(tid, []).append((epoch, uri))
+    return {t: sorted(v, reverse=True) for t, v in found.items()}
+
+
+def latest_checkpoint(run_dir: str | Path, trial_id: str) -> Path | None:
+    """The newest `trainer.pt` kept for a trial (it holds the best epoch's weights too,
+    see `Trainer.best_generators`), or None. Only files inside the run directory: a
+    shared run's links lead nowhere."""
+    if not isinstance(trial_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", trial_id):
+        return None
+    root = Path(run_dir).resolve()
+    for _, d in find_checkpoints(str(root), {trial_id}).get(trial_id, []):
+        f = Path(d) / CHECKPOINT_FILE
+        if f.is_file() and root in f.resolve().parents:
+            return f
+    # a run written before checkpoints carried trial.json: Tune's directory names
+    found = sorted((p for p in root.glob(f"*{trial_id}*/checkpoint_*/{CHECKPOINT_FILE}")
+                    if root in p.resolve().parents), key=lambda p: p.parent.name)
+    return found[-1] if found else None

@@ -34,6 +34,7 @@ from .progress import ProgressView
 from .raylog import ray_output_to
 from .fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
 from .results import ResultsBook, error_text
+from .runinfo import own_study_storage  # noqa: F401  (report.py's import until it moves)
 from .study import RESUME_KEYS, logical_id
 from .space import PAPER_GATES, SpaceSpec
 from .training import TrainConfig
@@ -283,74 +284,6 @@ def check_storage_uri(uri: str) -> None:
                        f"gs://, file://)") from None
 
 
-@dataclass
-class RunInfo:
-    """run.json: what a run directory says about itself."""
-    name: str
-    config: SearchConfig
-    storage: str
-    study_name: str
-    tune_path: str
-
-
-def read_run_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
-    """run.json of a run directory to resume, checked field by field.
-
-    Storage locations must lie inside the run directory: a run directory received from
-    someone else must not send Tune, Optuna or our own writes elsewhere. A local Tune
-    path is the run directory itself (wherever it was created); a URI (s3://, gs://) or an
-    Optuna storage outside the run directory needs `allow_external`
-    (`--allow-external-storage`).
-    """
-    from .runinfo import read_run_info as read_checked
-    f = run_dir / RUN_FILE
-    info = read_checked(run_dir)  # parsed as data, every field typed and bounded
-    for key in ("storage", "study_name"):
-        if not info.get(key):
-            raise KtgError(f"{str(f)!r}: `{key}` is missing; a run directory written by "
-                           f"`ktg search` has it")
-    cfg = SearchConfig.from_dict(info["config"], where=str(f))
-    tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
-    if not isinstance(tune_path, str):
-        raise KtgError(f"{str(f)!r}: `tune_path` must be a string, got {tune_path!r}")
-    outside = []
-    if is_uri(tune_path):
-        outside.append(f"tune_path {tune_path!r}")
-    else:  # a local experiment is the run directory itself, wherever it was made
-        tune_path = str(run_dir)
-    storage, inside = own_study_storage(storage, run_dir)
-    if not inside:
-        outside.append(f"storage {storage!r}")
-    if outside and not allow_external:
-        raise KtgError(f"{str(f)!r} points outside the run directory ({'; '.join(outside)}); "
-                       f"a run directory from elsewhere must not redirect the search. If "
-                       f"this is your own cluster's storage, resume with "
-                       f"--allow-external-storage")
-    if outside:  # confirmed by the user: as recorded
-        tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
-    return RunInfo(info["name"], cfg, storage, info["study_name"], tune_path)
-
-
-def own_study_storage(storage: str, run_dir: Path) -> tuple[str, bool]:
-    """(URL, inside): the run's own Optuna study wherever the run directory now is (the
-    default SQLite file, or a journal file inside it), else the URL as recorded and
-    False: a study elsewhere, which a received run.json must not open unasked."""
-    db = run_dir / "optuna.db"
-    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == db.name:
-        return f"sqlite:///{db}", True
-    if storage.startswith("journal:") and _inside(Path(storage[len("journal:"):]), run_dir):
-        return storage, True
-    return storage, False
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.expanduser().resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def asha_max_t(cfg: SearchConfig) -> float:
     """ASHA's max_t in the search's time unit. In steps or images the budget depends on
     the data set's size, which the driver does not load: an upper bound that no trial
@@ -367,8 +300,9 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
     A resume keeps every finished trial, re-runs the ones that were running (from their
     newest checkpoint) and runs the rest of the planned trials; see resume.py."""
     if resume:
+        from .runinfo import resume_info
         run_dir = Path(resume).expanduser().resolve()
-        info = read_run_info(run_dir, allow_external_storage)
+        info = resume_info(run_dir, allow_external_storage)
         cfg, name, study_name = info.config, info.name, info.study_name
         storage_url, tune_path = info.storage, info.tune_path
     else:

@@ -252,7 +252,8 @@ def test_resumed_asha_cuts_at_the_percentile_of_the_seeded_rung():
 
 def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
     from ktg_search.errors import KtgError
-    from ktg_search.search import SearchConfig, read_run_info
+    from ktg_search.runinfo import resume_info as read_run_info
+    from ktg_search.search import SearchConfig
     from dataclasses import asdict
     run = tmp_path / "copied-run"
     run.mkdir()
