@@ -19,11 +19,11 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import KtgError, one_of
+from .errors import KtgError
 from .losses import DEFAULT_ALPHA
 from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 

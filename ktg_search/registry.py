@@ -93,8 +93,8 @@ DISCRIMINATORS.register("sn", _models.SNDiscriminator,
 DISCRIMINATORS.register("bn", _models.BNDiscriminator,
                         "plain batch-norm discriminator (the 'DCGAN without SN' baseline)")
 
-from . import data as _data  # noqa: E402
-from . import metrics as _metrics  # noqa: E402
+from . import datasets as _data  # noqa: E402
+from . import extractors as _metrics  # noqa: E402
 
 DATASETS.register("digits", _data.load_digits,
                   "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")

@@ -137,7 +137,6 @@ class ResultsBook:
         self.reload()
 
     def reload(self) -> None:
-        import pandas as pd
         self.rows, self.history, self.last, self.events = {}, {}, {}, []
         self.started, self.last_time = set(), 0.0
         from .safeload import read_parquet

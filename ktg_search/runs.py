@@ -10,11 +10,10 @@ import csv
 import io
 import json
 import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -23,7 +22,7 @@ from .graph import Graph
 from .scoring import best_index, last_index, mean_std
 from .models import count_parameters
 from .fileio import atomic_write_bytes, atomic_write_text
-from .training import EVAL_SEED, TrainConfig, Trainer
+from .training import TrainConfig, Trainer
 
 GRID_SEED = 7
 EVAL_AT = ("best", "last")

@@ -16,11 +16,8 @@ Duplicates: graphs equal under node renumbering share a canonical key; the ledge
 from __future__ import annotations
 
 import json
-import math
-import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 

@@ -196,7 +196,7 @@ def test_every_writing_command_takes_o_out_and_the_old_spelling():
 
 # ---- the checkpoints ktg writes are plain data -------------------------------------------------
 def test_checkpoints_ktg_writes_load_with_weights_only(tmp_path, digits16, evaluator16):
-    from ktg_search.metrics import classifier_path
+    from ktg_search.extractors import classifier_path
     from ktg_search.safeload import load_checkpoint
     cfg = TrainConfig(device="cpu", batch_size=32, epochs=1, eval_samples=20,
                       max_iters_per_epoch=2, d_width=8)

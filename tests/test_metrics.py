@@ -17,8 +17,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from ktg_search import metrics
-from ktg_search.data import cache_dir, load_dataset
+from ktg_search import extractors, metrics
+from ktg_search.data import load_dataset
+from ktg_search.imagedata import cache_dir
 from ktg_search.errors import KtgError
 from ktg_search.metrics import Evaluator, get_extractor, to_uint8
 
@@ -137,7 +138,7 @@ def test_classifier_needs_labels(tmp_path):
 
 def test_stale_classifier_file_is_retrained(ktg_cache):
     data = load_dataset("synthetic:60", 16)
-    path = metrics.classifier_path(data)
+    path = extractors.classifier_path(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a checkpoint")
     metrics.clear_caches()

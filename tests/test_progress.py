@@ -12,9 +12,8 @@ import time
 import pytest
 
 from ktg_search.cli import main
-from ktg_search.progress import Snapshot, snapshot
+from ktg_search.progress import snapshot
 from ktg_search.results import ResultsBook
-from ktg_search.search import SearchConfig
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=5, max_epochs=2, grace_period=1, reduction_factor=2,
