@@ -11,6 +11,9 @@ px; `forward` returns the image and the four block outputs (the feature taps):
 
 The discriminator has k+1 outputs (k "made by G_i" classes, then "real") and spectral
 normalization instead of batch norm; `BNDiscriminator` is the plain batch-norm baseline.
+Kinds (registry names): `sn` / `bn` = DCGAN's 2-4 stride-2 convs (the paper's D);
+`sn-cnn` / `bn-cnn` = SN-GAN's standard CNN (`CNNDiscriminator`), the embedded-scale
+recipe's D; `sn-resnet` = SN-GAN's ResNet D. A kind's name starts with its normalisation.
 """
 from __future__ import annotations
 
