@@ -77,19 +77,30 @@ from torch import Tensor, nn
 
 from .gates import get_gate
 from .graph import Graph, resolve_graph
-from .losses import discriminator_loss, generator_adversarial_loss
+from .losses import (discriminator_loss, feature_transfer_loss, generator_adversarial_loss,
+                     image_transfer_loss)
 from .models import same_sigma
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .training import TrainConfig, Trainer
 
-# case name -> (data set, image size)
-CASES: dict[str, tuple[str, int]] = {
-    "digits-32": ("digits", 32),
-    "synthetic-32": ("synthetic", 32),
-    "synthetic-64": ("synthetic", 64),
-    "digits-16": ("digits", 16),  # a tiny case for tests; not in the default run
+# The embedded-scale recipe of issue 10 (every setting that changes the step): the
+# standard-CNN SN discriminator, TTUR learning rates, paper_steps D weighting, the
+# generator EMA and the resolution-aware transfer weight. The reference implements each
+# of them itself (see ReferenceTrainer), so a recipe case checks them all.
+RECIPE: dict[str, Any] = {"discriminator": "sn-cnn", "d_width": 32, "lr_g": 1e-3,
+                          "lr_d": 1e-3, "beta1": 0.0, "beta2": 0.9,
+                          "d_loss_weighting": "paper_steps", "ema_decay": 0.9,
+                          "ema_start": 2, "transfer_scale": "resolution"}
+# case name -> (data set, image size, TrainConfig settings beside the paper's defaults)
+CASES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "digits-32": ("digits", 32, {}),
+    "synthetic-32": ("synthetic", 32, {}),
+    "synthetic-64": ("synthetic", 64, {}),
+    "digits-32-recipe": ("digits", 32, RECIPE),
+    "digits-16": ("digits", 16, {}),  # tiny cases for tests; not in the default run
+    "digits-16-recipe": ("digits", 16, RECIPE),
 }
-DEFAULT_CASES = ["digits-32", "synthetic-32", "synthetic-64"]
+DEFAULT_CASES = ["digits-32", "synthetic-32", "synthetic-64", "digits-32-recipe"]
 GRAPH = "through-3"
 BN_GRAPH = "dcgan"  # k = 1, batch-norm D: the per-part D calls (probe)
 # Every gate kind, and every generator keeps an always-on path to all of its parameters
@@ -150,8 +161,9 @@ class ReferenceTrainer:
             g.load_state_dict(engine.generators[i].state_dict())
             g.train()
             self.generators.append(g.to(engine.device))
-        self.D = DISCRIMINATORS.get(graph.discriminator)(cfg.image_size, channels,
-                                                         self.k + 1, cfg.d_width)
+        # the kind the engine built (graph's normalisation, recipe's architecture)
+        self.D = DISCRIMINATORS.get(engine.d_kind)(cfg.image_size, channels, self.k + 1,
+                                                   cfg.d_width)
         self.D.load_state_dict(engine.D.state_dict())
         self.D.train().to(engine.device)
         self.device = engine.device
@@ -166,6 +178,25 @@ class ReferenceTrainer:
         self.rng = torch.Generator().manual_seed(cfg.seed)  # ours, seeded like the engine's
         self.total_iters = engine.total_iters
         self.iteration = engine.iteration
+        # the resolution-aware weight: per compared map, alpha * N / N_ref, with N_ref the
+        # size of the same map of the same generator built at the paper's 64 px
+        self.alpha_scale: list[float] | None = None
+        if cfg.transfer_scale == "resolution":
+            g64 = GENERATORS.get(graph.nodes[0].model)(64, channels, cfg.nz)
+            g_s = GENERATORS.get(graph.nodes[0].model)(cfg.image_size, channels, cfg.nz)
+            with torch.no_grad():
+                z = torch.zeros(1, cfg.nz)
+                (i64, t64), (i_s, t_s) = g64(z), g_s(z)
+            if self.transfer.layers is None:
+                self.alpha_scale = [i_s[0].numel() / i64[0].numel()]
+            else:
+                self.alpha_scale = [t_s[m][0, 0].numel() / t64[m][0, 0].numel()
+                                    for m in self.transfer.layers]
+        # the EMA of every learning generator's state, our own copy of the schedule
+        self.ema: dict[int, dict[str, Tensor]] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {t: {n: v.detach().clone() for n, v in
+                            self.generators[t].state_dict().items()} for t in self.learning}
 
     def param_pairs(self, engine: Trainer) -> list[tuple[str, nn.Parameter, nn.Parameter,
                                                           torch.optim.Optimizer,
@@ -185,6 +216,10 @@ class ReferenceTrainer:
         for g, ge in zip(self.generators, engine.generators):
             g.load_state_dict(ge.state_dict())
         self.D.load_state_dict(engine.D.state_dict())
+        if self.ema is not None:
+            for t in self.ema:
+                self.ema[t] = {n: v.detach().clone() for n, v in
+                               engine.ema.module(t).state_dict().items()}
         for _, pe, pr, opt_e, opt_r in self.param_pairs(engine):
             if pe in opt_e.state:
                 opt_r.state[pr] = {key: v.clone() if torch.is_tensor(v) else v
@@ -207,12 +242,19 @@ class ReferenceTrainer:
         p = min(1.0, self.iteration / max(1, self.total_iters))
         z_d = torch.randn(k, b, nz, generator=self.rng).to(dev)  # a z per generator
 
-        # ---- D: step 1 (real, class k+1), steps 2-3 (G_i's images, class i), summed
+        # ---- D: step 1 (real, class k+1), steps 2-3 (G_i's images, class i), summed.
+        # Weights of the pass means: uniform = every sample alike, 1/(k+1) per pass;
+        # paper_steps = steps 1 and 2 repeated k times, so the real pass is half of the
+        # loss and each generator's pass 1/(2k)
+        if self.config.d_loss_weighting == "paper_steps":
+            w_real, w_fake = 0.5, 1.0 / (2 * k)
+        else:
+            w_real = w_fake = 1.0 / (k + 1)
         D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
         with self._d_call(first=True):
             loss = discriminator_loss(D(real), torch.full((b,), k, dtype=torch.long,
-                                                          device=dev)).mean() / (k + 1)
+                                                          device=dev)).mean() * w_real
         loss.backward()
         d_loss = loss.item()
         for i in range(k):
@@ -220,7 +262,7 @@ class ReferenceTrainer:
                 fake = self.generators[i](z_d[i])[0]
             with self._d_call(first=False):
                 loss = discriminator_loss(D(fake), torch.full((b,), i, dtype=torch.long,
-                                                              device=dev)).mean() / (k + 1)
+                                                              device=dev)).mean() * w_fake
             loss.backward()
             d_loss += loss.item()
         self.opt_d.step()
@@ -246,7 +288,7 @@ class ReferenceTrainer:
                 if s == t:
                     continue
                 src = (outs[s][0].detach(), [f.detach() for f in outs[s][1]])
-                l_st = self.transfer(src, outs[t], self.graph.alpha)
+                l_st = self._transfer_loss(src, outs[t])
                 l_t = l_t + get_gate(self.graph.gate(s, t))(l_st, p, said_real[s])
             l_t = l_t.mean()
             opt = self.opt_g[t]
@@ -256,7 +298,34 @@ class ReferenceTrainer:
             opt.step()
             losses[f"g_loss_{t}"] = l_t.item()
         self.iteration += 1
+        self._ema_update()
         return losses
+
+    def _transfer_loss(self, src, dst) -> Tensor:
+        """Eq. 3-4 or 5 through the public loss; resolution-aware: the same equation per
+        compared map with alpha * N / N_ref, averaged over the M maps."""
+        alpha = self.graph.alpha
+        if self.alpha_scale is None:
+            return self.transfer(src, dst, alpha)
+        if self.transfer.layers is None:
+            return image_transfer_loss(src[0], dst[0], alpha * self.alpha_scale[0])
+        return sum(feature_transfer_loss([src[1][m]], [dst[1][m]], alpha * sc)
+                   for m, sc in zip(self.transfer.layers, self.alpha_scale)) \
+            / len(self.alpha_scale)
+
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        """ema = live for n <= ema_start, else decay * ema + (1 - decay) * live, for
+        weights and batch-norm statistics; integer counters copied."""
+        if self.ema is None:
+            return
+        d, n = self.config.ema_decay, self.iteration
+        for t, avg in self.ema.items():
+            for name, v in self.generators[t].state_dict().items():
+                if n <= self.config.ema_start or not v.is_floating_point():
+                    avg[name] = v.detach().clone()
+                else:
+                    avg[name] = d * avg[name] + (1 - d) * v.detach()
 
 
 # ---- driving both ----------------------------------------------------------------------
@@ -325,8 +394,15 @@ def equivalence(graph: Graph, config: TrainConfig, data, batches: list[Tensor],
     param_diff = max((pe - pr).abs().max().item() for _, pe, pr, _, _ in pairs)
     adam_mismatch = [n for n, pe, pr, oe, orf in pairs
                      if _adam_step(oe, pe) != _adam_step(orf, pr)]
+    # the EMA after the last step: the engine's copies against the reference's own
+    # schedule (re-synced runs: from the same EMA state before the step)
+    ema_diff = None
+    if ref.ema is not None:
+        ema_diff = max((v.float() - ref.ema[t][n].float()).abs().max().item()
+                       for t in ref.ema for n, v in engine.ema.module(t).state_dict().items())
     return {"max_loss_diff": max(per_step), "per_step": per_step,
             "max_param_diff": param_diff, "adam_step_mismatch": adam_mismatch,
+            "ema_diff": ema_diff, "d_kind": engine.d_kind,
             "same_z": bool(torch.equal(engine.rng.get_state(), ref.rng.get_state())),
             "engine_losses": le, "reference_losses": lr}
 
@@ -362,7 +438,7 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
     say = progress or (lambda msg: None)
     if name not in CASES:
         raise ValueError(f"unknown bench case {name!r}; valid: {', '.join(CASES)}")
-    dataset, size = CASES[name]
+    dataset, size, recipe = CASES[name]
     say(f"{name}: loading {dataset} at {size} px")
     data = load_dataset(dataset, size)
     n_eq = EQUIVALENCE_STEPS
@@ -372,10 +448,10 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
     # linear gates need p to move within the few steps: plan exactly n_eq iterations
     short = dict(max_iters_per_epoch=n_eq)
     out: dict[str, Any] = {"case": name, "dataset": dataset, "image_size": size,
-                           "channels": data.channels, "graph": GRAPH}
+                           "channels": data.channels, "graph": GRAPH, "recipe": recipe}
 
     say(f"{name}: equivalence, {n_eq} steps on {GRAPH} and mixed-3")
-    cfg = _config(dataset, size, batch_size, **short)
+    cfg = _config(dataset, size, batch_size, **short, **recipe)
     runs = {f"{gname}{' free' if not sw else ''}": equivalence(g, cfg, data, batches[:n_eq],
                                                               stepwise=sw)
             for gname, g in ((GRAPH, through), ("mixed-3", mixed)) for sw in (True, False)}
@@ -391,6 +467,10 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
     out["max_loss_diff_free"] = max(out["loss_diff"][f"{GRAPH} free"],
                                     out["loss_diff"]["mixed-3 free"])
     out["same_z"] = all(r["same_z"] for r in runs.values())
+    out["d_kind"] = runs[GRAPH]["d_kind"]
+    emas = [r["ema_diff"] for key, r in runs.items() if not key.endswith(" free")
+            and r["ema_diff"] is not None]
+    out["ema_diff"] = max(emas) if emas else None
     out["adam_steps_match"] = not any(r["adam_step_mismatch"] for r in runs.values())
     if probes:
         say(f"{name}: probes (SN power iteration per call; zero-weight edges skipped)")
@@ -405,7 +485,8 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
                                                 batches[:n_eq], stepwise=True)["max_loss_diff"]
 
     say(f"{name}: timing {steps} steps (+{WARMUP_STEPS} warm-up), interleaved")
-    engine = Trainer(through, _config(dataset, size, batch_size, eval_samples), data=data)
+    engine = Trainer(through, _config(dataset, size, batch_size, eval_samples, **recipe),
+                     data=data)
     ref = ReferenceTrainer(engine)
     t_engine, t_ref = [], []
     for i, real in enumerate(batches[:WARMUP_STEPS + steps]):
@@ -476,21 +557,25 @@ def run_bench(steps: int = 20, batch_size: int = 64, cases: list[str] | None = N
         "peak_rss_mb": _peak_rss_mb(),
         "targets": {"max_loss_diff": TARGET_LOSS_DIFF, "speedup": TARGET_SPEEDUP},
         "equivalent": all(r["max_loss_diff"] < TARGET_LOSS_DIFF and r["same_z"]
-                          and r["adam_steps_match"] for r in rows),
+                          and r["adam_steps_match"] and (r["ema_diff"] is None
+                                                         or r["ema_diff"] < TARGET_LOSS_DIFF)
+                          for r in rows),
         "fast_enough": all(r["speedup"] >= TARGET_SPEEDUP for r in rows),
     }
 
 
 def format_bench(result: dict) -> str:
     """A readable table of `run_bench`'s result."""
-    head = ["case", "engine it/s", "ref it/s", "speedup", "bound", "GFLOP e/r",
-            "GFLOP/s e/peak", "|dloss|", "free-running", "SN per call", "BN D",
+    head = ["case", "D", "engine it/s", "ref it/s", "speedup", "bound", "GFLOP e/r",
+            "GFLOP/s e/peak", "|dloss|", "free-running", "EMA |d|", "SN per call", "BN D",
             "peak RSS MB", "eval s"]
-    rows = [[r["case"], f"{r['engine_steps_per_s']:.2f}", f"{r['reference_steps_per_s']:.2f}",
+    rows = [[r["case"], r["d_kind"], f"{r['engine_steps_per_s']:.2f}",
+             f"{r['reference_steps_per_s']:.2f}",
              f"{r['speedup']:.2f}x", f"{r['speedup_bound']:.2f}x",
              f"{r['engine_gflop']:.1f}/{r['reference_gflop']:.1f}",
              f"{r['engine_gflops']:.0f}/{r['matmul_gflops']:.0f}",
              f"{r['max_loss_diff']:.1e}", f"{r['max_loss_diff_free']:.1e}",
+             f"{r['ema_diff']:.1e}" if r.get("ema_diff") is not None else "-",
              f"{r['probe_sn_per_call_loss_diff']:.1e}" if "probe_zero_weight" in r else "-",
              f"{r['probe_bn_loss_diff']:.1e}" if "probe_bn_loss_diff" in r else "-",
              f"{r['peak_rss_mb']:.0f}", f"{r['eval_s']:.1f}"] for r in result["cases"]]
@@ -529,7 +614,10 @@ def format_bench(result: dict) -> str:
         "e/peak = the engine's rate / a 2048^2 matrix product's rate, measured in this run",
         "SN per call = |dloss| if the reference ran a power iteration on every D call "
         "(torch's default) instead of once per phase",
-        "BN D = |dloss| on the `dcgan` baseline (batch-norm D, called once per part by both)",
+        "BN D = |dloss| on the `dcgan` baseline (batch-norm D, called once per part by both; "
+        "in a recipe case its batch-norm twin of the recipe's D)",
+        "recipe cases (-recipe): " + ", ".join(f"{k}={v}" for k, v in RECIPE.items())
+        + "; EMA |d| = largest |engine - reference| of the EMA weights after the last step",
         "zero-weight edges: the engine skips them; on through-3 with every D edge linear_up "
         "(none active at p = 0) the Adam step count then differs for: "
         + (", ".join(skipped) or "nothing"),

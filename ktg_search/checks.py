@@ -67,6 +67,11 @@ class Check:
             text = "a non-empty list of distinct names from: " + ", ".join(self.valid())
         elif self.kind == "device":
             text = "one of " + DEVICE_RULE
+        elif self.kind == "floats":
+            lo = "" if self.lo is None else f" {'>' if self.lo_open else '>='} {_num(self.lo)}"
+            hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {_num(self.hi)}"
+            text = (f"a list of at most {self.max_len} distinct finite numbers, each"
+                    f"{lo}{' and' if lo and hi else ''}{hi}")
         else:
             text = f"a string of 1 to {self.max_len} characters"
         return text + (", or null" if self.optional else "")
@@ -128,6 +133,21 @@ class Check:
                     len(set(v)) != len(v):
                 raise bad()
             return v
+        elif self.kind == "floats":
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = [v]
+            if isinstance(v, tuple):
+                v = list(v)
+            one = Check("float", self.lo, self.hi, self.lo_open, self.hi_open)
+            if not isinstance(v, list) or len(v) > self.max_len:
+                raise bad()
+            try:
+                v = [one(name, x) for x in v]
+            except KtgError:
+                raise bad() from None
+            if len(set(v)) != len(v):
+                raise bad()
+            return v
         else:  # a programming error, not user input
             raise ValueError(f"unknown check kind {self.kind!r}")
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
@@ -155,6 +175,12 @@ def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) ->
 def Float(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
           hi_open: bool = False, optional: bool = False) -> Check:
     return Check("float", lo, hi, lo_open=lo_open, hi_open=hi_open, optional=optional)
+
+
+def Floats(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False, max_len: int = 64) -> Check:
+    """A list of distinct numbers in a range (empty allowed)."""
+    return Check("floats", lo, hi, lo_open=lo_open, hi_open=hi_open, max_len=max_len)
 
 
 def Bool() -> Check:

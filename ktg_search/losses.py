@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .models import TAP_SIDES
+
 DEFAULT_ALPHA = 1000.0
+REFERENCE_SIZE = 64  # the paper's image size: the resolution-aware alpha's reference
 
 
 def unit_image(img: Tensor) -> Tensor:
@@ -30,12 +33,16 @@ def attention_map(feat: Tensor) -> Tensor:
 
 
 def normalized_distance(src: Sequence[Tensor], dst: Sequence[Tensor],
-                        alpha: float = DEFAULT_ALPHA) -> Tensor:
+                        alpha: float = DEFAULT_ALPHA,
+                        positions: Sequence[int] | None = None) -> Tensor:
     """The sum both transfer losses share, on already normalized [B, N_m] vectors:
-    alpha / M * sum_m (1 / N_m) * sum_n (src_mn - dst_mn)^2 -> [B]."""
+    alpha / M * sum_m (1 / P_m) * sum_n (src_mn - dst_mn)^2 -> [B], where P_m = N_m
+    (the paper's eqs. 4-5: each vector's own position count) unless `positions` gives
+    other divisors (the resolution-aware scale: `reference_positions`)."""
     total = None
-    for a, b in zip(src, dst):
-        term = (a - b).pow(2).mean(dim=1)
+    for m, (a, b) in enumerate(zip(src, dst)):
+        sq = (a - b).pow(2)
+        term = sq.mean(dim=1) if positions is None else sq.sum(dim=1) / positions[m]
         total = term if total is None else total + term
     return total * (alpha / len(src))
 
@@ -109,9 +116,35 @@ class TransferKind:
             return [unit_image(out[0])]
         return [attention_map(out[1][i]) for i in self.layers]
 
-    def compare(self, src: list[Tensor], dst: list[Tensor], alpha: float) -> Tensor:
-        """Per-sample loss between two `prepare` results."""
-        return normalized_distance(src, dst, alpha)
+    def compare(self, src: list[Tensor], dst: list[Tensor], alpha: float,
+                positions: Sequence[int] | None = None) -> Tensor:
+        """Per-sample loss between two `prepare` results; `positions` as in
+        `normalized_distance` (None: the paper's own N)."""
+        return normalized_distance(src, dst, alpha, positions)
+
+    def reference_positions(self, channels: int) -> list[int]:
+        """N_ref of each compared vector: its number of values at the paper's 64 px.
+
+        The resolution-aware scale. Both losses are alpha / N * sum_n (a_n - b_n)^2 over
+        L2-normalised N-vectors a, b (eqs. 4-5). Normalised, each value is ~1/sqrt(N), so
+        the sum over n is O(1) whatever N is: for the same picture at 4x the positions
+        (each value repeated over a 2x2 block) the sum is exactly the same. The 1/N in
+        front is then all that changes with resolution: at N positions the loss is
+        N_ref / N times the loss of the same content at 64 px. Dividing by N_ref instead
+        of N,
+
+            L = alpha / M * sum_m (1 / N_ref_m) * sum_n (a_mn - b_mn)^2
+              = plain loss with alpha_m = alpha * N_m / N_ref_m,
+
+        gives the paper's loss at 64 px, and at smaller sizes the loss the same content
+        would have at 64 px: alpha means the same strength per unit of image area.
+        DCGAN tap sides (models.TAP_SIDES): 16 px 2/4/8/16, 32 and 64 px 4/8/16/32; so
+        N / N_ref = 1/4 for every feature layer at 16 px and 1 at 32 px; for the image
+        (C * S^2 values) (S / 64)^2: 1/16 at 16 px, 1/4 at 32 px.
+        """
+        if self.layers is None:
+            return [channels * REFERENCE_SIZE ** 2]
+        return [TAP_SIDES[REFERENCE_SIZE][m] ** 2 for m in self.layers]
 
     def __call__(self, src: tuple[Tensor, list[Tensor]], dst: tuple[Tensor, list[Tensor]],
                  alpha: float) -> Tensor:

@@ -11,6 +11,9 @@ px; `forward` returns the image and the four block outputs (the feature taps):
 
 The discriminator has k+1 outputs (k "made by G_i" classes, then "real") and spectral
 normalization instead of batch norm; `BNDiscriminator` is the plain batch-norm baseline.
+Kinds (registry names): `sn` / `bn` = DCGAN's 2-4 stride-2 convs (the paper's D);
+`sn-cnn` / `bn-cnn` = SN-GAN's standard CNN (`CNNDiscriminator`), the embedded-scale
+recipe's D; `sn-resnet` = SN-GAN's ResNet D. A kind's name starts with its normalisation.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from torch.nn.utils import spectral_norm
 SIZES = (16, 32, 64)
 GENERATOR_WIDTHS = {"small": 16, "medium": 32, "large": 64}
 NUM_TAPS = 4
+# the side of each tap's square map (the four block outputs), by image size
+TAP_SIDES = {16: (2, 4, 8, 16), 32: (4, 8, 16, 32), 64: (4, 8, 16, 32)}
 
 
 def _check_size(image_size: int) -> None:
@@ -119,6 +124,98 @@ class BNDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+def _sn_or_plain(norm: str) -> Callable[[nn.Module], nn.Module]:
+    if norm not in ("sn", "bn"):
+        raise ValueError(f"The value of `norm` is {norm!r}, but must be one of sn, bn")
+    return spectral_norm if norm == "sn" else (lambda m: m)
+
+
+class CNNDiscriminator(nn.Module):
+    """SN-GAN's "standard CNN" discriminator (Miyato et al. 2018, Table 3) at 16-64 px.
+
+    conv3x3 s1 to `ndf`, then per halving of the image a conv4x4 s2 that doubles the width
+    and a conv3x3 s1 at it, LeakyReLU 0.1, a linear head on the 4x4 map; at 16 px with
+    ndf 32: 32 -> 64 (8x8) -> 64 -> 128 (4x4) -> 128 -> linear. Why: the 2-conv SN D has
+    too little capacity for k + 1 classes under spectral norm (k = 3 learned 2-3x slower
+    than k = 1, issue 10); this deeper D closed most of that gap on digits (README).
+    `norm="sn"`: spectral norm on every layer (the method's D); `norm="bn"`: the same
+    layers with batch norm after every conv but the first and no spectral norm (the
+    "DCGAN without SN" baseline at the same architecture).
+    """
+
+    def __init__(self, image_size: int, channels: int, num_outputs: int, ndf: int = 32,
+                 norm: str = "sn") -> None:
+        super().__init__()
+        _check_size(image_size)
+        wrap = _sn_or_plain(norm)
+        widths = [ndf * 2 ** i for i in range(len(_down_widths(image_size, ndf)) + 1)]
+        convs = [(channels, widths[0], 3, 1, 1)]
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            convs += [(cin, cout, 4, 2, 1), (cout, cout, 3, 1, 1)]
+        layers = []
+        for i, (cin, cout, k, s, p) in enumerate(convs):
+            layers.append(wrap(nn.Conv2d(cin, cout, k, s, p, bias=norm == "sn" or i == 0)))
+            if norm == "bn" and i > 0:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.1, True))
+        self.features = nn.Sequential(*layers)
+        self.head = wrap(nn.Linear(widths[-1] * 16, num_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class _ResBlockD(nn.Module):
+    """SN-GAN's discriminator ResBlock; `first` is its "optimized" input block (no ReLU
+    before the first conv, shortcut pooled before its 1x1 conv)."""
+
+    def __init__(self, cin: int, cout: int, down: bool, first: bool) -> None:
+        super().__init__()
+        self.down, self.first = down, first
+        self.c1 = spectral_norm(nn.Conv2d(cin, cout, 3, 1, 1))
+        self.c2 = spectral_norm(nn.Conv2d(cout, cout, 3, 1, 1))
+        self.skip = spectral_norm(nn.Conv2d(cin, cout, 1)) if cin != cout or down else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if self.first else torch.relu(x)
+        h = self.c2(torch.relu(self.c1(h)))
+        s = x
+        if self.first:
+            s = self.skip(nn.functional.avg_pool2d(s, 2))
+        elif self.skip is not None:
+            s = self.skip(s)
+            s = nn.functional.avg_pool2d(s, 2) if self.down else s
+        return (nn.functional.avg_pool2d(h, 2) if self.down else h) + s
+
+
+class ResNetDiscriminator(nn.Module):
+    """SN-GAN's ResNet discriminator at 16-64 px: blocks of width `ndf` halving the image
+    down to 4x4, one more block, ReLU, global sum pooling, a spectral-norm linear head."""
+
+    def __init__(self, image_size: int, channels: int, num_outputs: int,
+                 ndf: int = 64) -> None:
+        super().__init__()
+        _check_size(image_size)
+        n_down = len(_down_widths(image_size, ndf))
+        blocks = [_ResBlockD(channels, ndf, True, True)]
+        blocks += [_ResBlockD(ndf, ndf, True, False) for _ in range(n_down - 1)]
+        blocks.append(_ResBlockD(ndf, ndf, False, False))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = spectral_norm(nn.Linear(ndf, num_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.relu(self.blocks(x)).sum(dim=(2, 3)))
+
+
+def cnn_discriminator(norm: str) -> Callable[..., CNNDiscriminator]:
+    """The standard-CNN D with one normalisation, registered as `<norm>-cnn`."""
+    def build(image_size: int, channels: int, num_outputs: int,
+              ndf: int = 32) -> CNNDiscriminator:
+        return CNNDiscriminator(image_size, channels, num_outputs, ndf, norm)
+    build.__name__ = f"{norm}_cnn_discriminator"
+    return build
 
 
 def _spectral_norm_modules(module: nn.Module) -> list[nn.Module]:

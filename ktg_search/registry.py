@@ -92,6 +92,13 @@ DISCRIMINATORS.register("sn", _models.SNDiscriminator,
                         "k+1-way softmax discriminator with spectral normalization")
 DISCRIMINATORS.register("bn", _models.BNDiscriminator,
                         "plain batch-norm discriminator (the 'DCGAN without SN' baseline)")
+DISCRIMINATORS.register("sn-cnn", _models.cnn_discriminator("sn"),
+                        "SN-GAN's standard CNN (conv3x3 + conv4x4 s2 pairs), spectral norm")
+DISCRIMINATORS.register("bn-cnn", _models.cnn_discriminator("bn"),
+                        "the standard CNN with batch norm and no spectral norm (sn-cnn's "
+                        "'without SN' twin)")
+DISCRIMINATORS.register("sn-resnet", _models.ResNetDiscriminator,
+                        "SN-GAN's ResNet discriminator (global sum pooling), spectral norm")
 
 from . import datasets as _data  # noqa: E402
 from . import extractors as _metrics  # noqa: E402

@@ -24,7 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from . import failpoints
-from .checks import Bool, Choice, Float, Int, Names, Text, check_fields, check_instance, \
+from .checks import Bool, Choice, Float, Floats, Int, Names, Text, check_fields, check_instance, \
     field_checks, setting
 from .errors import KtgError
 from .progress import ProgressView
@@ -60,6 +60,14 @@ def _transfers() -> list[str]:
     return TRANSFERS.names()
 
 
+def _scalar(text: str) -> Any:
+    """One item of a comma list in `--set`: a number if it parses as one, else the text."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
 @dataclass
 class SearchConfig:
     """A whole search: what to train, what to vary, and how to run it. JSON-serialisable.
@@ -80,6 +88,10 @@ class SearchConfig:
     d_width: int = setting(64, _T["d_width"])
     d_passes: str = setting("auto", _T["d_passes"])
     d_loss_weighting: str = setting("uniform", _T["d_loss_weighting"])
+    discriminator: str | None = setting(None, _T["discriminator"])
+    ema_decay: float = setting(0.0, _T["ema_decay"])
+    ema_start: int = setting(0, _T["ema_start"])
+    transfer_scale: str = setting("plain", _T["transfer_scale"])
     eval_samples: int = setting(500, _T["eval_samples"])
     extractor: str = setting("classifier", _T["extractor"])
     fid: bool = setting(False, _T["fid"])
@@ -97,6 +109,9 @@ class SearchConfig:
     models: list[str] = setting(None, Names(_models), factory=lambda: ["dcgan-small"])
     transfer: list[str] = setting(None, Names(_transfers), factory=lambda: ["feature_out"])
     alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
+    # the transfer weights searched (the trial's `alpha` param); empty = `alpha` alone
+    alphas: list[float] = setting(None, Floats(0, 1e9, lo_open=True, max_len=20),
+                                  factory=list)
     target_node: bool = setting(False, Bool())  # score node 0 only, not the best generator
     # the search
     num_trials: int = setting(24, Int(1, 1_000_000))
@@ -143,8 +158,8 @@ class SearchConfig:
                 value = json.loads(raw)
             except (ValueError, RecursionError):  # not JSON: a string (checked below)
                 value = raw
-            if "list" in str(types[key]) and isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
+            if "list" in str(types[key]) and isinstance(value, (str, int, float)):
+                value = [_scalar(v.strip()) for v in str(raw).split(",") if v.strip()]
             d[key] = value
         return SearchConfig.from_dict(d, where="--set")
 
@@ -161,7 +176,8 @@ class SearchConfig:
     def space(self) -> SpaceSpec:
         return SpaceSpec(k=self.k, gates=tuple(self.gates), target_model=self.target_model,
                          models=tuple(self.models), transfer=tuple(self.transfer),
-                         alpha=self.alpha, target_node=self.target_node)
+                         alpha=self.alpha, target_node=self.target_node,
+                         alphas=tuple(self.alphas))
 
     def train_config(self, seed: int | None = None) -> TrainConfig:
         d = {k: v for k, v in asdict(self).items() if k in _TRAIN_FIELDS}

@@ -33,6 +33,7 @@ from .errors import KtgError
 from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
+from .ema import GeneratorEMA
 from .models import same_sigma
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .results import atomic_write
@@ -40,6 +41,7 @@ from .results import atomic_write
 STATUSES = ("running", "completed", "diverged")
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
+TRANSFER_SCALES = ("plain", "resolution")
 EVAL_SEED = 20241
 SIZES = (16, 32, 64)
 MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual published count)
@@ -48,6 +50,10 @@ MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual pub
 def _extractor_names() -> list[str]:
     from .registry import EXTRACTORS
     return EXTRACTORS.names()
+
+
+def _discriminator_names() -> list[str]:
+    return DISCRIMINATORS.names()
 
 
 @dataclass
@@ -77,6 +83,19 @@ class TrainConfig:
     # loss, each generator 1/(2k). The same for k = 1; for k = 3 on digits "uniform" let
     # every generator collapse while "paper_steps" did not (README, training notes)
     d_loss_weighting: str = setting("uniform", Choice(D_LOSS_WEIGHTINGS))
+    # the recipe's discriminator kind (registry name), or None for the graph's own. The
+    # graph keeps its normalisation (sn or bn, the method's choice, Table 1's SN column),
+    # the recipe picks the architecture: see `effective_discriminator`
+    discriminator: str | None = setting(None, Choice(_discriminator_names, optional=True))
+    # EMA of the generator weights, used for every evaluation, sample and best-weights
+    # copy (ema.py): 0 = off (the paper); else the decay per G update, averaging from G
+    # update `ema_start` on (before it the EMA is a copy: early weights are noise)
+    ema_decay: float = setting(0.0, Float(0, 1, hi_open=True))
+    ema_start: int = setting(0, Int(0, 10_000_000))
+    # "plain" = the paper's alpha / N (eqs. 3-5); "resolution" = alpha / N_ref with N_ref
+    # the positions the same map has at the paper's 64 px, so alpha means the same
+    # strength at 16 and 32 px (losses.py, `reference_positions`)
+    transfer_scale: str = setting("plain", Choice(TRANSFER_SCALES))
     seed: int = setting(0, Int(0, 2 ** 32 - 1))       # numpy's (Optuna's) seed range
     device: str = setting("auto", Device())           # auto | cpu | cuda | cuda:N
     amp: str = setting("off", Choice(("off", "bf16")))  # bf16: autocast on bf16 GPUs
@@ -106,6 +125,29 @@ class TrainConfig:
             check_dataset_name(self.dataset)
         except KtgError as e:
             raise KtgError(f"{where}: {e}" if where else str(e)) from None
+
+
+def effective_discriminator(graph_d: str, recipe_d: str | None) -> str:
+    """The discriminator kind a run builds, from the graph's and the recipe's.
+
+    The rule: without a recipe D (None) the graph's own. With one, the recipe gives the
+    architecture and the graph the normalisation: a graph whose D has spectral norm
+    ("sn", "sn-cnn", ...: the method) gets the recipe's kind as it is; a graph whose D is
+    batch norm ("bn", "bn-cnn": the no-SN baseline, e.g. `dcgan`) gets the recipe
+    architecture's batch-norm twin ("sn-cnn" -> "bn-cnn"), so that a baseline differs
+    from the method only in what the paper's Table 1 varies. A recipe kind with no
+    registered twin of the graph's normalisation is an error, not a silent fallback.
+    """
+    if recipe_d is None:
+        return graph_d
+    norm = graph_d.split("-", 1)[0]
+    arch = recipe_d.split("-", 1)[1] if "-" in recipe_d else ""
+    name = f"{norm}-{arch}" if arch else norm
+    if name not in DISCRIMINATORS:
+        raise KtgError(f"the recipe's discriminator {recipe_d!r} has no {norm!r} twin for "
+                       f"this graph's {graph_d!r} D (looked for {name!r}); valid "
+                       f"discriminators: {', '.join(DISCRIMINATORS.names())}")
+    return name
 
 
 def resolve_device(device: str) -> torch.device:
@@ -187,8 +229,8 @@ class Trainer:
             else:
                 g = GENERATORS.get(node.model)(config.image_size, c, config.nz)
             self.generators.append(g)
-        self.D = DISCRIMINATORS.get(graph.discriminator)(config.image_size, c, k + 1,
-                                                         config.d_width)
+        self.d_kind = effective_discriminator(graph.discriminator, config.discriminator)
+        self.D = DISCRIMINATORS.get(self.d_kind)(config.image_size, c, k + 1, config.d_width)
         self.generators.to(self.device)
         self.D.to(self.device)
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
@@ -206,6 +248,12 @@ class Trainer:
             else None
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
         self.transfer = TRANSFERS.get(graph.transfer)
+        # eq. 3-5's divisor per compared vector: its own N ("plain"), or N at 64 px
+        self.transfer_positions = (self.transfer.reference_positions(c) if
+                                   config.transfer_scale == "resolution" else None)
+        self.ema = (GeneratorEMA(self.generators, self.learning, config.ema_decay,
+                                 config.ema_start).to(self.device)
+                    if config.ema_decay > 0 else None)
         self.iters_per_epoch = len(data) // config.batch_size
         if config.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, config.max_iters_per_epoch)
@@ -324,7 +372,8 @@ class Trainer:
                 if (s, t) not in active:
                     continue
                 src = [r.detach() for r in rep(s)]
-                tl = self.transfer.compare(src, rep(t), self.graph.alpha).float()
+                tl = self.transfer.compare(src, rep(t), self.graph.alpha,
+                                           self.transfer_positions).float()
                 terms.append(get_gate(active[s, t])(tl, p, said_real.get(s)))
             if not terms:
                 continue
@@ -339,6 +388,8 @@ class Trainer:
             total.backward()
             self.opt_g.step()
         self.iteration += 1
+        if self.ema is not None:
+            self.ema.update(self.iteration)
         return losses
 
     def train_epoch(self) -> dict[str, float]:
@@ -374,19 +425,27 @@ class Trainer:
                                         inception_weights=self.config.inception_weights)
         return self._evaluator
 
+    def eval_generator(self, node: int) -> nn.Module:
+        """What evaluation, samples and best-weights copies read for `node`: its EMA copy
+        when the EMA is on and the node learns, else the generator itself."""
+        ema = self.ema.module(node) if self.ema is not None else None
+        return ema if ema is not None else self.generators[node]
+
     @torch.no_grad()
     def sample(self, node: int, n: int, z: Tensor | None = None,
                seed: int | None = None) -> Tensor:
-        """n images in [-1, 1] from generator `node` (eval mode: BN running statistics)."""
-        g = self.generators[node]
+        """n images in [-1, 1] from generator `node` (eval mode: BN running statistics;
+        the EMA copy when the EMA is on)."""
+        g = self.eval_generator(node)
         was_training = g.training
         g.eval()
         if z is None:
             gen = torch.Generator().manual_seed(seed if seed is not None else 12345 + node)
             z = torch.randn(n, self.config.nz, generator=gen)
         out = []
+        dev = next(g.parameters()).device  # the module's own: a caller may have moved some
         for chunk in z.split(500):
-            out.append(g(chunk.to(self.device))[0].float().cpu())
+            out.append(g(chunk.to(dev))[0].float().cpu())
         g.train(was_training)
         return torch.cat(out)
 
@@ -440,7 +499,8 @@ class Trainer:
         if current > self.best_objective:
             self.best_objective, self.best_epoch = current, self.epoch
             self.best_generators = [{k: v.detach().cpu().clone() for k, v in
-                                     g.state_dict().items()} for g in self.generators]
+                                     self.eval_generator(i).state_dict().items()}
+                                    for i in range(self.graph.k)]
         if self.epoch >= self.config.epochs:
             self.status = "completed"
         row.update(status=self.status, objective=self.best_objective,
@@ -471,6 +531,7 @@ class Trainer:
                 "best_is": self.best_is, "best_epoch": self.best_epoch,
                 "best_objective": self.best_objective,
                 "best_generators": self.best_generators,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
                 "models": [n.model for n in self.graph.nodes]}
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
@@ -498,6 +559,11 @@ class Trainer:
         self.best_is = list(state["best_is"])
         self.best_epoch, self.best_objective = state["best_epoch"], state["best_objective"]
         self.best_generators = state.get("best_generators")
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise KtgError("this run averages generator weights (ema_decay > 0) but "
+                               "the checkpoint holds no EMA state")
+            self.ema.load_state_dict(state["ema"])
 
     def save(self, path: str | Path) -> None:
         """Atomically write the whole training state (temp file + rename)."""
@@ -518,14 +584,15 @@ class Trainer:
         return t
 
     def load_best(self) -> None:
-        """Put the generators' weights of the best epoch (by the objective) in place."""
+        """Put the evaluated weights of the best epoch (by the objective) in place: into
+        the EMA copies when the EMA is on (they are what was scored), else the generators."""
         if self.best_generators is not None:
-            for g, sd in zip(self.generators, self.best_generators):
-                g.load_state_dict(sd)
+            for i, sd in enumerate(self.best_generators):
+                self.eval_generator(i).load_state_dict(sd)
 
     def export_generator(self, node: int, path: str | Path) -> None:
         """A single generator checkpoint that a graph node can name as `pretrained`."""
         ckpt = {"model": self.graph.nodes[node].model,
-                "generator": self.generators[node].state_dict(),
+                "generator": self.eval_generator(node).state_dict(),
                 "config": asdict(self.config), "best_is": self.best_is[node]}
         atomic_write(Path(path), lambda tmp: torch.save(ckpt, tmp))

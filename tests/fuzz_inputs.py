@@ -41,6 +41,10 @@ def bad_values(check) -> list:
     elif k == "names":
         valid = check.valid()
         vals = [[], ["no-such-thing"], "no-such-thing", [1], None, {}, [valid[0], valid[0]]]
+    elif k == "floats":
+        vals = ["x", [1.0, 1.0], [float("nan")], [True], [[1.0]], {}, [1.0] * (check.max_len + 1)]
+        if check.lo is not None:
+            vals.append([check.lo if check.lo_open else check.lo - 1])
     elif k == "device":
         vals = ["tpu", "cuda:99", "cuda:x", "", 5, "cpu "] + none
     else:  # text

@@ -76,3 +76,27 @@ def test_the_equivalence_check_can_fail(digits16):
     assert per_call["same_z"] and per_call["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF
     zw = bench.equivalence(bench.zero_weight_graph(), cfg, digits16, batches)
     assert sorted(zw["adam_step_mismatch"]) == [f"G{i}.to_image.weight" for i in range(3)]
+
+
+def test_recipe_case_matches_the_reference_and_the_check_can_fail(digits16, monkeypatch):
+    """The issue-10 recipe (standard-CNN SN D, paper_steps, EMA, resolution-aware alpha):
+    the reference implements each piece itself; dropping one of them there is seen."""
+    cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4, **bench.RECIPE)
+    batches = bench._batches(digits16, 32, 3, seed=1)
+    graph = bench.resolve_graph("through-3-image")
+    eq = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    assert eq["d_kind"] == "sn-cnn" and eq["same_z"] and not eq["adam_step_mismatch"]
+    assert eq["max_loss_diff"] < bench.TARGET_LOSS_DIFF
+    assert eq["ema_diff"] is not None and eq["ema_diff"] < bench.TARGET_LOSS_DIFF
+    # teeth 1: a reference that ignores the resolution-aware scale (plain alpha / N)
+    plain = bench.ReferenceTrainer._transfer_loss
+    monkeypatch.setattr(bench.ReferenceTrainer, "_transfer_loss",
+                        lambda self, s, d: self.transfer(s, d, self.graph.alpha))
+    eq_plain = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    assert eq_plain["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF
+    monkeypatch.setattr(bench.ReferenceTrainer, "_transfer_loss", plain)
+    # teeth 2: a reference without the EMA update
+    monkeypatch.setattr(bench.ReferenceTrainer, "_ema_update", lambda self: None)
+    eq_ema = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    assert eq_ema["max_loss_diff"] < bench.TARGET_LOSS_DIFF
+    assert eq_ema["ema_diff"] > 10 * bench.TARGET_LOSS_DIFF

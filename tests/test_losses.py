@@ -261,3 +261,80 @@ def test_transfer_contract_on_real_generators(kind):
                 assert loss.abs().max().item() < 1e-3
             else:
                 assert loss.max().item() > 0
+
+
+# ---- the resolution-aware scale (reference: the paper's 64 px) ---------------------------
+# Positions each compared vector has at 64 px, written out by hand from the DCGAN layout
+# (tap sides 4/8/16/32 at 64 px; the image has C * 64 * 64 values).
+N_REF_BY_HAND = {"image": lambda c: [c * 64 * 64], "feature_in": lambda c: [8 * 8, 16 * 16],
+                 "feature_out": lambda c: [16 * 16, 32 * 32]}
+# loss(resolution) / loss(plain) = N / N_ref, the same for every tapped layer of a kind
+RATIO_BY_HAND = {("image", 16): 1 / 16, ("image", 32): 1 / 4, ("image", 64): 1.0,
+                 ("feature_in", 16): 1 / 4, ("feature_in", 32): 1.0, ("feature_in", 64): 1.0,
+                 ("feature_out", 16): 1 / 4, ("feature_out", 32): 1.0,
+                 ("feature_out", 64): 1.0}
+
+
+def np_resolution_loss(src, dst, alpha: float, n_ref: list[int], image: bool) -> np.ndarray:
+    """Eqs. 3-5 with 1 / N_ref_m in place of 1 / N_m: alpha / M * sum_m (1 / N_ref_m) *
+    sum_n (a_mn - b_mn)^2, on L2-normalised unit images or attention maps."""
+    b = src[0].shape[0]
+    out = np.zeros(b)
+    for i in range(b):
+        total = 0.0
+        for m, (fs, fd) in enumerate(zip(src, dst)):
+            if image:
+                a = fs[i].reshape(-1) / np.sqrt(np.sum(fs[i] ** 2))
+                c = fd[i].reshape(-1) / np.sqrt(np.sum(fd[i] ** 2))
+            else:
+                a, c = np_attention(fs[i]), np_attention(fd[i])
+            total += np.sum((a - c) ** 2) / n_ref[m]
+        out[i] = alpha / len(src) * total
+    return out
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("kind", ["image", "feature_in", "feature_out"])
+def test_resolution_aware_alpha_against_the_equation(kind, size):
+    torch.manual_seed(size)
+    channels = 1
+    gs = [GENERATORS.get("dcgan-small")(size, channels), GENERATORS.get("dcgan-medium")(
+        size, channels)]
+    with torch.no_grad():
+        z = torch.randn(3, 100)
+        (s_img, s_taps), (d_img, d_taps) = gs[0](z), gs[1](z)
+    t = TRANSFERS.get(kind)
+    assert t.reference_positions(channels) == N_REF_BY_HAND[kind](channels)
+    alpha = 1000.0
+    res = t.compare(t.prepare((s_img, s_taps)), t.prepare((d_img, d_taps)), alpha,
+                    t.reference_positions(channels))
+    plain = t.compare(t.prepare((s_img, s_taps)), t.prepare((d_img, d_taps)), alpha)
+    if t.layers is None:
+        src, dst, image = [s_img.double().numpy()], [d_img.double().numpy()], True
+        np_plain = np_image_loss(src[0], dst[0], alpha)
+    else:
+        src = [s_taps[m].double().numpy() for m in t.layers]
+        dst = [d_taps[m].double().numpy() for m in t.layers]
+        image = False
+        np_plain = np_feature_loss(src, dst, alpha)
+    by_hand = np_resolution_loss(src, dst, alpha, N_REF_BY_HAND[kind](channels), image)
+    np.testing.assert_allclose(res.numpy(), by_hand, rtol=1e-4)
+    np.testing.assert_allclose(plain.numpy(), np_plain, rtol=1e-4)
+    # equal to the paper's loss at 64 px; scaled by N / N_ref below it
+    np.testing.assert_allclose(res.numpy(), RATIO_BY_HAND[kind, size] * np_plain, rtol=1e-4)
+    if size < 64 and not (size == 32 and kind != "image"):
+        assert np.all(np.abs(res.numpy() - np_plain) > 1e-3 * np_plain)  # it does scale
+
+
+def test_same_content_at_4x_the_positions_gives_the_same_resolution_aware_loss():
+    # the derivation's premise: a map upsampled 2x per side (each value over a 2x2 block)
+    # has the same sum of squared differences after L2 normalisation, so only 1/N moved
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 4, 8, 8)), rng.normal(size=(2, 4, 8, 8))
+    up = lambda x: np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)  # noqa: E731
+    small = np_resolution_loss([a], [b], 10.0, [256], image=False)
+    large = np_resolution_loss([up(a)], [up(b)], 10.0, [256], image=False)
+    np.testing.assert_allclose(small, large, rtol=1e-10)
+    # while the plain loss at 4x the positions is 4x smaller
+    np.testing.assert_allclose(np_feature_loss([up(a)], [up(b)], 10.0),
+                               np_feature_loss([a], [b], 10.0) / 4, rtol=1e-10)

@@ -117,9 +117,20 @@ def test_discriminator_bad_image_size(name, bad):
     assert str(bad) in str(e.value) and "image_size" in str(e.value)
 
 
+SN_KINDS = [n for n in DISCRIMINATORS.names() if n.split("-")[0] == "sn"]
+BN_KINDS = [n for n in DISCRIMINATORS.names() if n.split("-")[0] == "bn"]
+
+
+def test_every_discriminator_kind_says_its_normalisation():
+    # the recipe rule (training.effective_discriminator) reads it from the name
+    assert set(SN_KINDS) | set(BN_KINDS) == set(DISCRIMINATORS.names())
+    assert {"sn", "sn-cnn", "bn", "bn-cnn"} <= set(DISCRIMINATORS.names())
+
+
 @pytest.mark.parametrize("size", SIZES)
-def test_sn_discriminator_has_spectral_norm_everywhere(size):
-    d = DISCRIMINATORS.get("sn")(size, 3, 4)
+@pytest.mark.parametrize("name", SN_KINDS)
+def test_sn_discriminator_has_spectral_norm_everywhere(name, size):
+    d = DISCRIMINATORS.get(name)(size, 3, 4)
     layers = _weighted_layers(d)
     assert len(layers) >= 3  # at least two convs and the head
     assert any(isinstance(m, nn.Linear) for m in layers)
@@ -129,13 +140,39 @@ def test_sn_discriminator_has_spectral_norm_everywhere(size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_bn_discriminator_has_batch_norm_and_no_spectral_norm(size):
-    d = DISCRIMINATORS.get("bn")(size, 3, 4)
+@pytest.mark.parametrize("name", BN_KINDS)
+def test_bn_discriminator_has_batch_norm_and_no_spectral_norm(name, size):
+    d = DISCRIMINATORS.get(name)(size, 3, 4)
     assert any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
     layers = _weighted_layers(d)
     assert len(layers) >= 3
     for m in layers:
         assert not _has_spectral_norm(m), m
+
+
+@pytest.mark.parametrize("size,convs", [(16, [(1, 32, 3, 1, 16), (32, 64, 4, 2, 8),
+                                              (64, 64, 3, 1, 8), (64, 128, 4, 2, 4),
+                                              (128, 128, 3, 1, 4)]),
+                                        (32, [(1, 32, 3, 1, 32), (32, 64, 4, 2, 16),
+                                              (64, 64, 3, 1, 16), (64, 128, 4, 2, 8),
+                                              (128, 128, 3, 1, 8), (128, 256, 4, 2, 4),
+                                              (256, 256, 3, 1, 4)])])
+@pytest.mark.parametrize("name", ["sn-cnn", "bn-cnn"])
+def test_standard_cnn_layout(name, size, convs):
+    # SN-GAN's standard CNN as issue 10 measured it: conv3x3 s1, then a conv4x4 s2 that
+    # doubles the width and a conv3x3 s1 per halving, LeakyReLU 0.1, linear on 4x4
+    d = DISCRIMINATORS.get(name)(size, 1, 4, 32)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], o.shape[-1])))
+        for m in d.modules() if isinstance(m, nn.Conv2d)]
+    d(torch.zeros(2, 1, size, size))
+    for h in hooks:
+        h.remove()
+    assert seen == convs
+    assert d.head.in_features == convs[-1][1] * 16
+    slopes = {m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.1}
 
 
 def test_spectral_norm_detector_detects():

@@ -60,9 +60,9 @@ def test_cutoff_and_zero_weight_edges_are_never_computed(digits16, evaluator16):
         def prepare(self, out):
             return inner.prepare(out)
 
-        def compare(self, src, dst, alpha):
+        def compare(self, src, dst, alpha, positions=None):
             calls.append(t.progress())
-            return inner.compare(src, dst, alpha)
+            return inner.compare(src, dst, alpha, positions)
     t.transfer = Counting()
     t.train_epoch()
     # 6 iterations; linear_up has weight 0 at p = 0 (first step), cutoff never
@@ -231,3 +231,65 @@ def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, ga
     from ktg_search import bench
     eq = bench.equivalence(g, cfg(), digits16, batches, stepwise=True)
     assert eq["max_loss_diff"] < 1e-4 and not eq["adam_step_mismatch"]
+
+
+# ---- the recipe's discriminator, transfer scale ------------------------------------------
+@pytest.mark.parametrize("graph_d,recipe_d,built", [
+    ("sn", None, "sn"), ("bn", None, "bn"), ("sn-cnn", None, "sn-cnn"),
+    ("sn", "sn-cnn", "sn-cnn"), ("bn", "sn-cnn", "bn-cnn"), ("sn-cnn", "sn", "sn"),
+    ("bn", "sn", "bn"), ("bn-cnn", "sn", "bn"), ("sn", "bn", "sn")])
+def test_recipe_discriminator_rule(graph_d, recipe_d, built):
+    # the graph keeps its normalisation, the recipe gives the architecture
+    from ktg_search.training import effective_discriminator
+    assert effective_discriminator(graph_d, recipe_d) == built
+
+
+def test_recipe_discriminator_without_a_twin_is_one_clear_message():
+    from ktg_search.training import effective_discriminator
+    with pytest.raises(Exception, match="'sn-resnet' has no 'bn' twin.*'bn-resnet'"):
+        effective_discriminator("bn", "sn-resnet")
+
+
+def test_baselines_train_with_the_recipes_discriminator(digits16, evaluator16):
+    from ktg_search.models import CNNDiscriminator, SNDiscriminator
+    from torch import nn
+    sn = Trainer(resolve_graph("dcgan-sn"), cfg(discriminator="sn-cnn", d_width=8),
+                 data=digits16, evaluator=evaluator16)
+    bn = Trainer(resolve_graph("dcgan"), cfg(discriminator="sn-cnn", d_width=8),
+                 data=digits16, evaluator=evaluator16)
+    plain = Trainer(resolve_graph("dcgan-sn"), cfg(d_width=8), data=digits16,
+                    evaluator=evaluator16)
+    assert (sn.d_kind, bn.d_kind, plain.d_kind) == ("sn-cnn", "bn-cnn", "sn")
+    assert isinstance(sn.D, CNNDiscriminator) and isinstance(bn.D, CNNDiscriminator)
+    assert isinstance(plain.D, SNDiscriminator)
+    assert bn.d_per_part and not sn.d_per_part  # batch norm: one D call per part
+    assert any(isinstance(m, nn.BatchNorm2d) for m in bn.D.modules())
+    # the same layers: only the normalisation differs
+    convs = [(m.in_channels, m.out_channels) for m in sn.D.modules()
+             if isinstance(m, nn.Conv2d)]
+    assert convs == [(m.in_channels, m.out_channels) for m in bn.D.modules()
+                     if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("field,value,valid", [
+    ("discriminator", "cnn", "one of sn, bn, sn-cnn, bn-cnn, sn-resnet, or null"),
+    ("transfer_scale", "pixels", "one of plain, resolution")])
+def test_recipe_settings_are_checked(field, value, valid):
+    with pytest.raises(Exception, match=f"`{field}` is '{value}', but must be {valid}"):
+        cfg(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("transfer,ratio", [("image", 1 / 16), ("feature_out", 1 / 4)])
+def test_resolution_transfer_scale_in_training(digits16, evaluator16, transfer, ratio):
+    # only transfer edges into node 1: its first G loss is the transfer loss alone, so at
+    # 16 px the resolution-aware run reports exactly N / N_ref of the plain one
+    g = Graph.build(["dcgan-small"] * 2, {("D", 0): "through", (0, 1): "through"},
+                    transfer=transfer)
+    (real,) = _batches(digits16, 1)
+    losses = {s: Trainer(g, cfg(transfer_scale=s), data=digits16, evaluator=evaluator16)
+              .train_step(real) for s in ("plain", "resolution")}
+    assert losses["plain"]["g_loss_1"] > 0
+    assert losses["resolution"]["g_loss_1"] == pytest.approx(
+        ratio * losses["plain"]["g_loss_1"], rel=1e-5)
+    assert losses["resolution"]["g_loss_0"] == pytest.approx(losses["plain"]["g_loss_0"],
+                                                             rel=1e-6)
