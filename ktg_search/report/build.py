@@ -1,0 +1,122 @@
+"""`ktg report RUN`: the command, its flags, and `build_report`, which reads the run,
+runs the sections into a folder built beside the output and swaps it in whole."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import KtgError
+from .context import Options, ReportContext
+from .figures import plt
+from .render import render_html, render_markdown
+from .run import RunView, open_run
+from .sections import SECTION_KEYS, build_parts
+
+REPORT_DIR = "report"
+
+
+def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
+                 reeval_top: int = 3, reeval_samples: int = 10_000, reeval: bool = True,
+                 device: str = "auto", progress: bool = True, strict: bool = False,
+                 only: list[str] | None = None, allow_external_storage: bool = False) -> Path:
+    """Write `report.html`, `report.md` and the pictures to `out` (default RUN/report).
+
+    `only` limits the report to some parts (keys of `PARTS`); `strict` re-raises a
+    part's unexpected error instead of writing a note. KtgError for a directory that is
+    not a run or a bad setting. Returns the folder."""
+    bad = [k for k in (only or []) if k not in SECTION_KEYS]
+    if bad:
+        raise KtgError(f"unknown report part {bad[0]!r}; valid: {', '.join(SECTION_KEYS)}")
+    for name, v, lo in (("top", top, 1), ("reeval_top", reeval_top, 1),
+                        ("reeval_samples", reeval_samples, 10)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise KtgError(f"The value of `{name}` is {v!r}, but must be an integer "
+                           f">= {lo}")
+    view = open_run(run)
+    from ..outputs import building_folder, mark_report, report_folder, swap_in
+    default = out is None
+    out = report_folder(view.path / REPORT_DIR if default else out, view.path, default)
+    tmp = building_folder(out)
+    try:
+        opts = Options(top=top, reeval_top=reeval_top, reeval_samples=reeval_samples,
+                       reeval=reeval, device=device, progress=progress, strict=strict,
+                       allow_external_storage=allow_external_storage)
+        ctx = ReportContext(view, tmp, opts)
+        plt()
+        import matplotlib
+        # no "+1" offset on axes: an IS of 1.0004 reads as 1.0004
+        with matplotlib.rc_context({"axes.formatter.useoffset": False}):
+            parts = build_parts(ctx, only)
+        title, intro = _intro(view)
+        (tmp / "report.md").write_text(render_markdown(title, intro, parts))
+        (tmp / "report.html").write_text(render_html(title, intro, parts))
+        mark_report(tmp, view.path)
+        swap_in(tmp, out, legacy=default)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _intro(view: RunView) -> tuple[str, list[str]]:
+    c, df = view.cfg, view.results
+    title = f"KTG search report: {view.name}"
+    counts = df["status"].value_counts().to_dict() if "status" in df.columns else {}
+    status = ", ".join(f"{v} {s}" for s, v in counts.items()) or "none finished yet"
+    planned = c.get("num_trials", "?")
+    size = view.info.get("space_size")
+    lines = [
+        f"Run `{view.path}`, created {view.info.get('created', '?')}; report written "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}.",
+        f"Search: data set `{c.get('dataset')}` at {c.get('image_size')} px, k = "
+        f"{c.get('k')} generators, gates {', '.join(map(str, c.get('gates', [])))}, "
+        f"transfer {', '.join(map(str, c.get('transfer', [])))}, {planned} trials planned, "
+        f"max {c.get('max_epochs')} epochs, ASHA grace {c.get('grace_period')} / "
+        f"reduction {c.get('reduction_factor')}"
+        + (f"; space size {size:,} graphs." if isinstance(size, int) else "."),
+        f"Trials in the results table: {len(df)} of {planned} ({status}).",
+    ]
+    if len(df) < (planned if isinstance(planned, int) else 0):
+        lines.append("The search is still running or was interrupted: this report shows "
+                     "the trials finished so far.")
+    return title, lines
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def add_report_parser(sub):
+    """Add `ktg report` to the CLI's subparsers."""
+    sp = sub.add_parser("report", help="write a ranked graph report (HTML + Markdown) for "
+                                       "a run")
+    sp.add_argument("run", help="a run directory (what `ktg search` prints as 'run dir')")
+    sp.add_argument("-o", "--out", metavar="PATH",
+                    help="output folder (default: RUN/report). It is replaced whole, so it "
+                         "must be new, empty, or a report folder ktg wrote (marker file "
+                         ".ktg-report); never the current directory, the run, or a link")
+    sp.add_argument("--top", type=int, default=10, help="graphs in the ranked table and "
+                    "pictures (default 10)")
+    sp.add_argument("--reeval-top", type=int, default=3, help="top graphs to re-evaluate "
+                    "(default 3)")
+    sp.add_argument("--reeval-samples", type=int, default=10_000,
+                    help="samples per generator in the re-evaluation (default 10000)")
+    sp.add_argument("--no-reeval", action="store_true", help="skip the re-evaluation "
+                    "(stored results are still shown)")
+    sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (for the "
+                    "re-evaluation and the samples)")
+    sp.add_argument("--allow-external-storage", action="store_true",
+                    help="open the Optuna study even when run.json places it outside the "
+                         "run directory (your own cluster's PostgreSQL)")
+    sp.add_argument("--only", nargs="+", metavar="PART", choices=SECTION_KEYS,
+                    help="build only these parts: " + ", ".join(SECTION_KEYS))
+    sp.set_defaults(func=cmd_report)
+    return sp
+
+
+def cmd_report(args) -> int:
+    """`ktg report`: build the report the parsed flags ask for and say where it is."""
+    out = build_report(args.run, out=args.out, top=args.top, reeval_top=args.reeval_top,
+                       reeval_samples=args.reeval_samples, reeval=not args.no_reeval,
+                       device=args.device, only=args.only,
+                       allow_external_storage=args.allow_external_storage)
+    print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
+    return 0

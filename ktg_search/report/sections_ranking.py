@@ -1,0 +1,126 @@
+"""Sections: which graphs won and by how much. The ranked table, and the top graphs
+re-scored with many more samples (reevaluation.py computes and stores them)."""
+from __future__ import annotations
+
+import math
+
+from .context import ReportContext, need_trials
+from .figures import plt, save
+from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations
+from .render import Part, fmt
+from .run import Missing
+from .tables import as_float, is_digits
+
+
+def ranking(ctx: ReportContext, p: Part) -> None:
+    """The top trials by objective, with each generator's IS and FID."""
+    run, k = ctx.run, ctx.run.k
+    c = run.cfg
+    p.text(f"Ranking rule: trials are ranked by `objective` = the best inception score "
+           f"(IS) reached at any epoch by the best generator"
+           f"{' (node 0, the target)' if c.get('target_node') else ''}, "
+           f"not the last epoch's value. Each IS was computed on "
+           f"{c.get('eval_samples', '?')} samples per generator during the search; "
+           f"see the re-evaluation below for many more. Duplicates (the same graph up "
+           f"to renumbering, not retrained) are left out and point at their originals.")
+    need_trials(run)
+    df, top = run.results, ctx.top()
+    dup = df[df.status == "duplicate"] if "status" in df.columns else df.iloc[0:0]
+    unranked = len(df) - len(dup) - len(run.ranked)
+    p.basis(f"{len(run.ranked)} ranked trial(s) of {len(df)} in the table "
+            f"({len(dup)} duplicate(s), {unranked} without an objective); "
+            f"showing the top {len(top)}.")
+    headers = ["rank", "trial", "objective"] + [f"IS G{i}" for i in range(k)] + \
+        [f"FID G{i}" for i in range(k)] + ["best epoch", "epochs", "status", "key"]
+    rows = []
+    d = ctx.digits()
+    for rank, (_, r) in enumerate(top.iterrows(), start=1):
+        rows.append([rank, r.trial_id, f"{r.objective:.{d}f}"] +
+                    [fmt(as_float(r.get(f"is_best_g{i}")), d) for i in range(k)] +
+                    [as_float(r.get(f"fid_g{i}")) for i in range(k)] +
+                    [int(r.best_epoch), int(r.epochs), r.status, r.graph_key])
+    p.table(headers, rows)
+    p.text(f"`IS Gi` is generator i's best IS over the epochs; `FID Gi` its FID at the "
+           f"trial's best epoch (lower is better); `epochs` = epochs trained (ASHA "
+           f"stops weak trials early; max {c.get('max_epochs', '?')}).")
+    if len(dup):
+        pairs = ", ".join(f"{a} -> {b}" for a, b in
+                          zip(dup.trial_id.head(12), dup.duplicate_of.head(12)))
+        p.text(f"Duplicates left out (duplicate -> original): {pairs}"
+               f"{' ...' if len(dup) > 12 else ''}.")
+
+
+def reevaluation(ctx: ReportContext, p: Part) -> None:
+    """The top graphs re-scored with `opts.reeval_samples` samples (or, with
+    `opts.reeval` off, what is stored), beside their search rank."""
+    o = ctx.opts
+    p.text(f"The best checkpoints (the weights of each trial's best epoch) of the top "
+           f"{o.reeval_top} graphs re-scored with {o.reeval_samples:,} samples per "
+           f"generator (fresh z, not the search's), for IS and FID. A graph that won "
+           f"on a lucky small sample drops here. Stored in `{REEVAL_FILE}` in the run "
+           f"directory and reused by later reports.")
+    need_trials(ctx.run)
+    if not o.reeval:
+        rows = stored_reevaluations(ctx.run, o.reeval_top, o.reeval_samples)
+        notes = ["--no-reeval: showing stored rows"]
+    else:
+        rows, notes = reevaluate(ctx.run, o.reeval_top, o.reeval_samples,
+                                 device=o.device, progress=o.progress, data=ctx.data())
+    for n in notes:
+        p.note(n)
+    if rows.empty:
+        raise Missing("no top graph could be re-evaluated")
+    k = ctx.run.k
+    p.basis(f"{len(rows)} graph(s) x {k} generator(s) x "
+            f"{int(rows.num_samples.iloc[0]):,} samples each.")
+    headers = ["search rank", "re-eval rank", "trial", "objective (search)",
+               "objective (re-eval)"] + [f"IS G{i} (± std)" for i in range(k)] + \
+        [f"FID G{i}" for i in range(k)] + ["samples"]
+    table = []
+    d = is_digits(list(rows.objective) + list(rows.search_objective))
+    for _, r in rows.iterrows():
+        table.append([int(r.search_rank), int(r.reeval_rank), r.trial_id,
+                      f"{r.search_objective:.{d}f}", f"{r.objective:.{d}f}"] +
+                     [f"{r[f'is_g{i}']:.{d}f} ± {as_float(r.get(f'is_std_g{i}')):.{d}f}"
+                      for i in range(k)] +
+                     [as_float(r.get(f"fid_g{i}")) for i in range(k)] +
+                     [int(r.num_samples)])
+    p.table(headers, table)
+    moved = rows[rows.search_rank != rows.reeval_rank]
+    if len(rows) < 2:
+        p.text("Only one graph was re-evaluated: nothing to re-rank.")
+    elif moved.empty:
+        p.text("The re-evaluation keeps the search's order.")
+    else:
+        order = " > ".join(rows.sort_values("reeval_rank").trial_id)
+        p.text(f"The re-evaluation changes the order: {order} "
+               f"({len(moved)} of {len(rows)} graphs moved).")
+    p.image(save(_reevaluation_figure(rows, k, ctx.run.cfg.get("eval_samples", "?")),
+                 ctx.folder, "reevaluation.png"),
+            "search objective against re-evaluated objective")
+
+
+def _reevaluation_figure(rows, k: int, eval_samples):
+    """Each re-evaluated graph on one line: its search objective, and the re-evaluated
+    one with the best generator's IS std as error bar."""
+    fig, ax = plt().subplots(figsize=(7, 1.4 + 0.55 * len(rows)), layout="constrained")
+    y = list(range(len(rows)))[::-1]
+    ax.scatter(rows.search_objective, y, marker="o", s=50, color="#777",
+               label=f"search ({eval_samples} samples, best epoch)", zorder=3)
+    best_nodes = [max(range(k), key=lambda i: r[f"is_g{i}"]) for _, r in rows.iterrows()]
+    err = [as_float(r.get(f"is_std_g{i}")) for (_, r), i in zip(rows.iterrows(),
+                                                                 best_nodes)]
+    ax.errorbar(rows.objective, y, xerr=[0 if math.isnan(e) else e for e in err],
+                fmt="D", color="#d62728", ms=7, capsize=4, zorder=4,
+                label=f"re-evaluation ({int(rows.num_samples.iloc[0]):,} samples, ± std)")
+    for yy, (_, r) in zip(y, rows.iterrows()):
+        ax.plot([r.search_objective, r.objective], [yy, yy], color="#ccc", zorder=1)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"#{int(r.search_rank)} {r.trial_id} -> #{int(r.reeval_rank)}"
+                        for _, r in rows.iterrows()], fontsize=8)
+    ax.set_xlabel("objective: IS of the best generator")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=2, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Search rank -> re-evaluated rank", fontsize=10)
+    return fig
