@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import KtgError
-from ..results import atomic_write_bytes, latest_checkpoint
+from ..fileio import atomic_write_bytes, latest_checkpoint
 from .run import Missing, RunView, load_run_data
 
 REEVAL_FILE = "reevaluation.parquet"
