@@ -25,10 +25,12 @@ The modules, each depending only on those above it:
     tables.py          pure tables: ranking, gate shares, ASHA rungs, rank correlation
     render.py          the document (`Part`) and its Markdown / HTML renderings
     figures.py         matplotlib helpers, the graph drawing, curves, boxes, image grids
-    run.py             `RunView` (the run, read once) and `Missing`
+    run.py             `RunView` (the run, read once; its cached data set and best
+                       restored trainer), `restore_best` and `Missing`
     reevaluation.py    re-scoring the top checkpoints, and `reevaluation.parquet`
-    context.py         `ReportContext`: what every section is given (run, folder, options)
-    sections_*.py      the sections, grouped by the question they answer
+    baselines.py       a `ktg compare` folder read back, its recipe against the search's
+    context.py         `Options`, the `section` decorator, values sections derive
+    sections_*.py      the sections `(run, options) -> Part`, grouped by question
     sections.py        the table of sections (key, title, function) and their runner
     build.py           `build_report` and the `ktg report` command
 Code outside the report imports from `ktg_search.report` only, never from its modules.
@@ -36,12 +38,12 @@ Code outside the report imports from `ktg_search.report` only, never from its mo
 from __future__ import annotations
 
 from .build import REPORT_DIR, add_report_parser, build_report, cmd_report
-from .context import Options, ReportContext
+from .baselines import Baselines, read_baselines, recipe_differences
+from .context import Options, section
 from .figures import GATE_COLOURS, draw_graph, gate_colour, graph_figsize
-from .reevaluation import REEVAL_FILE, REEVAL_SEED, read_reevaluations, reevaluate, \
-    restore_best
+from .reevaluation import REEVAL_FILE, REEVAL_SEED, read_reevaluations, reevaluate
 from .render import Part, render_html, render_markdown
-from .run import Missing, RunView, open_run
+from .run import Missing, RunView, open_run, restore_best
 from .sections import SECTION_KEYS, SECTIONS, Section
 from .sections_samples import SAMPLE_SEED, TSNE_PER_SOURCE
 from .tables import TOP_FRAC, asha_rungs, edge_columns, edge_label, gate_shares, \
@@ -50,11 +52,12 @@ from .tables import TOP_FRAC, asha_rungs, edge_columns, edge_label, gate_shares,
 PARTS = SECTIONS  # the name the report's table had before it was a package
 
 __all__ = [
-    "GATE_COLOURS", "Missing", "Options", "PARTS", "Part", "REEVAL_FILE", "REEVAL_SEED",
-    "REPORT_DIR", "ReportContext", "RunView", "SAMPLE_SEED", "SECTIONS", "SECTION_KEYS",
+    "Baselines", "GATE_COLOURS", "Missing", "Options", "PARTS", "Part", "REEVAL_FILE",
+    "REEVAL_SEED", "REPORT_DIR", "RunView", "SAMPLE_SEED", "SECTIONS", "SECTION_KEYS",
     "Section", "TOP_FRAC", "TSNE_PER_SOURCE", "add_report_parser", "asha_rungs",
-    "build_report", "cmd_report", "draw_graph", "edge_columns", "edge_label",
-    "gate_colour", "gate_shares", "graph_figsize", "is_digits", "open_run",
-    "ranked_trials", "read_reevaluations", "reevaluate", "render_html", "render_markdown",
-    "restore_best", "rung_rank_correlation", "rung_times", "spearman",
+    "build_report", "cmd_report", "draw_graph", "edge_columns", "edge_label", "gate_colour",
+    "gate_shares", "graph_figsize", "is_digits", "open_run", "ranked_trials",
+    "read_baselines", "read_reevaluations", "recipe_differences", "reevaluate",
+    "render_html", "render_markdown", "restore_best", "rung_rank_correlation", "rung_times",
+    "section", "spearman",
 ]

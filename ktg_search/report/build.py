@@ -1,5 +1,6 @@
 """`ktg report RUN`: the command, its flags, and `build_report`, which reads the run,
-runs the sections into a folder built beside the output and swaps it in whole."""
+runs the sections, writes their text and pictures into a folder built beside the output
+and swaps it in whole."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,8 @@ import time
 from pathlib import Path
 
 from ..errors import KtgError
-from .context import Options, ReportContext
+from .baselines import read_baselines
+from .context import Options
 from .figures import plt
 from .render import render_html, render_markdown
 from .run import RunView, open_run
@@ -19,12 +21,15 @@ REPORT_DIR = "report"
 def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
                  reeval_top: int = 3, reeval_samples: int = 10_000, reeval: bool = True,
                  device: str = "auto", progress: bool = True, strict: bool = False,
-                 only: list[str] | None = None, allow_external_storage: bool = False) -> Path:
+                 only: list[str] | None = None, allow_external_storage: bool = False,
+                 baselines: str | Path | None = None) -> Path:
     """Write `report.html`, `report.md` and the pictures to `out` (default RUN/report).
 
-    `only` limits the report to some parts (keys of `PARTS`); `strict` re-raises a
-    part's unexpected error instead of writing a note. KtgError for a directory that is
-    not a run or a bad setting. Returns the folder."""
+    `only` limits the report to some parts (keys of `SECTIONS`); `strict` re-raises a
+    part's unexpected error instead of writing a note; `baselines` is a `ktg compare`
+    output folder to set the best searched graphs against (sections_baselines.py).
+    KtgError for a directory that is not a run, a baselines folder that is not a
+    compare folder, or a bad setting. Returns the folder."""
     bad = [k for k in (only or []) if k not in SECTION_KEYS]
     if bad:
         raise KtgError(f"unknown report part {bad[0]!r}; valid: {', '.join(SECTION_KEYS)}")
@@ -34,6 +39,8 @@ def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
             raise KtgError(f"The value of `{name}` is {v!r}, but must be an integer "
                            f">= {lo}")
     view = open_run(run)
+    if baselines is not None:
+        read_baselines(baselines)  # a wrong folder is the reader's error, said before work
     from ..outputs import building_folder, mark_report, report_folder, swap_in
     default = out is None
     out = report_folder(view.path / REPORT_DIR if default else out, view.path, default)
@@ -41,13 +48,18 @@ def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
     try:
         opts = Options(top=top, reeval_top=reeval_top, reeval_samples=reeval_samples,
                        reeval=reeval, device=device, progress=progress, strict=strict,
-                       allow_external_storage=allow_external_storage)
-        ctx = ReportContext(view, tmp, opts)
+                       allow_external_storage=allow_external_storage,
+                       baselines=None if baselines is None else str(baselines))
         plt()
         import matplotlib
         # no "+1" offset on axes: an IS of 1.0004 reads as 1.0004
         with matplotlib.rc_context({"axes.formatter.useoffset": False}):
-            parts = build_parts(ctx, only)
+            parts = build_parts(view, opts, only)
+        for p in parts:
+            for name, data in p.files.items():
+                if (tmp / name).exists():  # two parts must never claim one picture
+                    raise RuntimeError(f"report file {name!r} written by two parts")
+                (tmp / name).write_bytes(data)
         title, intro = _intro(view)
         (tmp / "report.md").write_text(render_markdown(title, intro, parts))
         (tmp / "report.html").write_text(render_html(title, intro, parts))
@@ -106,6 +118,10 @@ def add_report_parser(sub):
     sp.add_argument("--allow-external-storage", action="store_true",
                     help="open the Optuna study even when run.json places it outside the "
                          "run directory (your own cluster's PostgreSQL)")
+    sp.add_argument("--baselines", metavar="DIR",
+                    help="a `ktg compare` output folder: adds a section setting the best "
+                         "searched graphs against its table (mean +- std over seeds), "
+                         "with the training settings that differ")
     sp.add_argument("--only", nargs="+", metavar="PART", choices=SECTION_KEYS,
                     help="build only these parts: " + ", ".join(SECTION_KEYS))
     sp.set_defaults(func=cmd_report)
@@ -117,6 +133,7 @@ def cmd_report(args) -> int:
     out = build_report(args.run, out=args.out, top=args.top, reeval_top=args.reeval_top,
                        reeval_samples=args.reeval_samples, reeval=not args.no_reeval,
                        device=args.device, only=args.only,
-                       allow_external_storage=args.allow_external_storage)
+                       allow_external_storage=args.allow_external_storage,
+                       baselines=args.baselines)
     print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
     return 0

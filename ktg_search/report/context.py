@@ -1,22 +1,26 @@
-"""What every section is given: `ReportContext` (the run, the folder, the options) and the
-values several sections derive from it.
+"""What every section is given and how a section is made: `Options` (the reader's
+settings), the `section` decorator, and the small values several sections derive from
+(run, options): the top trials, their IS decimals, the searched gates, `need_trials`.
 
-A section is a function `(ctx) -> Part` (sections.py). It reads the run and the options
-from `ctx` and writes nothing into it: no section sees what another one computed. Two
-inputs are costly and wanted by several sections, the data set and the best graph's
-restored trainer; `ctx.data()` and `ctx.best_trainer()` compute them on first use and
-return the same object after that. Both are functions of the run and the options alone
-(the context belongs to one report of one run), so which section asks first changes
-nothing but the time it takes.
+A section is a function `(run: RunView, opts: Options) -> Part` (sections.py lists
+them). It reads nothing else and writes nothing that another section reads: the costly
+inputs several sections share (the data set, the best graph's restored trainer) are
+cached values of the run view (`RunView.data()`, `RunView.best_trainer(top)`), computed
+on first use and the same object after that, so which section asks first changes nothing
+but the time it takes. Pictures travel inside the Part (`Part.file`), and `build_report`
+writes them; a section touches no folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+import functools
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Callable
 
-from .reevaluation import best_restorable
-from .run import Missing, RunView, load_run_data
+from .render import Part
+from .run import Missing, RunView
 from .tables import is_digits
 
 
@@ -31,50 +35,61 @@ class Options:
     progress: bool = True
     strict: bool = False  # re-raise a part's unexpected error (tests) instead of a note
     allow_external_storage: bool = False  # open a study run.json places outside the run
+    baselines: str | None = None  # a `ktg compare` folder (sections_baselines.py)
 
 
-@dataclass(frozen=True, eq=False)
-class ReportContext:
-    """The inputs of every section: `run` (read once), `folder` (where pictures go:
-    the report folder being built) and `opts`."""
-    run: RunView
-    folder: Path
-    opts: Options
-    # values computed once per report (see the module docstring); never a section's output
-    _memo: dict = field(default_factory=dict, repr=False)
+SectionFn = Callable[[RunView, Options], Part]
 
-    def _once(self, key: str, compute: Callable[[], Any]) -> Any:
-        # a failure is not kept: asking again tries again, as a fresh report would
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
 
-    def data(self):
-        """The run's data set (`run.load_run_data`), loaded on first use."""
-        return self._once("data", lambda: load_run_data(self.run))
+def section(key: str, title: str) -> Callable[[Callable[[RunView, Options, Part], None]],
+                                              SectionFn]:
+    """Turn `body(run, opts, part)`, which fills a part, into a section
+    `(run, opts) -> Part` with `.key` and `.title`.
 
-    def best_trainer(self):
-        """(rank, results row, trainer) of the best of the top graphs whose checkpoint
-        restores, with its best epoch's weights (`reevaluation.best_restorable`);
-        restored on first use, so the sample grid and the t-SNE show the same weights.
-        Missing when no top graph has a usable checkpoint."""
-        return self._once("best_trainer",
-                          lambda: best_restorable(self.run, self.opts.top, self.data))
+    The body is handed the part rather than returning one so that what it wrote before
+    finding an input missing stays: `Missing` ends the part with its message as a note
+    (`NoTrials` with its short form kept for `build_parts`, which says the details once);
+    any other error becomes a note too, or is re-raised with `opts.strict`, so one broken
+    section never costs the whole report."""
+    def wrap(body: Callable[[RunView, Options, Part], None]) -> SectionFn:
+        @functools.wraps(body)
+        def run_section(run: RunView, opts: Options) -> Part:
+            p = Part(key, title)
+            try:
+                body(run, opts, p)
+            except NoTrials as e:
+                p.note(e.why + e.detail, short=e.why)
+            except Missing as e:
+                p.note(str(e))
+            except Exception as e:  # one broken part must not cost the whole report
+                if opts.strict:
+                    raise
+                print(f"ktg report: warning: part {title!r} failed: {type(e).__name__}: "
+                      f"{e} (KTG_DEBUG=1 shows where)", file=sys.stderr)
+                if os.environ.get("KTG_DEBUG"):
+                    traceback.print_exc(file=sys.stderr)
+                p.note(f"this part could not be drawn: {type(e).__name__}: {e}")
+            return p
+        run_section.key, run_section.title = key, title  # type: ignore[attr-defined]
+        return run_section
+    return wrap
 
-    def top(self):
-        """The first `opts.top` ranked trials."""
-        return self.run.ranked.head(self.opts.top)
 
-    def gates(self) -> list[str]:
-        """The gates the search chose from, in its config's order."""
-        return [str(g) for g in self.run.cfg.get("gates", [])]
+def top_trials(run: RunView, opts: Options):
+    """The first `opts.top` ranked trials."""
+    return run.ranked.head(opts.top)
 
-    def digits(self) -> int:
-        """Decimals that tell the top trials' IS values apart (`tables.is_digits`)."""
-        top = self.top()
-        return is_digits(list(top.get("objective", [])) +
-                         [v for c in top.columns if c.startswith("is_best_g")
-                          for v in top[c]])
+
+def searched_gates(run: RunView) -> list[str]:
+    """The gates the search chose from, in its config's order."""
+    return [str(g) for g in run.cfg.get("gates", [])]
+
+
+def top_digits(run: RunView, opts: Options) -> int:
+    """Decimals that tell the top trials' IS values apart (`tables.is_digits`)."""
+    top = top_trials(run, opts)
+    return is_digits(list(top.get("objective", [])) +
+                     [v for c in top.columns if c.startswith("is_best_g") for v in top[c]])
 
 
 class NoTrials(Missing):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 # Gate colours: the paper's Fig. 8 draws through in black and positive linear in red.
@@ -34,13 +33,12 @@ def plt():
     return pyplot
 
 
-def save(fig, folder: Path, name: str) -> str:
-    """Write `fig` as `folder/name` (PNG), close it, and return the name."""
+def png(fig) -> bytes:
+    """`fig` as PNG bytes (110 dpi, tight box); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt().close(fig)
-    (folder / name).write_bytes(buf.getvalue())
-    return name
+    return buf.getvalue()
 
 
 NODE_W, NODE_H, ARC_MARGIN = 1.0, 0.5, 0.42

@@ -16,38 +16,10 @@ from typing import Any, Callable
 
 from ..errors import KtgError
 from ..fileio import atomic_write_bytes, latest_checkpoint
-from .run import Missing, RunView, load_run_data
+from .run import Missing, RunView, load_run_data, restore_best
 
 REEVAL_FILE = "reevaluation.parquet"
 REEVAL_SEED = 777_000     # re-evaluation z: not the search's EVAL_SEED, so fresh samples
-
-
-def restore_best(run_dir: str | Path, trial_id: str, data=None, evaluator=None):
-    """(trainer, checkpoint path): the trial's newest checkpoint with the generator
-    weights of its best epoch in place (`Trainer.load_best`). Missing when Tune kept
-    no checkpoint for it."""
-    from ..training import Trainer
-    ckpt = latest_checkpoint(run_dir, trial_id)
-    if ckpt is None:
-        raise Missing(f"trial {trial_id} has no checkpoint in the run directory")
-    trainer = Trainer.restore(ckpt, data=data, evaluator=evaluator)
-    trainer.load_best()
-    return trainer, ckpt
-
-
-def best_restorable(run: RunView, top: int, data: Callable[[], Any]):
-    """(rank, row, trainer): the best-ranked of the top `top` graphs whose checkpoint
-    restores, with its best epoch's weights in place. `data()` gives the data set (asked
-    for each try, so that a data set that will not load reads like a failed restore).
-    Missing when none of them restores."""
-    last = None
-    for rank, (_, r) in enumerate(run.ranked.head(top).iterrows(), start=1):
-        try:
-            trainer, _ = restore_best(run.path, r.trial_id, data=data())
-            return rank, r, trainer
-        except (Missing, KtgError) as e:
-            last = e
-    raise Missing(f"no checkpoint found for the top graphs ({last})")
 
 
 def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,

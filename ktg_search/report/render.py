@@ -19,16 +19,28 @@ class Part:
 
     Blocks, in the order added: `text` (a paragraph; `code` spans allowed), `note` (a
     highlighted remark, such as why an input is missing), `basis` (what the part rests
-    on: how many trials), `image` / `gallery` (PNG names in the report folder), `table`."""
+    on: how many trials), `image` / `gallery` (names of files the part carries), `table`.
+    `files` holds the pictures themselves (name -> PNG bytes): `build_report` writes
+    them into the report folder, so a section never touches the file system."""
     key: str
     title: str
     blocks: list[tuple] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
 
     def text(self, s: str) -> None:
         self.blocks.append(("p", s))
 
-    def note(self, s: str) -> None:
-        self.blocks.append(("note", s))
+    def note(self, s: str, short: str | None = None) -> None:
+        """A highlighted remark; `short` is what to say instead when the same reason was
+        already given above (`sections.build_parts` decides)."""
+        self.blocks.append(("note", s) if short is None else ("note", s, short))
+
+    def file(self, name: str, data: bytes) -> str:
+        """Carry a file (a PNG) for the report folder; returns its name for `image`."""
+        if name in self.files:
+            raise ValueError(f"part {self.key!r} already has a file {name!r}")
+        self.files[name] = data
+        return name
 
     def basis(self, s: str) -> None:
         self.blocks.append(("basis", s))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .context import ReportContext
-from .figures import plt, save
+from .context import Options, section
+from .figures import plt, png
 from .render import Part, fmt
 from .run import Missing, RunView
 from .tables import asha_rungs, rung_rank_correlation, rung_times
@@ -41,15 +41,16 @@ def clock(run: RunView) -> Clock:
                  float(full[col].max() if not full.empty else h[col].max()))
 
 
-def asha(ctx: ReportContext, p: Part) -> None:
+@section('asha', 'ASHA at a glance')
+def asha(run: RunView, opts: Options, p: Part) -> None:
     """Trials per ASHA rung, from the history (a bar chart and its table)."""
-    ck = clock(ctx.run)
+    ck = clock(run)
     unit = ck.unit
     p.text(f"ASHA (grace period {ck.grace} {unit}, reduction factor {ck.rf:g}, max "
            f"{ck.max_epochs} epochs) stops weak trials at rungs {ck.grace}, "
            f"{ck.grace * ck.rf:g}, ... {unit}: how many trials reached each rung (from the "
            f"history). Duplicates and skipped graphs never train and are not counted.")
-    h = ctx.run.history
+    h = run.history
     if h.empty:
         raise Missing("history.parquet is missing or empty: no trial has reported an "
                       "epoch yet")
@@ -71,15 +72,16 @@ def asha(ctx: ReportContext, p: Part) -> None:
     ax.set_ylim(0, max(1, table.trials.max()) * 1.18)
     ax.set_title("ASHA at a glance", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    p.image(save(fig, ctx.folder, "asha.png"), "trials per ASHA rung")
+    p.image(p.file("asha.png", png(fig)), "trials per ASHA rung")
     p.table([unit[:-1], "kind", "trials reached", "share of trained"],
             [[int(e), kind, int(v), f"{v / n:.0%}" if n else ""]
              for e, kind, v in zip(table.epoch, table.kind, table.trials)])
 
 
-def early_stops(ctx: ReportContext, p: Part) -> None:
+@section('early-stops', 'Do early stops predict the final rank?')
+def early_stops(run: RunView, opts: Options, p: Part) -> None:
     """Spearman's rho between the objective at each rung and the final one."""
-    ck = clock(ctx.run)
+    ck = clock(run)
     unit = ck.unit
     p.text("How far the early stops can be trusted: for every ASHA rung, Spearman's "
            "rank correlation between the objective a trial had at the rung (what ASHA "
@@ -88,7 +90,7 @@ def early_stops(ctx: ReportContext, p: Part) -> None:
            "trials that ran the whole budget count (a stopped trial has no final "
            "value), and those are the ones that looked good early, so the true "
            "correlation over all trials is likely lower.")
-    h, res = ctx.run.history, ctx.run.results
+    h, res = run.history, run.results
     if h.empty or res.empty:
         raise Missing("no trial has finished yet")
     rungs = [r for r in rung_times(ck.max_t, ck.grace, ck.rf) if r < ck.max_t]

@@ -3,23 +3,25 @@ Fig. 8), IS curves per epoch, and the objective's distribution by transfer kind 
 the gate on each D -> t edge (Fig. 7)."""
 from __future__ import annotations
 
-from .context import ReportContext, graph_of, need_trials
-from .figures import boxes, curves_figure, draw_graph, gate_colour, graph_figsize, plt, save
+from .context import Options, graph_of, need_trials, searched_gates, section, top_digits, \
+    top_trials
+from .figures import boxes, curves_figure, draw_graph, gate_colour, graph_figsize, plt, png
 from .render import Part
-from .run import Missing
+from .run import Missing, RunView
 from .tables import as_float, edge_columns, edge_label
 
 
-def graphs(ctx: ReportContext, p: Part) -> None:
+@section('graphs', 'The top graphs')
+def graphs(run: RunView, opts: Options, p: Part) -> None:
     """One picture per top graph, `graph_01.png` for rank 1 and so on."""
     p.text("Each top graph like the paper's Fig. 8: D and the generators (model, best "
            "IS over the epochs), one arrow s -> t per non-cutoff edge (the loss of that "
            "edge trains t), coloured by gate. Cutoff edges are not drawn.")
-    need_trials(ctx.run)
+    need_trials(run)
     pyplot = plt()
-    digits = ctx.digits()
+    digits = top_digits(run, opts)
     items = []
-    for rank, (_, r) in enumerate(ctx.top().iterrows(), start=1):
+    for rank, (_, r) in enumerate(top_trials(run, opts).iterrows(), start=1):
         try:
             g = graph_of(r)
         except Missing as e:
@@ -29,8 +31,8 @@ def graphs(ctx: ReportContext, p: Part) -> None:
         fig, ax = pyplot.subplots(figsize=graph_figsize(g.k))
         draw_graph(ax, g, best, f"#{rank}  trial {r.trial_id}\nobjective "
                    f"{r.objective:.{digits}f}  transfer {g.transfer}",
-                   gates=ctx.gates(), digits=min(digits, 4))
-        items.append((save(fig, ctx.folder, f"graph_{rank:02d}.png"),
+                   gates=searched_gates(run), digits=min(digits, 4))
+        items.append((p.file(f"graph_{rank:02d}.png", png(fig)),
                       f"graph of rank {rank}, trial {r.trial_id}"))
     if not items:
         raise Missing("no top graph could be drawn")
@@ -38,31 +40,33 @@ def graphs(ctx: ReportContext, p: Part) -> None:
     p.gallery(items)
 
 
-def curves(ctx: ReportContext, p: Part) -> None:
+@section('curves', 'IS curves of the top graphs')
+def curves(run: RunView, opts: Options, p: Part) -> None:
     """IS per epoch of every generator of the top graphs."""
     p.text("IS per epoch of every generator of the top graphs (from `history.parquet`; "
            "the star marks the best epoch, whose value is the objective).")
-    need_trials(ctx.run)
-    h = ctx.run.history
-    top = ctx.top()
+    need_trials(run)
+    h = run.history
+    top = top_trials(run, opts)
     if h.empty:
         raise Missing("history.parquet is missing or empty: no per-epoch values yet")
-    cols = [f"is_g{i}" for i in range(ctx.run.k) if f"is_g{i}" in h.columns]
+    cols = [f"is_g{i}" for i in range(run.k) if f"is_g{i}" in h.columns]
     if not cols:
         raise Missing("the history has no `is_g*` columns")
-    fig = curves_figure(top, h, cols, int(ctx.run.cfg.get("max_epochs", 1)))
+    fig = curves_figure(top, h, cols, int(run.cfg.get("max_epochs", 1)))
     p.basis(f"{len(h[h.trial_id.isin(top.trial_id)])} epoch rows of the top {len(top)} "
             f"trial(s).")
-    p.image(save(fig, ctx.folder, "curves.png"), "IS per epoch of the top graphs")
+    p.image(p.file("curves.png", png(fig)), "IS per epoch of the top graphs")
 
 
-def distributions(ctx: ReportContext, p: Part) -> None:
+@section('distributions', 'Distributions of the objective')
+def distributions(run: RunView, opts: Options, p: Part) -> None:
     """Box plots of every ranked trial's objective, by transfer kind and by D-edge gate."""
     p.text("The objective of every ranked trial, by transfer kind (the paper's Fig. 7) "
            "and by the gate on each D -> t edge. Box: quartiles and median; dots: "
            "trials.")
-    need_trials(ctx.run)
-    r = ctx.run.ranked
+    need_trials(run)
+    r = run.ranked
     dcols = [c for c in edge_columns(r) if c.startswith("gate_D_")]
     kinds = [t for t in dict.fromkeys(r.get("transfer", []).tolist()) if t]
     fig, (a1, a2) = plt().subplots(1, 2, figsize=(11, 4), sharey=True,
@@ -75,7 +79,7 @@ def distributions(ctx: ReportContext, p: Part) -> None:
     a1.set_ylabel("objective (best IS reached)")
     if len(kinds) == 1:
         a1.set_xlabel("(this search used one transfer kind)", fontsize=8)
-    gates = [g for g in ctx.gates() if any((r[c] == g).any() for c in dcols)]
+    gates = [g for g in searched_gates(run) if any((r[c] == g).any() for c in dcols)]
     data, labels, colours, pos = [], [], [], []
     x = 0.0
     for g in gates:
@@ -103,5 +107,5 @@ def distributions(ctx: ReportContext, p: Part) -> None:
     fig.tight_layout()
     p.basis(f"{len(r)} ranked trial(s) (duplicates left out: one row per trained "
             f"graph).")
-    p.image(save(fig, ctx.folder, "distributions.png"),
+    p.image(p.file("distributions.png", png(fig)),
             "objective by transfer kind and by D-edge gate")

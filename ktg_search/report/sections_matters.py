@@ -5,21 +5,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .context import ReportContext, need_trials
-from .figures import plt, save
+from .context import Options, need_trials, searched_gates, section
+from .figures import plt, png
 from .render import Part
-from .run import Missing
+from .run import Missing, RunView
 from .tables import TOP_FRAC, gate_shares, param_label
 
 
-def gate_share(ctx: ReportContext, p: Part) -> None:
+@section('gates', 'What matters: gate shares at the top')
+def gate_share(run: RunView, opts: Options, p: Part) -> None:
     """The share of each gate on each edge among the top `TOP_FRAC` against all."""
     p.text(f"For every edge: the share of each gate among the top "
            f"{TOP_FRAC:.0%} of ranked trials (by objective) against all ranked trials. "
            f"A gate that is much more common at the top than overall is what the best "
            f"graphs have in common on that edge.")
-    need_trials(ctx.run)
-    shares = gate_shares(ctx.run.results, TOP_FRAC, ctx.gates() or None)
+    need_trials(run)
+    shares = gate_shares(run.results, TOP_FRAC, searched_gates(run) or None)
     if shares.empty:
         raise Missing("the results table has no gate columns")
     n_top, n = int(shares.top_n.iloc[0]), int(shares.all_n.iloc[0])
@@ -27,7 +28,7 @@ def gate_share(ctx: ReportContext, p: Part) -> None:
             f"one); all: {n} ranked trial(s)." +
             (" With so few trials at the top, the top shares are anecdotes."
              if n_top < 5 else ""))
-    p.image(save(_heat_map(shares, n_top, n), ctx.folder, "gate_shares.png"),
+    p.image(p.file("gate_shares.png", png(_heat_map(shares, n_top, n))),
             "gate share heat map")
     rows = [[r.edge, r.gate, f"{r.top_share:.2f} ({r.top_count}/{r.top_n})",
              f"{r.all_share:.2f} ({r.all_count}/{r.all_n})",
@@ -70,7 +71,8 @@ def _heat_map(shares, n_top: int, n: int):
     return fig
 
 
-def importance(ctx: ReportContext, p: Part) -> None:
+@section('importance', 'What matters: parameter importances (Optuna)')
+def importance(run: RunView, opts: Options, p: Part) -> None:
     """Optuna's PED-ANOVA importances of the searched parameters, on the run's study."""
     import optuna
     p.text("Each searched parameter's importance for the objective, from Optuna's "
@@ -79,7 +81,7 @@ def importance(ctx: ReportContext, p: Part) -> None:
            "before version 5 was fANOVA) run on the stored study. Parameters: one gate "
            "per edge (`gate_s_t` is the gate on s -> t), and the models / transfer kind "
            "when they are searched.")
-    study = _open_study(ctx)
+    study = _open_study(run, opts)
     complete = study.get_trials(deepcopy=False,
                                 states=(optuna.trial.TrialState.COMPLETE,))
     n_all = len(study.get_trials(deepcopy=False))
@@ -110,24 +112,24 @@ def importance(ctx: ReportContext, p: Part) -> None:
     p.text(f"Evaluator: `{ev_name}`; importances normalised to sum to 1.")
     if fixed:
         p.note(f"not assessed (single-valued or not in every trial): {', '.join(fixed)}")
-    p.image(save(_importance_bars(values, f"Optuna parameter importances ({ev_name}, "
-                                          f"{len(complete)} trials)"),
-                 ctx.folder, "importances.png"), "parameter importances")
+    fig = _importance_bars(values, f"Optuna parameter importances ({ev_name}, "
+                                   f"{len(complete)} trials)")
+    p.image(p.file("importances.png", png(fig)), "parameter importances")
     p.table(["parameter", "edge / meaning", "importance"],
             [[nm, param_label(nm), values[nm]] for nm in values])
 
 
-def _open_study(ctx: ReportContext):
+def _open_study(run: RunView, opts: Options):
     """The run's Optuna study, read only; Missing when run.json names none, names one
     outside the run (unless allowed) or the study does not exist yet."""
     import optuna
-    info = ctx.run.info
+    info = run.info
     url, name = info.get("storage"), info.get("study_name")
     if not url or not name:
         raise Missing("run.json names no Optuna storage or study")
     from ..search import own_study_storage
-    url, inside = own_study_storage(url, ctx.run.path)
-    if not inside and not ctx.opts.allow_external_storage:
+    url, inside = own_study_storage(url, run.path)
+    if not inside and not opts.allow_external_storage:
         raise Missing(f"run.json names a study outside the run directory ({url!r}); a "
                       f"shared run must not make the report connect elsewhere: with "
                       f"--allow-external-storage it is opened")

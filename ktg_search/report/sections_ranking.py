@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 
-from .context import ReportContext, need_trials
-from .figures import plt, save
+from .context import Options, need_trials, section, top_digits, top_trials
+from .figures import plt, png
 from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations
 from .render import Part, fmt
-from .run import Missing
+from .run import Missing, RunView
 from .tables import as_float, is_digits
 
 
-def ranking(ctx: ReportContext, p: Part) -> None:
+@section('ranking', 'Ranked graphs')
+def ranking(run: RunView, opts: Options, p: Part) -> None:
     """The top trials by objective, with each generator's IS and FID."""
-    run, k = ctx.run, ctx.run.k
+    k = run.k
     c = run.cfg
     p.text(f"Ranking rule: trials are ranked by `objective` = the best inception score "
            f"(IS) reached at any epoch by the best generator"
@@ -24,7 +25,7 @@ def ranking(ctx: ReportContext, p: Part) -> None:
            f"see the re-evaluation below for many more. Duplicates (the same graph up "
            f"to renumbering, not retrained) are left out and point at their originals.")
     need_trials(run)
-    df, top = run.results, ctx.top()
+    df, top = run.results, top_trials(run, opts)
     dup = df[df.status == "duplicate"] if "status" in df.columns else df.iloc[0:0]
     unranked = len(df) - len(dup) - len(run.ranked)
     p.basis(f"{len(run.ranked)} ranked trial(s) of {len(df)} in the table "
@@ -33,7 +34,7 @@ def ranking(ctx: ReportContext, p: Part) -> None:
     headers = ["rank", "trial", "objective"] + [f"IS G{i}" for i in range(k)] + \
         [f"FID G{i}" for i in range(k)] + ["best epoch", "epochs", "status", "key"]
     rows = []
-    d = ctx.digits()
+    d = top_digits(run, opts)
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
         rows.append([rank, r.trial_id, f"{r.objective:.{d}f}"] +
                     [fmt(as_float(r.get(f"is_best_g{i}")), d) for i in range(k)] +
@@ -50,27 +51,28 @@ def ranking(ctx: ReportContext, p: Part) -> None:
                f"{' ...' if len(dup) > 12 else ''}.")
 
 
-def reevaluation(ctx: ReportContext, p: Part) -> None:
+@section('reevaluation', 'Re-evaluation with many more samples')
+def reevaluation(run: RunView, opts: Options, p: Part) -> None:
     """The top graphs re-scored with `opts.reeval_samples` samples (or, with
     `opts.reeval` off, what is stored), beside their search rank."""
-    o = ctx.opts
+    o = opts
     p.text(f"The best checkpoints (the weights of each trial's best epoch) of the top "
            f"{o.reeval_top} graphs re-scored with {o.reeval_samples:,} samples per "
            f"generator (fresh z, not the search's), for IS and FID. A graph that won "
            f"on a lucky small sample drops here. Stored in `{REEVAL_FILE}` in the run "
            f"directory and reused by later reports.")
-    need_trials(ctx.run)
+    need_trials(run)
     if not o.reeval:
-        rows = stored_reevaluations(ctx.run, o.reeval_top, o.reeval_samples)
+        rows = stored_reevaluations(run, o.reeval_top, o.reeval_samples)
         notes = ["--no-reeval: showing stored rows"]
     else:
-        rows, notes = reevaluate(ctx.run, o.reeval_top, o.reeval_samples,
-                                 device=o.device, progress=o.progress, data=ctx.data())
+        rows, notes = reevaluate(run, o.reeval_top, o.reeval_samples,
+                                 device=o.device, progress=o.progress, data=run.data())
     for n in notes:
         p.note(n)
     if rows.empty:
         raise Missing("no top graph could be re-evaluated")
-    k = ctx.run.k
+    k = run.k
     p.basis(f"{len(rows)} graph(s) x {k} generator(s) x "
             f"{int(rows.num_samples.iloc[0]):,} samples each.")
     headers = ["search rank", "re-eval rank", "trial", "objective (search)",
@@ -95,8 +97,8 @@ def reevaluation(ctx: ReportContext, p: Part) -> None:
         order = " > ".join(rows.sort_values("reeval_rank").trial_id)
         p.text(f"The re-evaluation changes the order: {order} "
                f"({len(moved)} of {len(rows)} graphs moved).")
-    p.image(save(_reevaluation_figure(rows, k, ctx.run.cfg.get("eval_samples", "?")),
-                 ctx.folder, "reevaluation.png"),
+    fig = _reevaluation_figure(rows, k, run.cfg.get("eval_samples", "?"))
+    p.image(p.file("reevaluation.png", png(fig)),
             "search objective against re-evaluated objective")
 
 

@@ -1,32 +1,34 @@
 """Sections: what the best graph's images look like. A sample grid with one z for every
 generator (the paper's Fig. 5) and a t-SNE of samples and real images (Fig. 6).
 
-Both show the same weights: `ctx.best_trainer()`, restored once per report."""
+Both show the same weights: `run.best_trainer(opts.top)`, restored once per report."""
 from __future__ import annotations
 
-from .context import ReportContext, need_trials
-from .figures import plt, save, to_grid
+from .context import Options, need_trials, section, top_digits
+from .figures import plt, png, to_grid
 from .render import Part
+from .run import RunView
 from .tables import as_float
 
 SAMPLE_SEED = 4242        # the z of the sample grid and the t-SNE (one z for every G)
 TSNE_PER_SOURCE = 150     # points per generator (and of real images) in the t-SNE
 
 
-def samples(ctx: ReportContext, p: Part) -> None:
+@section('samples', 'Samples of the best graph (same z)')
+def samples(run: RunView, opts: Options, p: Part) -> None:
     """64 samples of every generator of the best graph, all from the same z."""
     import torch
     p.text("Samples from every generator of the best graph (its best epoch's weights), "
            "all fed the same z: the same cell in every panel is the same latent point "
            "(the paper's Fig. 5).")
-    need_trials(ctx.run)
-    rank, r, trainer = ctx.best_trainer()
+    need_trials(run)
+    rank, r, trainer = run.best_trainer(opts.top)
     if rank != 1:
         p.note(f"rank 1 has no checkpoint; showing rank {rank} (trial {r.trial_id})")
     k, nz = trainer.graph.k, trainer.config.nz
     n, nrow = 64, 8
     z = torch.randn(n, nz, generator=torch.Generator().manual_seed(SAMPLE_SEED))
-    digits = ctx.digits()
+    digits = top_digits(run, opts)
     fig, axes = plt().subplots(1, k, figsize=(3.3 * k, 3.7), squeeze=False)
     for i in range(k):
         grid = to_grid(trainer.sample(i, n, z=z), nrow)
@@ -40,10 +42,11 @@ def samples(ctx: ReportContext, p: Part) -> None:
                  f"same z for every generator", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     p.basis(f"{n} samples per generator, trial {r.trial_id}.")
-    p.image(save(fig, ctx.folder, "samples.png"), "sample grid, same z")
+    p.image(p.file("samples.png", png(fig)), "sample grid, same z")
 
 
-def tsne(ctx: ReportContext, p: Part) -> None:
+@section('tsne', "t-SNE of the best graph's samples")
+def tsne(run: RunView, opts: Options, p: Part) -> None:
     """A t-SNE of every generator's samples (same z) and of real images."""
     import numpy as np
     import torch
@@ -52,15 +55,15 @@ def tsne(ctx: ReportContext, p: Part) -> None:
            "generator) with real images for reference, on flattened pixels (the "
            "paper's Fig. 6). Overlapping clouds: the generators make similar images; "
            "a wider cloud: more variety.")
-    need_trials(ctx.run)
-    rank, r, trainer = ctx.best_trainer()
+    need_trials(run)
+    rank, r, trainer = run.best_trainer(opts.top)
     k, nz, m = trainer.graph.k, trainer.config.nz, TSNE_PER_SOURCE
     z = torch.randn(m, nz, generator=torch.Generator().manual_seed(SAMPLE_SEED + 1))
     feats, who = [], []
     for i in range(k):
         feats.append(trainer.sample(i, m, z=z).flatten(1).numpy())
         who += [f"G{i}"] * m
-    real = _real_images(ctx.data(), m)
+    real = _real_images(run.data(), m)
     feats.append(real.flatten(1).numpy())
     who += ["real"] * len(real)
     x = np.concatenate(feats).astype(np.float32)
@@ -88,7 +91,7 @@ def tsne(ctx: ReportContext, p: Part) -> None:
     ax.set_title(f"t-SNE, trial {r.trial_id} (rank {rank}): {m} samples per generator",
                  fontsize=10)
     p.basis(f"{m} samples per generator and {len(real)} real images.")
-    p.image(save(fig, ctx.folder, "tsne.png"), "t-SNE of samples by generator")
+    p.image(p.file("tsne.png", png(fig)), "t-SNE of samples by generator")
 
 
 def _real_images(data, n: int):
