@@ -127,7 +127,7 @@ def _open_study(run: RunView, opts: Options):
     url, name = info.get("storage"), info.get("study_name")
     if not url or not name:
         raise Missing("run.json names no Optuna storage or study")
-    from ..search import own_study_storage
+    from ..runinfo import own_study_storage
     url, inside = own_study_storage(url, run.path)
     if not inside and not opts.allow_external_storage:
         raise Missing(f"run.json names a study outside the run directory ({url!r}); a "
