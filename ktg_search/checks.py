@@ -199,11 +199,15 @@ def Names(choices: tuple | Callable[[], Iterable[str]]) -> Check:
     return Check("names", choices=choices)
 
 
-def setting(default: Any, check: Check, factory: Callable[[], Any] | None = None):
-    """A dataclass field whose metadata carries its check."""
+def setting(default: Any, check: Check, factory: Callable[[], Any] | None = None,
+            help: str | None = None):
+    """A dataclass field whose metadata carries its check and, optionally, its help
+    text: the command-line flags built from a config (commands/common.py) read both, so
+    that a default, its range and its meaning are written once, beside the field."""
+    meta = {"check": check} if help is None else {"check": check, "help": help}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"check": check})
-    return dataclasses.field(default=default, metadata={"check": check})
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def field_checks(cls) -> dict[str, Check]:

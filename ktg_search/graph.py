@@ -11,7 +11,11 @@ A graph file::
 Edge `s -> t` means: the loss compares s and t and its gradient flows into t only
 (DESIGN.md). Every ordered pair of nodes and every D -> t is an edge; edges a file leaves
 out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `target`
-(the node the search scores; default: the best generator).
+(the node the search scores; default: the best generator), `recipe` (the training
+settings the graph was found with, written by `ktg export`: a JSON object of TrainConfig
+fields, used by `ktg train` as defaults). Here a recipe is only required to be an object;
+its fields are checked by `config.check_recipe` (training.py imports this module, so the
+TrainConfig checks cannot be called from here).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 Src = Union[str, int]  # "D" or a node index
 BUILTIN_DIR = Path(__file__).with_name("graphs")
 _TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "discriminator",
-             "target"}
+             "target", "recipe"}
+MAX_RECIPE_KEYS = 100  # a TrainConfig has ~25 fields; the rest is refused by check_recipe
 _NODE_KEYS = {"model", "pretrained"}
 _EDGE_KEYS = {"src", "dst", "gate"}
 MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
@@ -72,6 +77,7 @@ class Graph:
     target: int | None = None
     name: str = ""
     description: str = ""
+    recipe: dict | None = None  # training settings (config.check_recipe), not in the key
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -219,9 +225,16 @@ class Graph:
             if not (value == "" or _is_text(value, longest)):
                 raise KtgError(f"{where}: `{key}` must be a string of at most {longest} "
                                f"characters (no NUL, no lone surrogate), got {_short(value)}")
+        recipe = spec.get("recipe")
+        if recipe is not None and (not isinstance(recipe, dict) or
+                                   len(recipe) > MAX_RECIPE_KEYS):
+            raise KtgError(f"{where}: `recipe` must be a JSON object of at most "
+                           f"{MAX_RECIPE_KEYS} training settings (e.g. {{\"lr_g\": 0.001}}), "
+                           f"got {_short(recipe)}")
         return cls(nodes=nodes, gates=gates, transfer=transfer, alpha=float(alpha),
                    discriminator=disc, target=target, name=spec.get("name", ""),
-                   description=spec.get("description", ""))
+                   description=spec.get("description", ""),
+                   recipe=None if recipe is None else dict(recipe))
 
     @classmethod
     def from_json(cls, text: str, where: str = "graph") -> "Graph":
@@ -256,6 +269,8 @@ class Graph:
             d["discriminator"] = self.discriminator
         if self.target is not None:
             d["target"] = self.target
+        if self.recipe is not None:
+            d["recipe"] = dict(self.recipe)
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -292,7 +307,7 @@ class Graph:
         gates = {(s if s == "D" else inv[s], inv[t]): g for (s, t), g in self.gates.items()}
         return Graph([self.nodes[o] for o in perm], gates, self.transfer, self.alpha,
                      self.discriminator, None if self.target is None else inv[self.target],
-                     self.name, self.description)
+                     self.name, self.description, self.recipe)
 
     # ---- drawing -----------------------------------------------------------------------
     def draw(self) -> str:

@@ -48,7 +48,7 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise KtgError(f"{where}: The value of `space_size` is {str(size)[:40]!r}, but must "
                        f"be an integer >= 1")
-    from .search import SearchConfig
+    from .config import SearchConfig
     cfg = SearchConfig.from_dict(info["config"], where=f"{where}: config")
     return {**info, "config": asdict(cfg)}
 
@@ -72,7 +72,7 @@ def resume_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
     Optuna storage outside the run directory needs `allow_external`
     (`--allow-external-storage`).
     """
-    from .search import SearchConfig
+    from .config import SearchConfig
     f = run_dir / RUN_FILE
     info = read_run_info(run_dir)  # parsed as data, every field typed and bounded
     for key in ("storage", "study_name"):

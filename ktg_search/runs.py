@@ -11,7 +11,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +22,7 @@ from .graph import Graph
 from .scoring import best_index, last_index, mean_std
 from .models import count_parameters
 from .fileio import atomic_write_bytes, atomic_write_text
+from .config import recipe_of
 from .training import TrainConfig, Trainer
 
 GRID_SEED = 7
@@ -45,6 +46,9 @@ class RunSummary:
     params: list[int]            # parameter count of each generator
     wall_s: float
     frozen: list[int] = field(default_factory=list)
+    # the training settings the run used (config.recipe_of): a reader sees the recipe
+    # without opening the checkpoint; empty in summaries written before recipes
+    recipe: dict = field(default_factory=dict)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
@@ -100,9 +104,12 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
                          best_epoch=best_epoch, last_is=last_is, fid_at_best=fid_best,
                          last_fid=last_fid,
                          params=[count_parameters(g) for g in trainer.generators],
-                         wall_s=time.perf_counter() - t0, frozen=sorted(trainer.frozen))
+                         wall_s=time.perf_counter() - t0, frozen=sorted(trainer.frozen),
+                         recipe=recipe_of(config))
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
-    atomic_write_text(out / "graph.json", graph.to_json() + "\n")
+    # the graph as it was trained: its file's recipe replaced by the one used
+    atomic_write_text(out / "graph.json",
+                      replace(graph, recipe=recipe_of(config)).to_json() + "\n")
     return summary
 
 

@@ -63,50 +63,70 @@ class TrainConfig:
     Every field carries its type and range (checks.py), checked by `validate` and when a
     config is read from a file (`from_dict`): the bounds keep a shared config from asking
     for more than a machine has (nz = 1e9, eval_samples = 1e12)."""
-    dataset: str = setting("digits", Text())          # a DATASETS name, checked in validate
-    image_size: int = setting(16, Choice(SIZES))   # px: 16, 32 or 64
-    batch_size: int = setting(64, Int(1, 4096))
-    epochs: int = setting(10, Int(1, 100_000))
-    nz: int = setting(100, Int(1, 1024))               # latent size
-    lr_g: float = setting(2e-4, Float(0, 1, lo_open=True))
-    lr_d: float = setting(2e-4, Float(0, 1, lo_open=True))
-    beta1: float = setting(0.5, Float(0, 1, hi_open=True))   # Adam's betas: [0, 1)
-    beta2: float = setting(0.999, Float(0, 1, hi_open=True))
-    d_width: int = setting(64, Int(1, 1024))           # discriminator base width (DCGAN's ndf)
+    dataset: str = setting("digits", Text(),
+                           help="data set name")  # a DATASETS name, checked in validate
+    image_size: int = setting(16, Choice(SIZES), help="image size in px")   # px: 16, 32 or 64
+    batch_size: int = setting(64, Int(1, 4096),
+                              help="images per batch (real and per generator)")
+    epochs: int = setting(10, Int(1, 100_000), help="training epochs")
+    nz: int = setting(100, Int(1, 1024), help="latent size of every generator")
+    lr_g: float = setting(2e-4, Float(0, 1, lo_open=True),
+                          help="Adam learning rate of the generators")
+    lr_d: float = setting(2e-4, Float(0, 1, lo_open=True), help="Adam learning rate of D")
+    beta1: float = setting(0.5, Float(0, 1, hi_open=True), help="Adam beta1")  # [0, 1)
+    beta2: float = setting(0.999, Float(0, 1, hi_open=True), help="Adam beta2")
+    d_width: int = setting(64, Int(1, 1024), help="discriminator base width (DCGAN's ndf)")
     # how D sees the (k+1) parts of a step: "joint" = one call over the concatenation,
     # "per_part" = one call per part (the paper's separate passes), "auto" = per_part when
     # D has batch norm (a joint call would mix real and fake batch statistics), else joint
-    d_passes: str = setting("auto", Choice(D_PASSES))
+    d_passes: str = setting("auto", Choice(D_PASSES),
+                            help="D sees a step's parts in one call (joint), one call per part "
+                                 "(per_part, the paper's passes) or per_part when D has batch "
+                                 "norm (auto)")
     # how eq. 1 is averaged over a D step's samples: "uniform" = every sample alike (the
     # real batch is 1/(k+1) of the loss); "paper_steps" = Sec. 3.3.1 read literally,
     # steps 1 (real) and 2 (G_i) repeated for i = 1..k: the real batch is half of the
     # loss, each generator 1/(2k). The same for k = 1; for k = 3 on digits "uniform" let
     # every generator collapse while "paper_steps" did not (README, training notes)
-    d_loss_weighting: str = setting("uniform", Choice(D_LOSS_WEIGHTINGS))
+    d_loss_weighting: str = setting("uniform", Choice(D_LOSS_WEIGHTINGS),
+                                    help="eq. 1 over a D step: uniform (every sample alike) or "
+                                         "paper_steps (real half of the loss, as Sec. 3.3.1's "
+                                         "steps repeated k times)")
     # the recipe's discriminator kind (registry name), or None for the graph's own. The
     # graph keeps its normalisation (sn or bn, the method's choice, Table 1's SN column),
     # the recipe picks the architecture: see `effective_discriminator`
-    discriminator: str | None = setting(None, Choice(_discriminator_names, optional=True))
+    discriminator: str | None = setting(None, Choice(_discriminator_names, optional=True),
+                                        help="D architecture (the graph keeps its sn/bn "
+                                             "normalisation); default: the graph's own D")
     # EMA of the generator weights, used for every evaluation, sample and best-weights
     # copy (ema.py): 0 = off (the paper); else the decay per G update, averaging from G
     # update `ema_start` on (before it the EMA is a copy: early weights are noise)
-    ema_decay: float = setting(0.0, Float(0, 1, hi_open=True))
-    ema_start: int = setting(0, Int(0, 10_000_000))
+    ema_decay: float = setting(0.0, Float(0, 1, hi_open=True),
+                               help="EMA decay of the generator weights that are "
+                                    "evaluated (0 = off)")
+    ema_start: int = setting(0, Int(0, 10_000_000),
+                             help="G update from which the EMA averages")
     # "plain" = the paper's alpha / N (eqs. 3-5); "resolution" = alpha / N_ref with N_ref
     # the positions the same map has at the paper's 64 px, so alpha means the same
     # strength at 16 and 32 px (losses.py, `reference_positions`)
-    transfer_scale: str = setting("plain", Choice(TRANSFER_SCALES))
-    seed: int = setting(0, Int(0, 2 ** 32 - 1))       # numpy's (Optuna's) seed range
-    device: str = setting("auto", Device())           # auto | cpu | cuda | cuda:N
-    amp: str = setting("off", Choice(("off", "bf16")))  # bf16: autocast on bf16 GPUs
-    # samples per generator for IS / FID each epoch
-    eval_samples: int = setting(1000, Int(10, MAX_EVAL_SAMPLES))
-    extractor: str = setting("classifier", Choice(_extractor_names))
-    fid: bool = setting(True, Bool())
-    inception_weights: str | None = setting(None, Text(optional=True))  # a file path
-    data_root: str | None = setting(None, Text(optional=True))          # a folder path
-    # cap an epoch (tests, benchmarks)
-    max_iters_per_epoch: int | None = setting(None, Int(1, 10_000_000, optional=True))
+    transfer_scale: str = setting("plain", Choice(TRANSFER_SCALES),
+                                  help="transfer loss scale: plain (alpha/N, the paper) or "
+                                       "resolution (alpha/N at 64 px)")
+    seed: int = setting(0, Int(0, 2 ** 32 - 1), help="random seed")  # numpy's (Optuna's) range
+    device: str = setting("auto", Device(), help="auto, cpu, cuda, cuda:N")
+    amp: str = setting("off", Choice(("off", "bf16")), help="bf16: autocast on bf16 GPUs")
+    eval_samples: int = setting(1000, Int(10, MAX_EVAL_SAMPLES),
+                                help="samples per generator for IS / FID each epoch")
+    extractor: str = setting("classifier", Choice(_extractor_names),
+                             help="feature extractor for IS / FID")
+    fid: bool = setting(True, Bool(), help="compute FID each epoch")
+    inception_weights: str | None = setting(None, Text(optional=True),
+                                            help="torch-fidelity Inception weights file")
+    data_root: str | None = setting(None, Text(optional=True),
+                                    help="where torchvision data sets live")
+    max_iters_per_epoch: int | None = setting(None, Int(1, 10_000_000, optional=True),
+                                              help="cap on the iterations of an epoch (tests, "
+                                                   "benchmarks)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":

@@ -25,7 +25,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from ktg_search.results import load_history, load_results  # noqa: E402
 from ktg_search.ledger import ledger_name  # noqa: E402
-from ktg_search.search import SearchConfig, run_search  # noqa: E402
+from ktg_search.config import SearchConfig  # noqa: E402
+from ktg_search.search import run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff"], eval_samples=100, max_iters_per_epoch=6,

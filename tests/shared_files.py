@@ -61,7 +61,7 @@ def make_run(root: Path, name: str = "run") -> Path:
     from ktg_search.data import load_dataset
     from ktg_search.metrics import Evaluator
     from ktg_search.results import ResultsBook
-    from ktg_search.search import SearchConfig
+    from ktg_search.config import SearchConfig
     from ktg_search.training import Trainer
     cfg = SearchConfig.from_dict(dict(TINY))
     run = root / name

@@ -23,7 +23,7 @@ from fuzz_inputs import (GRAPH, config_mutations, graph_mutations, junk_bytes,
 from ktg_search.cli import main
 from ktg_search.errors import KtgError
 from ktg_search.results import HISTORY_COLUMNS, RESULTS_COLUMNS
-from ktg_search.search import SearchConfig, load_config_file, load_preset
+from ktg_search.config import SearchConfig, load_config_file, load_preset
 from shared_files import TINY
 
 NO_RAY = "no-such-ray-host:1"

@@ -18,7 +18,8 @@ from ktg_search.errors import KtgError
 from ktg_search.report import (REEVAL_FILE, add_report_parser, asha_rungs, build_report,
                                gate_shares, restore_best)
 from ktg_search.results import load_history, load_results
-from ktg_search.search import SearchConfig, run_search
+from ktg_search.config import SearchConfig
+from ktg_search.search import run_search
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff", "linear_up"], num_trials=10, max_epochs=3,

@@ -111,7 +111,7 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
 
 # ---- the parts, one at a time -------------------------------------------------------------
 def _book(tmp_path, **over):
-    from ktg_search.search import SearchConfig
+    from ktg_search.config import SearchConfig
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     (run / "run.json").write_text("{}")
@@ -144,7 +144,7 @@ def test_a_torn_journal_line_loses_nothing_before_or_after_it(tmp_path):
 
 
 def _searcher(tmp_path, reruns=None):
-    from ktg_search.search import SearchConfig
+    from ktg_search.config import SearchConfig
     from ktg_search.study import StudySearcher, open_optuna_storage
     space = SearchConfig.from_dict(TINY).space()
     storage = open_optuna_storage(f"sqlite:///{tmp_path / 'study.db'}")
@@ -253,7 +253,7 @@ def test_resumed_asha_cuts_at_the_percentile_of_the_seeded_rung():
 def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
     from ktg_search.errors import KtgError
     from ktg_search.runinfo import resume_info as read_run_info
-    from ktg_search.search import SearchConfig
+    from ktg_search.config import SearchConfig
     from dataclasses import asdict
     run = tmp_path / "copied-run"
     run.mkdir()

@@ -28,7 +28,7 @@ from ktg_search.errors import KtgError
 from ktg_search.ledger import ledger_name
 from ktg_search.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
 from ktg_search.safeload import load_checkpoint
-from ktg_search.search import SearchConfig
+from ktg_search.config import SearchConfig
 from ktg_search.space import can_learn
 from ktg_search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
 from ktg_search.training import Trainer

@@ -47,43 +47,126 @@ def check_dataset(name: str) -> None:
     check_dataset_name(name)
 
 
-def add_training_args(sp: argparse.ArgumentParser) -> None:
-    """The flags of one training run (`ktg train`, `compare`, `pretrain`)."""
+# ---- the training flags, from TrainConfig's fields ----------------------------------------
+# Every TrainConfig field is a flag `--field-name` with the field's type, its Check's
+# choices, its help (checks.setting's help=) and its default shown, so a default lives in
+# one place (training.py). Every flag's argparse default is None: a value the user did not
+# give is then told apart from one they did, and falls through to --preset, the graph's
+# recipe and TrainConfig's default, in that order. The exceptions, in one table:
+#
+#   field(s)              flag(s)                        why
+#   lr_g, lr_d            --lr (sets both), --lr-g, --lr-d  one rate is the usual recipe
+#   beta1, beta2          --betas B1 B2                  Adam's pair, as torch spells it
+#   fid                   --fid / --no-fid               a switch (--no-fid: the old flag)
+#   seed                  (none)                         each command's own: --seeds/--seed0,
+#                                                        pretrain's --seed
+#   max_iters_per_epoch   --max-iters-per-epoch, hidden  tests and benchmarks only
+_NO_FLAG = ("seed", "beta2", "lr_d")  # beta2 and lr_d come with beta1 and lr_g below
+_HIDDEN = ("max_iters_per_epoch",)
+_ARG_TYPES = {"int": int, "float": float, "text": str, "device": str}
+
+
+def _dataset_help() -> str:
     from .. import registry as reg
-    from ..training import D_LOSS_WEIGHTINGS
-    sp.add_argument("--dataset", default="digits",
-                    help="one of " + ", ".join(n + (":PATH" if n == "folder" else "")
-                                               for n in reg.DATASETS.names()))
-    sp.add_argument("--epochs", type=int, default=10)
-    sp.add_argument("--image-size", type=int, choices=(16, 32, 64), default=16)
-    sp.add_argument("--batch-size", type=int, default=64)
-    sp.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (G and D)")
-    sp.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999),
-                    metavar=("B1", "B2"), help="Adam betas (default 0.5 0.999, the "
-                    "paper's; 0 0.9 learns faster at digits scale, see README)")
-    sp.add_argument("--d-width", type=int, default=64, help="discriminator base width")
-    sp.add_argument("--d-loss-weighting", choices=D_LOSS_WEIGHTINGS, default="uniform",
-                    help="eq. 1 over a D step: uniform (every sample alike) or paper_steps "
-                    "(real half of the loss, as Sec. 3.3.1's steps repeated k times)")
-    sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    sp.add_argument("--amp", choices=("off", "bf16"), default="off")
-    sp.add_argument("--eval-samples", type=int, default=1000)
-    sp.add_argument("--extractor", choices=reg.EXTRACTORS.names() or None,
-                    default="classifier")
-    sp.add_argument("--inception-weights", help="torch-fidelity Inception weights file")
-    sp.add_argument("--no-fid", action="store_true", help="skip FID")
-    sp.add_argument("--data-root", help="where torchvision data sets live")
+    return "one of " + ", ".join(n + (":PATH" if n == "folder" else "")
+                                 for n in reg.DATASETS.names())
 
 
-def train_config(args, epochs: int, seed: int):
-    """The TrainConfig the training flags describe."""
+def add_training_args(sp: argparse.ArgumentParser, preset: bool = False) -> None:
+    """The flags of one training run (`ktg train`, `compare`, `pretrain`), built from
+    TrainConfig's fields (table above); `preset` adds `--preset NAME`."""
+    from dataclasses import MISSING, fields
+
     from ..training import TrainConfig
-    return TrainConfig(dataset=args.dataset, image_size=args.image_size,
-                       batch_size=args.batch_size, epochs=epochs, seed=seed,
-                       lr_g=args.lr, lr_d=args.lr, beta1=args.betas[0], beta2=args.betas[1],
-                       d_width=args.d_width, d_loss_weighting=args.d_loss_weighting,
-                       device=args.device, eval_samples=args.eval_samples,
-                       extractor=args.extractor, fid=not args.no_fid,
-                       inception_weights=args.inception_weights, data_root=args.data_root,
-                       amp=args.amp,
-                       max_iters_per_epoch=getattr(args, "max_iters_per_epoch", None))
+    if preset:
+        from ..config import presets
+        sp.add_argument("--preset", metavar="NAME",
+                        help="take the training settings of this search preset ("
+                             + ", ".join(presets()) + "); flags still override them")
+    for f in fields(TrainConfig):
+        if f.name in _NO_FLAG:
+            continue
+        check, text = f.metadata["check"], f.metadata.get("help", "")
+        shown = f.default if f.default is not MISSING else None
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in _HIDDEN:
+            sp.add_argument(flag, type=_ARG_TYPES[check.kind], help=argparse.SUPPRESS)
+        elif f.name == "lr_g":
+            sp.add_argument("--lr", type=float, metavar="LR",
+                            help=f"Adam learning rate of G and D (default: {shown:g})")
+            sp.add_argument("--lr-g", type=float, metavar="LR", help=text + " (overrides --lr)")
+            sp.add_argument("--lr-d", type=float, metavar="LR",
+                            help="Adam learning rate of D (overrides --lr)")
+        elif f.name == "beta1":
+            d = {x.name: x.default for x in fields(TrainConfig)}
+            sp.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"),
+                            help=f"Adam betas (default: {d['beta1']:g} {d['beta2']:g}, the "
+                                 f"paper's; 0 0.9 learns faster at digits scale, see README)")
+        elif check.kind == "bool":
+            sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                            help=f"{text} (default: {'on' if shown else 'off'})")
+        else:
+            kw = {}
+            if check.kind == "choice":
+                kw["choices"] = list(check.choices() if callable(check.choices)
+                                     else check.choices)
+                kw["type"] = type(kw["choices"][0]) if kw["choices"] else str
+            else:
+                kw["type"] = _ARG_TYPES[check.kind]
+            if f.name == "dataset":
+                text = _dataset_help()
+            default = "" if shown is None else f" (default: {shown})"
+            sp.add_argument(flag, help=text + default, **kw)
+
+
+def given_flags(args) -> dict:
+    """The TrainConfig fields the user set with a flag (table above), by field name."""
+    from dataclasses import fields
+
+    from ..training import TrainConfig
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in _NO_FLAG and getattr(args, f.name, None) is not None}
+    if getattr(args, "lr", None) is not None:
+        given.setdefault("lr_g", args.lr)
+        given.setdefault("lr_d", args.lr)
+    if getattr(args, "lr_d", None) is not None:
+        given["lr_d"] = args.lr_d
+    if getattr(args, "betas", None) is not None:
+        given["beta1"], given["beta2"] = args.betas
+    return given
+
+
+def base_recipe(args, graph_recipe: dict | None = None, graph_where: str = "") \
+        -> tuple[dict, str]:
+    """The training settings under the flags, and words saying where they come from:
+    `--preset NAME` if given, else the graph file's recipe, else none (TrainConfig's
+    defaults). Flags > --preset > graph recipe > defaults."""
+    name = getattr(args, "preset", None)
+    if name is not None:
+        from ..config import preset_recipe, presets
+        if name not in presets():
+            raise KtgError(f"--preset {name[:80]!r} is unknown; valid: "
+                           f"{', '.join(presets())}")
+        return preset_recipe(name), f"preset {name}"
+    if graph_recipe is not None:
+        return dict(graph_recipe), f"the recipe in {graph_where}"
+    return {}, "the training defaults"
+
+
+def recipe_line(source: str, args) -> str:
+    """One line for the person running: which recipe, and which of its settings flags
+    override (machine-local flags such as --device are no part of a recipe)."""
+    from ..config import RECIPE_FIELDS
+    given = sorted(k for k in given_flags(args) if k in RECIPE_FIELDS)
+    return (f"recipe: {source}" + (f"; flags override: {', '.join(given)}" if given
+                                   else ""))
+
+
+def train_config(args, seed: int, recipe: dict | None = None):
+    """The TrainConfig of one run: the flags given, over `recipe` (see `base_recipe`),
+    over TrainConfig's defaults; every field checked (KtgError naming a bad one)."""
+    from ..training import TrainConfig
+    d = {**(recipe or {}), **given_flags(args), "seed": seed}
+    cfg = TrainConfig(**d)
+    cfg.validate()
+    return cfg

@@ -2,10 +2,7 @@
 mean +- std over seeds per graph (compare.py)."""
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
-
-from .common import add_training_args, train_config
+from .common import add_training_args, base_recipe, recipe_line, train_config
 
 
 def add_parser(sub) -> None:
@@ -20,7 +17,7 @@ def add_parser(sub) -> None:
                     "OUT/<graph>/seed<N>/.")
     sp.add_argument("graphs", nargs="+", metavar="GRAPH",
                     help="a graph JSON file or a built-in graph name (see `ktg graphs`)")
-    add_training_args(sp)
+    add_training_args(sp, preset=True)
     sp.add_argument("--seeds", type=int, default=5, help="seeds per graph (default 5)")
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--eval-at", choices=EVAL_AT, default="best",
@@ -34,15 +31,23 @@ def add_parser(sub) -> None:
     sp.add_argument("--no-ray", action="store_true", help="run sequentially in this process")
     sp.add_argument("--gpus-per-run", type=float, default=0.0,
                     help="GPUs per Ray task (fractions allowed; default 0)")
-    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
     sp.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..compare import compare
     from ..runs import TABLE_CSV, TABLE_MD
-    cfg = replace(train_config(args, args.epochs, args.seed0),
-                  max_iters_per_epoch=args.max_iters_per_epoch)
+    from ..config import check_recipe
+    from ..graph import resolve_graph
+    # one table needs one recipe: --preset and flags (not the graphs' own recipes, which
+    # may differ); a graph file's recipe is still checked, as every field read from a file
+    for spec in args.graphs:
+        g = resolve_graph(spec)
+        if g.recipe is not None:
+            check_recipe(g.recipe, where=f"{spec}: recipe")
+    base, source = base_recipe(args)
+    cfg = train_config(args, args.seed0, base)
+    print(recipe_line(source, args))
     result = compare(args.graphs, cfg, out=args.out, seeds=args.seeds, seed0=args.seed0,
                      eval_at=args.eval_at, teacher=args.teacher, use_ray=not args.no_ray,
                      address=args.address, gpus_per_run=args.gpus_per_run,

@@ -1,4 +1,6 @@
-"""`ktg export RUN`: a trial's graph as a graph file (to train it elsewhere)."""
+"""`ktg export RUN`: a trial's graph as a graph file (to train it elsewhere), with the
+search's training settings as its `recipe` (config.recipe_of: the machine-local fields
+seed, device, data_root, inception_weights and max_iters_per_epoch are left out)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +20,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config import SearchConfig, recipe_of
     from ..graph import Graph
     from ..outputs import output_file
     from ..results import load_results
+    from ..runinfo import read_run_info
     out = output_file(args.out, args.force)
     df = load_results(args.run)
+    info = read_run_info(args.run)  # run.json, every field checked
+    search = SearchConfig.from_dict(info["config"], where=f"{args.run}: run.json config")
     ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
                                                       na_position="last")
     if args.trial:
@@ -44,6 +50,7 @@ def run(args) -> int:
     g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
                      f"objective {row['objective']:.4f} (best IS reached) at epoch "
                      f"{row['best_epoch']}")
+    g.recipe = recipe_of(search.train_config())
     g.save(out)
     print(f"wrote {out}: trial {row['trial_id']}, objective {row['objective']:.4f}")
     print(g.draw())

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import pandas as pd
 
-    from ..search import load_preset, preset_description, presets
+    from ..config import load_preset, preset_description, presets
     rows = []
     for name in presets():
         c = load_preset(name)

@@ -1,9 +1,6 @@
 """`ktg pretrain --model M`: a teacher generator for the distillation graphs."""
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
-
 from .common import add_training_args, train_config
 
 
@@ -23,18 +20,16 @@ def add_parser(sub) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--keep", choices=KEEP, default="best",
                     help="export the weights of the best-IS epoch (default) or the last")
-    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
     sp.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..teachers import pretrain
-    cfg = replace(train_config(args, args.epochs, args.seed),
-                  max_iters_per_epoch=args.max_iters_per_epoch)
+    cfg = train_config(args, args.seed)
     info = pretrain(args.model, cfg, args.out, keep=args.keep, force=args.force)
     which = (f"best epoch {info['best_epoch']}, IS {info['best_is']:.3f}" if args.keep ==
              "best" else f"last epoch {info['epochs']}, IS {info['last_is']:.3f}")
     print(f"wrote {info['output']}: {args.model} after {info['epochs']} epoch(s) on "
-          f"{args.dataset} ({which}); use it with `ktg compare kd-mse --teacher "
-          f"{info['output']} --dataset {args.dataset} --image-size {args.image_size}`")
+          f"{cfg.dataset} ({which}); use it with `ktg compare kd-mse --teacher "
+          f"{info['output']} --dataset {cfg.dataset} --image-size {cfg.image_size}`")
     return 0

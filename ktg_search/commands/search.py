@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..results import load_results
-    from ..search import SearchConfig, load_config_file, load_preset, run_search
+    from ..config import SearchConfig, load_config_file, load_preset
+    from ..search import run_search
     if args.resume:
         run_dir = run_search(SearchConfig(), resume=args.resume, address=args.address,
                              verbose=args.verbose,

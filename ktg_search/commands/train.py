@@ -2,25 +2,24 @@
 graph found by a search on another data set)."""
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from ..errors import KtgError
-from .common import add_training_args, check_dataset, check_seeds, epoch_bar, train_config
+from .common import add_training_args, base_recipe, check_seeds, epoch_bar, recipe_line, \
+    train_config
 
 
 def add_parser(sub) -> None:
     from ..outputs import add_out_args
     sp = sub.add_parser("train", help="train one graph on a data set with several seeds")
     sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
-    add_training_args(sp)
+    add_training_args(sp, preset=True)
     sp.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
     add_out_args(sp, "output folder (default ktg_runs/train)", default="ktg_runs/train")
     sp.add_argument("--teacher", help="checkpoint from `ktg pretrain` for every pretrained "
                                       "node (the kd-* graphs)")
-    sp.add_argument("--max-iters-per-epoch", type=int, help=argparse.SUPPRESS)
     sp.set_defaults(func=run)
 
 
@@ -30,34 +29,39 @@ def run(args) -> int:
     from ..metrics import Evaluator
     from ..outputs import output_folder
     from ..runs import seed_table, train_one
-    check_dataset(args.dataset)
+    from ..config import check_recipe
     check_seeds(args.seeds)
     graph = resolve_graph(args.graph)
+    # the graph's recipe is checked even when --preset or flags replace it: a graph file
+    # with a bad value is refused, whichever settings win
+    recipe = None if graph.recipe is None else \
+        check_recipe(graph.recipe, where=f"{args.graph}: recipe")
+    base, source = base_recipe(args, recipe, str(args.graph))
     if args.teacher:
         from ..teachers import apply_teacher
         if not Path(args.teacher).expanduser().is_file():
             raise KtgError(f"--teacher {args.teacher!r} does not exist; valid: a checkpoint "
                            f"file written by `ktg pretrain --model M --dataset D -o PATH`")
         graph = apply_teacher(graph, args.teacher)
-    cfg0 = train_config(args, args.epochs, 0)
-    cfg0.validate()
-    train_config(args, args.epochs, args.seed0 + args.seeds - 1).validate()  # last seed
+    cfg0 = train_config(args, args.seed0, base)
+    train_config(args, args.seed0 + args.seeds - 1, base)  # the last seed is in range too
+    print(recipe_line(source, args))
     out, _ = output_folder(args.out, args.force)
     # everything that can fail on bad input fails before a file is written: the data,
     # the evaluator, and every frozen node's checkpoint (loaded as data)
-    data = load_dataset(args.dataset, args.image_size, root=args.data_root)
-    evaluator = Evaluator(data, extractor=args.extractor, num_samples=args.eval_samples,
-                          fid=not args.no_fid, device="cpu" if args.device == "auto"
-                          else args.device, inception_weights=args.inception_weights)
+    data = load_dataset(cfg0.dataset, cfg0.image_size, root=cfg0.data_root)
+    evaluator = Evaluator(data, extractor=cfg0.extractor, num_samples=cfg0.eval_samples,
+                          fid=cfg0.fid, device="cpu" if cfg0.device == "auto"
+                          else cfg0.device, inception_weights=cfg0.inception_weights)
     from ..teachers import check_teachers
     check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
     created = not out.exists()
     made: list[Path] = []  # the seed folders this call creates (removed if it fails)
     try:
         summaries = []
-        bar = epoch_bar(args.seeds * args.epochs, f"train {graph.name or args.graph}")
+        bar = epoch_bar(args.seeds * cfg0.epochs, f"train {graph.name or args.graph}")
         for seed in range(args.seed0, args.seed0 + args.seeds):
-            cfg = train_config(args, args.epochs, seed)
+            cfg = train_config(args, seed, base)
 
             def tick(row, seed=seed):
                 best = max((row.get(f"is_g{i}", float("nan")) for i in range(graph.k)),

@@ -12,13 +12,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config import check_recipe
     from ..graph import resolve_graph
     g = resolve_graph(args.graph)
+    recipe = None if g.recipe is None else \
+        check_recipe(g.recipe, where=f"{args.graph}: recipe")
     if not args.no_files:
         from ..safeload import check_pretrained_files
         check_pretrained_files(g)
     print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
     print(g.draw())
+    if recipe is not None:
+        print("recipe (ktg train's defaults): " +
+              ", ".join(f"{k}={v}" for k, v in recipe.items()))
     if g.dead_nodes():
         print(f"note: node(s) {', '.join(map(str, g.dead_nodes()))} have every incoming "
               f"edge cutoff and no pretrained checkpoint: they never learn")
