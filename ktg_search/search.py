@@ -29,7 +29,6 @@ from .progress import ProgressView
 from .raylog import ray_output_to
 from .fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
 from .results import ResultsBook, error_text
-from .runinfo import own_study_storage  # noqa: F401  (report.py's import until it moves)
 from .study import RESUME_KEYS, logical_id
 
 

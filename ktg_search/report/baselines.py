@@ -96,7 +96,7 @@ def graph_key(run_dir: Path) -> str:
 
 def search_recipe(cfg: dict):
     """The TrainConfig every trial of the search trained with (run.json's config)."""
-    from ..search import SearchConfig
+    from ..config import SearchConfig
     return SearchConfig.from_dict(cfg, where="run.json config").train_config()
 
 

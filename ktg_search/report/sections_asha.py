@@ -25,7 +25,7 @@ class Clock:
 
 def clock(run: RunView) -> Clock:
     """ASHA's settings and budget as the run's history measures them."""
-    from ..search import TIME_ATTRS
+    from ..config import TIME_ATTRS
     c, h = run.cfg, run.history
     grace, rf = int(c.get("grace_period", 1)), float(c.get("reduction_factor", 2))
     unit = c.get("time_unit", "epochs")
