@@ -30,12 +30,11 @@ from torch import Tensor, nn
 from .checks import Bool, Choice, Device, Float, Int, Text, check_fields, check_instance, \
     setting
 from .errors import KtgError
-from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .ema import GeneratorEMA
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
+from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 from .results import atomic_write
 
 STATUSES = ("running", "completed", "diverged")
@@ -330,12 +329,12 @@ class Trainer:
         outs = []
         # the edges into learning nodes whose gate weight is not zero now: (src, t) -> gate
         active = {(src, t): g for t in self.learning for src in ["D", *range(k)]
-                  if src != t and is_active(g := self.graph.gate(src, t), p)}
+                  if src != t and GATES.get(g := self.graph.gate(src, t)).is_active(p)}
         # D judges G_i(z) only where an active edge reads it: D -> i, or a gate (correct)
         # that asks whether G_i's images pass as real. A frozen teacher, or a node whose
         # D edge is cut, costs no D pass here.
         judged_order = sorted({t if src == "D" else src for (src, t), g in active.items()
-                               if src == "D" or reads_source_real(g)})
+                               if src == "D" or GATES.get(g).needs_verdict})
         with self._autocast():
             for i in range(k):
                 if i in learning:
@@ -367,14 +366,14 @@ class Trainer:
             terms = []
             if ("D", t) in active:
                 adv = generator_adversarial_loss(logits[t])
-                terms.append(get_gate(active["D", t])(adv, p, ~said_real[t]))
+                terms.append(GATES.get(active["D", t])(adv, p, ~said_real[t]))
             for s in range(k):
                 if (s, t) not in active:
                     continue
                 src = [r.detach() for r in rep(s)]
                 tl = self.transfer.compare(src, rep(t), self.graph.alpha,
                                            self.transfer_positions).float()
-                terms.append(get_gate(active[s, t])(tl, p, said_real.get(s)))
+                terms.append(GATES.get(active[s, t])(tl, p, said_real.get(s)))
             if not terms:
                 continue
             l_t = torch.stack(terms).sum(dim=0).mean()
