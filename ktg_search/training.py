@@ -35,9 +35,9 @@ from .losses import discriminator_loss, generator_adversarial_loss
 from .ema import GeneratorEMA
 from .models import same_sigma
 from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
-from .results import atomic_write
+from .teachers import load_pretrained
+from .fileio import atomic_write
 
-STATUSES = ("running", "completed", "diverged")
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
 TRANSFER_SCALES = ("plain", "resolution")
@@ -161,36 +161,6 @@ def resolve_device(device: str) -> torch.device:
     elif device != "cpu":
         raise KtgError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
     return torch.device(device)
-
-
-def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
-    """A generator checkpoint written by `ktg pretrain` (`Trainer.export_generator`).
-
-    Loaded as data (safeload.py: tensors and plain values only); KtgError naming the file
-    when it is missing, truncated, refused, or does not fit this run's size and nz."""
-    from .safeload import load_checkpoint, tensor_dict
-    ckpt = load_checkpoint(path, "pretrained checkpoint")
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict) or \
-            not isinstance(ckpt.get("model"), str):
-        raise KtgError(f"{path!r} is not a generator checkpoint from `ktg pretrain` "
-                       f"(expected keys: model, generator, config)")
-    if ckpt["model"] not in GENERATORS:
-        raise KtgError(f"pretrained checkpoint {path!r} holds an unknown model "
-                       f"{ckpt['model'][:80]!r}; valid: {', '.join(GENERATORS.names())}")
-    cfg = ckpt.get("config", {})
-    cfg = cfg if isinstance(cfg, dict) else {}
-    for key, want in (("image_size", image_size), ("nz", nz)):
-        if key in cfg and cfg[key] != want:
-            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]!r}, but "
-                           f"this run uses {key}={want}")
-    g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
-    try:
-        g.load_state_dict(tensor_dict(ckpt["generator"], "the generator", path))
-    except RuntimeError as e:  # missing keys, other shapes
-        raise KtgError(f"pretrained checkpoint {path!r} does not fit a {ckpt['model']} "
-                       f"generator at {image_size} px with {channels} channel(s) and "
-                       f"nz={nz}: {str(e).strip().splitlines()[0][:200]}") from None
-    return ckpt["model"], g
 
 
 class Trainer:
