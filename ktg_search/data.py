@@ -2,7 +2,8 @@
 
 `load_dataset` splits off the argument, looks `NAME` up in the `DATASETS` registry
 (registry.py) and calls its loader (datasets.py); `check_dataset_name` checks a name
-without reading any file, for configs and flags.
+without reading any file, for configs and flags. What argument a data set takes is the
+registry entry's (`DataSet.arg`, `arg_required`, `check_arg`), never a list here.
 """
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import pathlib
 
 from .errors import KtgError
 from .imagedata import ImageData, check_size, data_root
+from .registry import DATASETS
 
 
 def check_dataset_name(name: object, what: str = "data set") -> str:
     """`name` if it names a registered data set with a valid argument, else KtgError.
 
     Checks what can be checked without reading a file: the registry name, and the
-    argument's form (`synthetic:N` with N in range, `folder:` with a path, no argument
-    for the others)."""
-    from .registry import DATASETS
+    argument's form (as the entry says: `synthetic:N` with N in range, `folder:` with a
+    path, no argument for the others)."""
     valid = ", ".join(dataset_names())
     if not isinstance(name, str) or not name or len(name) > 4096:
         raise KtgError(f"{what} must be a data set name, got {str(name)[:80]!r}; valid: "
@@ -30,13 +31,14 @@ def check_dataset_name(name: object, what: str = "data set") -> str:
     base, colon, arg = name.partition(":")
     if base not in DATASETS:
         raise KtgError(f"unknown {what} {name!r}; valid: {valid}")
-    if base == "synthetic" and colon:
-        from .datasets import synthetic_size
-        synthetic_size(arg)
-    elif base == "folder" and not arg:
-        raise KtgError("data set 'folder' needs a path: use folder:PATH")
-    elif base not in ("synthetic", "folder") and colon:
-        raise KtgError(f"data set {base!r} takes no argument, got {name!r}")
+    entry = DATASETS.get(base)
+    if not entry.takes_arg:
+        if colon:
+            raise KtgError(f"data set {base!r} takes no argument, got {name!r}")
+    elif entry.arg_required and not arg:
+        raise KtgError(f"data set {base!r} needs an argument: use {entry.usage(base)}")
+    elif colon and entry.check_arg is not None:
+        entry.check_arg(arg)
     return name
 
 
@@ -48,16 +50,15 @@ def load_dataset(name: str, image_size: int, root: str | None = None,
     `download=False` never touches the network. Unknown names, bad sizes and missing
     files raise `KtgError`.
     """
-    from .registry import DATASETS
     check_dataset_name(name)
     base, _, arg = name.partition(":")
-    loader = DATASETS.get(base)
     check_size(image_size)
     root_path = pathlib.Path(root).expanduser() if root else data_root()
-    return loader(image_size, root_path, download, arg or None)
+    return DATASETS.get(base).load(image_size, root_path, download, arg or None)
 
 
 def dataset_names() -> list[str]:
-    """Registry names as a user types them ("folder" is shown as "folder:PATH")."""
-    from .registry import DATASETS
-    return [n + (":PATH" if n == "folder" else "") for n in DATASETS.names()]
+    """Registry names as a user types them: a required argument is shown
+    (`folder:PATH`), an optional one is not (`synthetic`)."""
+    return [DATASETS.get(n).usage(n) if DATASETS.get(n).arg_required else n
+            for n in DATASETS.names()]

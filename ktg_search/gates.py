@@ -13,15 +13,16 @@ that D still catches. Either way the trainer hands the gate a mask that means "t
 is right on this sample".
 
 `cutoff` returns zeros so that the registry contract holds, but the trainer never computes
-a cutoff edge's loss at all (see `is_active`).
+a cutoff edge's loss at all. The functions are registered in registry.py's GATES, each with
+what it needs from the trainer (`Gate.needs_verdict`: True for `correct`); `Gate.weight` and
+`Gate.is_active` tell the trainer which edges it can skip. This module looks nothing up.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["through", "cutoff", "linear_up", "linear_down", "correct", "get_gate",
-           "gate_weight", "is_active", "reads_source_real"]
+__all__ = ["through", "cutoff", "linear_up", "linear_down", "correct"]
 
 
 def _check_progress(progress: float) -> float:
@@ -62,38 +63,3 @@ def correct(loss: Tensor, progress: float, source_real: Tensor | None = None) ->
         raise ValueError(f"`source_real` has shape {tuple(source_real.shape)}, "
                          f"but the loss has batch size {loss.shape[0]}")
     return loss * source_real.to(loss.dtype)
-
-
-def get_gate(name: str):
-    """The gate function registered as `name` (KtgError listing the valid names)."""
-    from .registry import GATES
-    return GATES.get(name)
-
-
-# Gates that look at `source_real`; every other gate is a constant factor of progress.
-PER_SAMPLE_GATES = frozenset({"correct"})
-
-
-def reads_source_real(name: str) -> bool:
-    """True when the gate needs D's verdict on the source's images (`source_real`): the
-    trainer runs D on a generator's images in the G step only when some edge needs it."""
-    return name in PER_SAMPLE_GATES
-
-
-def gate_weight(name: str, progress: float) -> float | None:
-    """The constant factor a gate applies at `progress`, or None for `correct` (per sample).
-
-    The trainer uses it to skip edges whose weight is exactly zero (cutoff always,
-    linear_up at p = 0, linear_down at p = 1) without computing their loss.
-    """
-    one = torch.ones(1)
-    _check_progress(progress)
-    if reads_source_real(name):
-        return None
-    return float(get_gate(name)(one, progress)[0])
-
-
-def is_active(name: str, progress: float) -> bool:
-    """False when the edge contributes nothing at `progress` and need not be computed."""
-    w = gate_weight(name, progress)
-    return w is None or w != 0.0

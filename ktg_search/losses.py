@@ -97,8 +97,9 @@ def generator_adversarial_loss(logits: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class TransferKind:
-    """A registered transfer kind: which generator output it reads, and the loss.
+class NormalizedTransfer:
+    """The built-in transfer kinds (registry.TransferKind): which generator output they
+    read, and the loss.
 
     `layers` are 0-based indices into the generator's tap list (the outputs of its hidden
     up-sampling blocks, counted from the input side); None means the generated image.
@@ -155,7 +156,7 @@ class TransferKind:
                                      [dst[1][i] for i in self.layers], alpha)
 
 
-IMAGE_TRANSFER = TransferKind("image", None)
+IMAGE_TRANSFER = NormalizedTransfer("image", None)
 # The paper's "2nd and 3rd layers" / "3rd and 4th layers" of the DCGAN generator.
-FEATURE_IN_TRANSFER = TransferKind("feature_in", (1, 2))
-FEATURE_OUT_TRANSFER = TransferKind("feature_out", (2, 3))
+FEATURE_IN_TRANSFER = NormalizedTransfer("feature_in", (1, 2))
+FEATURE_OUT_TRANSFER = NormalizedTransfer("feature_out", (2, 3))

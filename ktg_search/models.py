@@ -26,7 +26,6 @@ from torch.nn.utils import spectral_norm
 
 SIZES = (16, 32, 64)
 GENERATOR_WIDTHS = {"small": 16, "medium": 32, "large": 64}
-NUM_TAPS = 4
 # the side of each tap's square map (the four block outputs), by image size
 TAP_SIDES = {16: (2, 4, 8, 16), 32: (4, 8, 16, 32), 64: (4, 8, 16, 32)}
 

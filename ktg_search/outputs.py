@@ -44,6 +44,17 @@ def _within(p: Path, root: Path) -> bool:
 
 
 # ---- files and folders written into ---------------------------------------------------------
+def _check_parent_is_a_folder(p: Path, flag: str) -> None:
+    """KtgError when the nearest existing ancestor of `p` is a file (nothing can be made
+    below it)."""
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise KtgError(f"{flag} {str(p)!r}: {str(parent)!r} is a file, not a "
+                               f"folder")
+            break
+
+
 def output_file(path: str | Path, force: bool, flag: str = "-o/--out",
                 example: str = "best.json") -> Path:
     """An output file path: KtgError for a directory, or an existing file without
@@ -52,12 +63,7 @@ def output_file(path: str | Path, force: bool, flag: str = "-o/--out",
     if p.is_dir():
         raise KtgError(f"{flag} {str(p)!r} is a directory; valid: a file path, e.g. "
                        f"{example}")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise KtgError(f"{flag} {str(p)!r}: {str(parent)!r} is a file, not a "
-                               f"folder")
-            break
+    _check_parent_is_a_folder(p, flag)
     if (p.exists() or p.is_symlink()) and not force:
         raise KtgError(f"{flag} {str(p)!r} already exists; pass --force to replace it, or "
                        f"choose another path")
@@ -72,12 +78,7 @@ def output_folder(path: str | Path, force: bool, flag: str = "-o/--out") -> tupl
     if p.exists() and not p.is_dir():
         raise KtgError(f"{flag} {str(p)!r} is a file; valid: a new or empty folder (or an "
                        f"existing one with --force)")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise KtgError(f"{flag} {str(p)!r}: {str(parent)!r} is a file, not a "
-                               f"folder")
-            break
+    _check_parent_is_a_folder(p, flag)
     existed = p.is_dir()
     if existed and any(p.iterdir()) and not force:
         raise KtgError(f"{flag} {str(p)!r} already holds files; pass --force to write "

@@ -8,9 +8,17 @@ never import this module at import time, so there is no import cycle.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Generic, Iterator, Protocol, Sequence, TypeVar, \
+    runtime_checkable
 
 from .errors import KtgError, one_of
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from torch import Tensor
+
+    from .imagedata import ImageData
 
 T = TypeVar("T")
 
@@ -58,11 +66,92 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
-GATES: Registry[Callable] = Registry("gate")
-TRANSFERS: Registry = Registry("transfer kind")
+# ---- what an entry of each kind carries ------------------------------------------------
+@dataclass(frozen=True)
+class Gate:
+    """A registered gate: its function (gates.py) and what it needs from the trainer.
+
+    `needs_verdict`: the gate reads D's per-sample verdict on the source's images
+    (`source_real`, see gates.py); the trainer runs D on those images only when some
+    edge's gate needs it. Every other gate is a constant factor of progress.
+    """
+    fn: Callable[..., "Tensor"]
+    needs_verdict: bool = False
+
+    def __call__(self, loss: "Tensor", progress: float,
+                 source_real: "Tensor | None" = None) -> "Tensor":
+        return self.fn(loss, progress, source_real)
+
+    def weight(self, progress: float) -> float | None:
+        """The constant factor the gate applies at `progress` (checked to be in [0, 1]),
+        or None when it acts per sample (`needs_verdict`).
+
+        The trainer uses it to skip edges whose weight is exactly zero (cutoff always,
+        linear_up at p = 0, linear_down at p = 1) without computing their loss."""
+        import torch
+        one = torch.ones(1)
+        out = self.fn(one, progress, torch.ones(1, dtype=torch.bool))  # checks progress
+        return None if self.needs_verdict else float(out[0])
+
+    def is_active(self, progress: float) -> bool:
+        """False when the edge contributes nothing at `progress` and need not be computed."""
+        w = self.weight(progress)
+        return w is None or w != 0.0
+
+
+@runtime_checkable
+class TransferKind(Protocol):
+    """What a transfer kind implements (losses.py has the built-ins).
+
+    `layers`: 0-based indices into the generator's tap list, or None for the generated
+    image. `prepare` turns one generator's (image, taps) into the normalized vectors the
+    loss compares (once a step per generator); `compare` is the per-sample loss [B]
+    between two `prepare` results; `reference_positions` the vectors' sizes at the
+    paper's 64 px (the resolution-aware scale); calling the kind does prepare + compare.
+    """
+    name: str
+    layers: "tuple[int, ...] | None"
+
+    def prepare(self, out: "tuple[Tensor, list[Tensor]]") -> "list[Tensor]": ...
+
+    def compare(self, src: "list[Tensor]", dst: "list[Tensor]", alpha: float,
+                positions: Sequence[int] | None = None) -> "Tensor": ...
+
+    def reference_positions(self, channels: int) -> list[int]: ...
+
+    def __call__(self, src: "tuple[Tensor, list[Tensor]]", dst: "tuple[Tensor, list[Tensor]]",
+                 alpha: float) -> "Tensor": ...
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A registered data set: its loader (datasets.py) and its argument, if it takes one.
+
+    A user names a data set `NAME` or `NAME:ARG`. `arg` is how the argument is shown
+    ("PATH", "N"; "" = the data set takes none), `arg_required` whether it must be given,
+    and `check_arg` checks it without reading a file (None: any non-empty text).
+    """
+    load: Callable[[int, Path, bool, "str | None"], "ImageData"]
+    arg: str = ""
+    arg_required: bool = False
+    check_arg: Callable[[str], object] | None = None
+
+    @property
+    def takes_arg(self) -> bool:
+        return bool(self.arg)
+
+    def usage(self, name: str) -> str:
+        """How a user types it: `digits`, `folder:PATH`, `synthetic[:N]`."""
+        if not self.takes_arg:
+            return name
+        return f"{name}:{self.arg}" if self.arg_required else f"{name}[:{self.arg}]"
+
+
+GATES: Registry[Gate] = Registry("gate")
+TRANSFERS: Registry[TransferKind] = Registry("transfer kind")
 GENERATORS: Registry[Callable] = Registry("generator model")
 DISCRIMINATORS: Registry[Callable] = Registry("discriminator")
-DATASETS: Registry[Callable] = Registry("data set")
+DATASETS: Registry[DataSet] = Registry("data set")
 EXTRACTORS: Registry[Callable] = Registry("feature extractor")
 
 
@@ -73,11 +162,13 @@ from . import gates as _gates  # noqa: E402
 from . import losses as _losses  # noqa: E402
 from . import models as _models  # noqa: E402
 
-GATES.register("through", _gates.through, "passes the loss unchanged: a")
-GATES.register("cutoff", _gates.cutoff, "blocks the edge; the loss is never computed: 0")
-GATES.register("linear_up", _gates.linear_up, "KTG's positive linear gate: p * a")
-GATES.register("linear_down", _gates.linear_down, "KTG's negative linear gate: (1 - p) * a")
-GATES.register("correct", _gates.correct, "a only where the source is right (see gates.py)")
+GATES.register("through", Gate(_gates.through), "passes the loss unchanged: a")
+GATES.register("cutoff", Gate(_gates.cutoff), "blocks the edge; the loss is never computed: 0")
+GATES.register("linear_up", Gate(_gates.linear_up), "KTG's positive linear gate: p * a")
+GATES.register("linear_down", Gate(_gates.linear_down),
+               "KTG's negative linear gate: (1 - p) * a")
+GATES.register("correct", Gate(_gates.correct, needs_verdict=True),
+               "a only where the source is right (see gates.py)")
 
 TRANSFERS.register("image", _losses.IMAGE_TRANSFER, "generated images, eq. 5")
 TRANSFERS.register("feature_in", _losses.FEATURE_IN_TRANSFER,
@@ -103,15 +194,18 @@ DISCRIMINATORS.register("sn-resnet", _models.ResNetDiscriminator,
 from . import datasets as _data  # noqa: E402
 from . import extractors as _metrics  # noqa: E402
 
-DATASETS.register("digits", _data.load_digits,
+DATASETS.register("digits", DataSet(_data.load_digits),
                   "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")
-DATASETS.register("cifar10", _data.load_cifar10, "CIFAR-10 train split (torchvision), 3 channels")
-DATASETS.register("mnist", _data.load_mnist, "MNIST train split (torchvision), 1 channel")
-DATASETS.register("fashion-mnist", _data.load_fashion_mnist,
+DATASETS.register("cifar10", DataSet(_data.load_cifar10),
+                  "CIFAR-10 train split (torchvision), 3 channels")
+DATASETS.register("mnist", DataSet(_data.load_mnist),
+                  "MNIST train split (torchvision), 1 channel")
+DATASETS.register("fashion-mnist", DataSet(_data.load_fashion_mnist),
                   "Fashion-MNIST train split (torchvision), 1 channel")
-DATASETS.register("folder", _data.load_folder,
+DATASETS.register("folder", DataSet(_data.load_folder, arg="PATH", arg_required=True),
                   "folder:PATH, a folder of images; class sub-folders are the labels")
-DATASETS.register("synthetic", _data.load_synthetic,
+DATASETS.register("synthetic", DataSet(_data.load_synthetic, arg="N",
+                                       check_arg=_data.synthetic_size),
                   "synthetic[:N], N (512) coloured shapes of 10 classes, made on the fly")
 
 EXTRACTORS.register("classifier", _metrics.ClassifierExtractor.load,

@@ -11,8 +11,9 @@ from typing import Any
 from .errors import KtgError
 from .fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE, find_checkpoints,
                      latest_checkpoint, write_parquet)
-# moved to fileio.py; re-exported until the modules of other branches import them there
-from .fileio import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401
+# report.py's import until the report package lands (issue 13); everyone else imports it
+# from fileio.py, and this line goes with report.py
+from .fileio import atomic_write_bytes  # noqa: F401
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]

@@ -124,6 +124,17 @@ def load_inception_state(path: str | Path) -> dict:
                        "the inception weights", path)
 
 
+def generator_checkpoint(path: str | Path, what: str) -> dict:
+    """A checkpoint written by `ktg pretrain`, loaded as data: a dict with a `model` name
+    and a `generator` dict (and optionally `config`); KtgError naming the file otherwise."""
+    ckpt = load_checkpoint(path, what)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict) or \
+            not isinstance(ckpt.get("model"), str):
+        raise KtgError(f"{what} {str(path)!r} is not a generator checkpoint from `ktg "
+                       f"pretrain` (expected keys: model, generator, config)")
+    return ckpt
+
+
 def check_pretrained_files(g) -> None:
     """Every node's `pretrained` checkpoint exists, loads as data and holds the node's
     model; KtgError naming the first path that does not."""
@@ -134,12 +145,8 @@ def check_pretrained_files(g) -> None:
             raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} does not "
                            f"exist (a relative path is relative to the graph file); pass "
                            f"--no-files to check a graph meant for another machine")
-        ckpt = load_checkpoint(node.pretrained, "pretrained checkpoint")
-        model = ckpt.get("model") if isinstance(ckpt, dict) else None
-        if not isinstance(model, str) or not isinstance(ckpt.get("generator"), dict):
-            raise KtgError(f"node {i}'s pretrained checkpoint {node.pretrained!r} is not a "
-                           f"generator checkpoint from `ktg pretrain` (expected keys: "
-                           f"model, generator, config)")
+        model = generator_checkpoint(node.pretrained,
+                                     f"node {i}'s pretrained checkpoint")["model"]
         if model != node.model:
             raise KtgError(f"node {i} says model {node.model!r}, but its pretrained "
                            f"checkpoint {node.pretrained!r} holds a {model[:80]!r}")

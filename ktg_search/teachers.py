@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from .errors import KtgError
 from .graph import Graph, Node, resolve_graph
+from .registry import GENERATORS
+from .safeload import generator_checkpoint, tensor_dict
 from .workers import data_and_evaluator
 
 KEEP = ("best", "last")  # which epoch's weights `ktg pretrain` writes
@@ -28,9 +32,36 @@ def apply_teacher(graph: Graph, teacher: str | Path) -> Graph:
     return g
 
 
+def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
+    """(model name, generator) of a checkpoint written by `ktg pretrain`
+    (`Trainer.export_generator`), built at this run's size, channels and nz.
+
+    The file is read with safeload.py's safe loader (`load_checkpoint`:
+    `torch.load(weights_only=True)`, so no code in the file runs) and its generator
+    state must be a dict of tensors (`tensor_dict`); KtgError naming the file when it is
+    missing, truncated, refused, not a generator checkpoint, or does not fit this run."""
+    ckpt = generator_checkpoint(path, "pretrained checkpoint")
+    if ckpt["model"] not in GENERATORS:
+        raise KtgError(f"pretrained checkpoint {path!r} holds an unknown model "
+                       f"{ckpt['model'][:80]!r}; valid: {', '.join(GENERATORS.names())}")
+    cfg = ckpt.get("config", {})
+    cfg = cfg if isinstance(cfg, dict) else {}
+    for key, want in (("image_size", image_size), ("nz", nz)):
+        if key in cfg and cfg[key] != want:
+            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]!r}, but "
+                           f"this run uses {key}={want}")
+    g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
+    try:
+        g.load_state_dict(tensor_dict(ckpt["generator"], "the generator", path))
+    except RuntimeError as e:  # missing keys, other shapes
+        raise KtgError(f"pretrained checkpoint {path!r} does not fit a {ckpt['model']} "
+                       f"generator at {image_size} px with {channels} channel(s) and "
+                       f"nz={nz}: {str(e).strip().splitlines()[0][:200]}") from None
+    return ckpt["model"], g
+
+
 def check_teachers(graphs: list[tuple[str, Graph]], config, channels: int) -> None:
     """Load every frozen node's checkpoint once: a wrong file fails before any training."""
-    from .training import load_pretrained
     seen: dict[str, str] = {}
     for label, g in graphs:
         for i in g.frozen_nodes():
@@ -52,8 +83,7 @@ def pretrain(model: str, config, output: str | Path, keep: str = "best",
     `pretrained`. `keep`: the weights of the best-IS epoch or of the last epoch."""
     from tqdm import tqdm
 
-    from .registry import GENERATORS
-    from .training import Trainer
+    from .training import Trainer  # pretrain drives the trainer, which loads teachers
     if model not in GENERATORS:
         raise KtgError(f"unknown generator model {model!r}; valid: "
                        f"{', '.join(GENERATORS.names())}")

@@ -30,15 +30,14 @@ from torch import Tensor, nn
 from .checks import Bool, Choice, Device, Float, Int, Text, check_fields, check_instance, \
     setting
 from .errors import KtgError
-from .gates import get_gate, is_active, reads_source_real
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .ema import GeneratorEMA
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
-from .results import atomic_write
+from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+from .teachers import load_pretrained
+from .fileio import atomic_write
 
-STATUSES = ("running", "completed", "diverged")
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
 TRANSFER_SCALES = ("plain", "resolution")
@@ -184,36 +183,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
-    """A generator checkpoint written by `ktg pretrain` (`Trainer.export_generator`).
-
-    Loaded as data (safeload.py: tensors and plain values only); KtgError naming the file
-    when it is missing, truncated, refused, or does not fit this run's size and nz."""
-    from .safeload import load_checkpoint, tensor_dict
-    ckpt = load_checkpoint(path, "pretrained checkpoint")
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict) or \
-            not isinstance(ckpt.get("model"), str):
-        raise KtgError(f"{path!r} is not a generator checkpoint from `ktg pretrain` "
-                       f"(expected keys: model, generator, config)")
-    if ckpt["model"] not in GENERATORS:
-        raise KtgError(f"pretrained checkpoint {path!r} holds an unknown model "
-                       f"{ckpt['model'][:80]!r}; valid: {', '.join(GENERATORS.names())}")
-    cfg = ckpt.get("config", {})
-    cfg = cfg if isinstance(cfg, dict) else {}
-    for key, want in (("image_size", image_size), ("nz", nz)):
-        if key in cfg and cfg[key] != want:
-            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]!r}, but "
-                           f"this run uses {key}={want}")
-    g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
-    try:
-        g.load_state_dict(tensor_dict(ckpt["generator"], "the generator", path))
-    except RuntimeError as e:  # missing keys, other shapes
-        raise KtgError(f"pretrained checkpoint {path!r} does not fit a {ckpt['model']} "
-                       f"generator at {image_size} px with {channels} channel(s) and "
-                       f"nz={nz}: {str(e).strip().splitlines()[0][:200]}") from None
-    return ckpt["model"], g
-
-
 class Trainer:
     """Trains the generators and the discriminator of one knowledge-transfer graph.
 
@@ -350,12 +319,12 @@ class Trainer:
         outs = []
         # the edges into learning nodes whose gate weight is not zero now: (src, t) -> gate
         active = {(src, t): g for t in self.learning for src in ["D", *range(k)]
-                  if src != t and is_active(g := self.graph.gate(src, t), p)}
+                  if src != t and GATES.get(g := self.graph.gate(src, t)).is_active(p)}
         # D judges G_i(z) only where an active edge reads it: D -> i, or a gate (correct)
         # that asks whether G_i's images pass as real. A frozen teacher, or a node whose
         # D edge is cut, costs no D pass here.
         judged_order = sorted({t if src == "D" else src for (src, t), g in active.items()
-                               if src == "D" or reads_source_real(g)})
+                               if src == "D" or GATES.get(g).needs_verdict})
         with self._autocast():
             for i in range(k):
                 if i in learning:
@@ -387,14 +356,14 @@ class Trainer:
             terms = []
             if ("D", t) in active:
                 adv = generator_adversarial_loss(logits[t])
-                terms.append(get_gate(active["D", t])(adv, p, ~said_real[t]))
+                terms.append(GATES.get(active["D", t])(adv, p, ~said_real[t]))
             for s in range(k):
                 if (s, t) not in active:
                     continue
                 src = [r.detach() for r in rep(s)]
                 tl = self.transfer.compare(src, rep(t), self.graph.alpha,
                                            self.transfer_positions).float()
-                terms.append(get_gate(active[s, t])(tl, p, said_real.get(s)))
+                terms.append(GATES.get(active[s, t])(tl, p, said_real.get(s)))
             if not terms:
                 continue
             l_t = torch.stack(terms).sum(dim=0).mean()

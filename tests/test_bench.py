@@ -10,21 +10,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ktg_search import bench
-from ktg_search.models import SNDiscriminator
+from ktg_search import bench, reference
+from ktg_search.graph import resolve_graph
+from ktg_search.models import SNDiscriminator, same_sigma
 
 
 def test_same_sigma_stops_the_power_iteration_only_inside():
     d = SNDiscriminator(16, 1, 4, ndf=8).train()
     x = torch.randn(2, 1, 16, 16)
     u0 = d.head.weight_u.clone()
-    with bench.same_sigma(d):
+    with same_sigma(d):
         y_in = d(x)
     assert torch.equal(d.head.weight_u, u0)   # no power iteration inside
     assert d.head.training                    # flags restored
     d(x)
     assert not torch.equal(d.head.weight_u, u0)  # torch's default again outside
-    with bench.same_sigma(d):
+    with same_sigma(d):
         y1, y2 = d(x), d(x)
     assert torch.equal(y1, y2)  # the same W / sigma on every call inside
     assert y_in.shape == (2, 4)
@@ -49,9 +50,13 @@ def test_small_bench_run_engine_matches_reference():
     # free-running the gap only grows from rounding (Adam's first step); still small
     assert case["max_loss_diff_free"] < 10 * bench.TARGET_LOSS_DIFF
     for key in ("engine_steps_per_s", "reference_steps_per_s", "speedup", "eval_s",
-                "peak_rss_mb"):
+                "eval_first_s", "peak_rss_mb", "matmul_gflops", "engine_gflops"):
         assert case[key] > 0, key
-    assert len(case["step_s"]["engine"]) == 3
+    # every timed step of both sides took time (a timer that never ran reads 0)
+    for side in ("engine", "reference"):
+        assert len(case["step_s"][side]) == 3
+        assert all(t > 0 for t in case["step_s"][side]), side
+    assert case["engine_steps_per_s"] == pytest.approx(3 / sum(case["step_s"]["engine"]))
     # the same arithmetic on both sides (FLOPs counted by torch, not by us), and the bound
     # is the reference's median step over the engine's FLOPs at the matmul rate
     assert case["engine_gflop"] > 0
@@ -71,10 +76,10 @@ def test_the_equivalence_check_can_fail(digits16):
     fewer there than the literal "multiply by 0"."""
     cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4)
     batches = bench._batches(digits16, 32, 2, seed=1)
-    per_call = bench.equivalence(bench.resolve_graph("through-3"), cfg, digits16, batches,
+    per_call = reference.equivalence(resolve_graph("through-3"), cfg, digits16, batches,
                                  sn="per_call")
     assert per_call["same_z"] and per_call["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF
-    zw = bench.equivalence(bench.zero_weight_graph(), cfg, digits16, batches)
+    zw = reference.equivalence(bench.zero_weight_graph(), cfg, digits16, batches)
     assert sorted(zw["adam_step_mismatch"]) == [f"G{i}.to_image.weight" for i in range(3)]
 
 
@@ -83,20 +88,45 @@ def test_recipe_case_matches_the_reference_and_the_check_can_fail(digits16, monk
     the reference implements each piece itself; dropping one of them there is seen."""
     cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4, **bench.RECIPE)
     batches = bench._batches(digits16, 32, 3, seed=1)
-    graph = bench.resolve_graph("through-3-image")
-    eq = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    graph = resolve_graph("through-3-image")
+    eq = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
     assert eq["d_kind"] == "sn-cnn" and eq["same_z"] and not eq["adam_step_mismatch"]
     assert eq["max_loss_diff"] < bench.TARGET_LOSS_DIFF
     assert eq["ema_diff"] is not None and eq["ema_diff"] < bench.TARGET_LOSS_DIFF
     # teeth 1: a reference that ignores the resolution-aware scale (plain alpha / N)
-    plain = bench.ReferenceTrainer._transfer_loss
-    monkeypatch.setattr(bench.ReferenceTrainer, "_transfer_loss",
+    plain = reference.ReferenceTrainer._transfer_loss
+    monkeypatch.setattr(reference.ReferenceTrainer, "_transfer_loss",
                         lambda self, s, d: self.transfer(s, d, self.graph.alpha))
-    eq_plain = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    eq_plain = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
     assert eq_plain["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF
-    monkeypatch.setattr(bench.ReferenceTrainer, "_transfer_loss", plain)
+    monkeypatch.setattr(reference.ReferenceTrainer, "_transfer_loss", plain)
     # teeth 2: a reference without the EMA update
-    monkeypatch.setattr(bench.ReferenceTrainer, "_ema_update", lambda self: None)
-    eq_ema = bench.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    monkeypatch.setattr(reference.ReferenceTrainer, "_ema_update", lambda self: None)
+    eq_ema = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
     assert eq_ema["max_loss_diff"] < bench.TARGET_LOSS_DIFF
     assert eq_ema["ema_diff"] > 10 * bench.TARGET_LOSS_DIFF
+
+
+def test_reference_gates_written_from_the_definitions():
+    right = torch.tensor([True, False, True])
+    assert reference.gate_factor("cutoff", 0.3, right) is None  # not computed at all
+    assert reference.gate_factor("through", 0.3, right).tolist() == [1.0, 1.0, 1.0]
+    assert reference.gate_factor("linear_up", 0.25, right).tolist() == [0.25] * 3
+    assert reference.gate_factor("linear_down", 0.25, right).tolist() == [0.75] * 3
+    assert reference.gate_factor("correct", 0.3, right).tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="sideways"):
+        reference.gate_factor("sideways", 0.3, right)
+
+
+def test_the_check_sees_the_correct_gates_verdict(digits16, monkeypatch):
+    """mixed-3 has correct gates on D -> 2 and 1 -> 0: the reference computes their verdict
+    itself, so a reference that reads D's verdict the other way round is caught."""
+    cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4)
+    batches = bench._batches(digits16, 32, 2, seed=1)
+    eq = reference.equivalence(bench.mixed_graph(), cfg, digits16, batches, stepwise=True)
+    assert eq["max_loss_diff"] < bench.TARGET_LOSS_DIFF
+    plain = reference.gate_factor
+    monkeypatch.setattr(reference, "gate_factor", lambda g, p, right: plain(g, p, ~right))
+    flipped = reference.equivalence(bench.mixed_graph(), cfg, digits16, batches,
+                                    stepwise=True)
+    assert flipped["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF

@@ -11,8 +11,20 @@ import pytest
 import torch
 
 from ktg_search.errors import KtgError
-from ktg_search.gates import gate_weight, get_gate, is_active
 from ktg_search.registry import GATES
+
+
+# callers look gates up in the registry; each entry carries its own weight rule
+def get_gate(name):
+    return GATES.get(name)
+
+
+def gate_weight(name, p):
+    return GATES.get(name).weight(p)
+
+
+def is_active(name, p):
+    return GATES.get(name).is_active(p)
 
 torch.set_num_threads(1)
 
@@ -150,3 +162,14 @@ def test_gate_contract(name, p):
     if w is not None:
         torch.testing.assert_close(out, w * a)
         assert is_active(name, p) == (w != 0.0)
+
+
+@pytest.mark.parametrize("name", GATES.names())
+def test_needs_verdict_is_true_exactly_when_the_gate_reads_the_mask(name):
+    # the registry's metadata cannot lie: a gate whose output depends on D's verdict must
+    # say so (the trainer runs D on the source's images only then), and the others not
+    a = torch.rand(8) + 0.5
+    yes, no = torch.ones(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool)
+    reads = not torch.equal(get_gate(name)(a, 0.5, yes), get_gate(name)(a, 0.5, no))
+    assert GATES.get(name).needs_verdict == reads
+    assert (gate_weight(name, 0.5) is None) == reads

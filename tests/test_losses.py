@@ -241,6 +241,40 @@ def test_transfer_kind_reads_the_right_taps(kind, layers):
 
 
 @pytest.mark.parametrize("kind", TRANSFERS.names())
+def test_every_registered_transfer_kind_implements_the_protocol(kind):
+    """A new transfer kind implements registry.TransferKind; checked attribute by attribute
+    (runtime_checkable only sees names) and by computing its loss both ways."""
+    from ktg_search.registry import TransferKind
+    t = TRANSFERS.get(kind)
+    assert isinstance(t, TransferKind)
+    assert isinstance(t.name, str) and t.name == kind
+    assert t.layers is None or all(isinstance(i, int) for i in t.layers)
+    for method in ("prepare", "compare", "reference_positions", "__call__"):
+        assert callable(getattr(t, method)), method
+    torch.manual_seed(1)
+    with torch.no_grad():
+        z = torch.randn(2, 100)
+        src, dst = (GENERATORS.get("dcgan-small")(16, 1)(z),
+                    GENERATORS.get("dcgan-medium")(16, 1)(z))
+    whole = t(src, dst, 10.0)
+    split = t.compare(t.prepare(src), t.prepare(dst), 10.0)
+    assert whole.shape == (2,) and (whole > 0).all()
+    torch.testing.assert_close(whole, split)
+    assert all(isinstance(n, int) and n > 0 for n in t.reference_positions(1))
+
+
+def test_the_transfer_protocol_rejects_an_incomplete_kind():
+    from ktg_search.registry import TransferKind
+
+    class OnlyCall:
+        name, layers = "x", None
+
+        def __call__(self, src, dst, alpha):
+            return src[0]
+    assert not isinstance(OnlyCall(), TransferKind)
+
+
+@pytest.mark.parametrize("kind", TRANSFERS.names())
 def test_transfer_contract_on_real_generators(kind):
     """Every transfer kind works between every pair of registered generator widths."""
     torch.manual_seed(0)

@@ -228,8 +228,8 @@ def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, ga
     # each step: the D step over real + 2 fake parts, then the G step over the judged parts
     assert sizes == [3 * b, judged * b] * len(batches)
     # and the losses are those of the literal reference, which runs D on every generator
-    from ktg_search import bench
-    eq = bench.equivalence(g, cfg(), digits16, batches, stepwise=True)
+    from ktg_search import reference
+    eq = reference.equivalence(g, cfg(), digits16, batches, stepwise=True)
     assert eq["max_loss_diff"] < 1e-4 and not eq["adam_step_mismatch"]
 
 
