@@ -9,6 +9,8 @@ in the short windows that matter (between two writes), every time. The points:
     suggested      a trial asked of the Optuna study (RUNNING there), before Tune runs it
     result         a trial's epoch result appended to the journal
     last-result    the same for a trial's last epoch (before Tune ends the trial)
+    mid-result     the same for an epoch after the first and before the last (the trial
+                   has a checkpoint newer than its start and epochs still to train)
     trial-told     the study told a trial finished, before its row is written
     row-journaled  the row appended to the journal, before the parquet tables
     tables-written the parquet tables rewritten after a finished trial

@@ -11,9 +11,6 @@ from typing import Any
 from .errors import KtgError
 from .fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE, find_checkpoints,
                      latest_checkpoint, write_parquet)
-# report.py's import until the report package lands (issue 13); everyone else imports it
-# from fileio.py, and this line goes with report.py
-from .fileio import atomic_write_bytes  # noqa: F401
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]

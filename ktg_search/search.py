@@ -48,8 +48,12 @@ class SearchEvents(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.book.on_result(logical_id(trial), result)
         failpoints.hit("result")
-        if result.get("epoch") == self.book.cfg.max_epochs:
+        epoch = result.get("epoch")
+        if epoch == self.book.cfg.max_epochs:
             failpoints.hit("last-result")
+        elif isinstance(epoch, int) and 1 < epoch < self.book.cfg.max_epochs \
+                and result.get("status") == "running" and not result.get("replay"):
+            failpoints.hit("mid-result")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, None)

@@ -24,14 +24,17 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
             concurrency=2)
 
 # (point, n): die the n-th time the driver passes `point` in that session. Spread over a
-# search's life: start-up, a trial asked but not started, a trial's last epoch recorded
-# but the trial not yet ended, mid-training, between the study's record of a finished
-# trial and ours, between the journal and the tables, after the tables, and before the
-# final summary. Each is reached whatever graphs are sampled: the first trial that trains
-# meets empty ASHA rungs and so reaches its last epoch; the kills before the last finish
-# at most 8 of the 10 trials.
-KILLS = [("startup", 1), ("suggested", 2), ("last-result", 1), ("result", 3),
-         ("trial-told", 1), ("row-journaled", 1), ("tables-written", 1), ("final", 1)]
+# search's life: start-up, a trial asked but not started, a trial between two epochs
+# (epoch 2 of 3 recorded, so its re-run must start from that checkpoint), a trial's last
+# epoch recorded but the trial not yet ended, mid-training, between the study's record of
+# a finished trial and ours, between the journal and the tables, after the tables, and
+# before the final summary. Each is reached whatever graphs are sampled: the first two
+# sessions report nothing, so in the third the first trial meets empty ASHA rungs and
+# reaches epoch 2; the fourth re-runs that trial from epoch 2 to its last epoch; the
+# kills before the last finish at most 8 of the 10 trials.
+KILLS = [("startup", 1), ("suggested", 2), ("mid-result", 1), ("last-result", 1),
+         ("result", 3), ("trial-told", 1), ("row-journaled", 1), ("tables-written", 1),
+         ("final", 1)]
 
 
 def _ktg(args: list[str], failpoint: str | None, cwd: Path) -> int:
@@ -70,6 +73,9 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
                 assert r.epochs == rows_seen[r.trial_id]["epochs"]
                 assert r.status == rows_seen[r.trial_id]["status"]
         rows_seen.update({r.trial_id: r.to_dict() for _, r in now.iterrows()})
+        if point == "mid-result":  # the trial whose epoch 2 was the last word
+            victim = [e for e in read_journal(run) if e.get("event") == "result"][-1]
+            assert victim["result"]["epoch"] == 2, victim
     assert _ktg(["search", "--resume", str(run)], None, tmp_path) == 0
 
     df = load_results(run)
@@ -89,8 +95,10 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
         h = hist[hist.trial_id == r.trial_id]
         assert sorted(h.epoch) == list(range(1, int(r.epochs) + 1)), r.trial_id
     assert set(hist.trial_id) <= set(trained.trial_id)
-    # at least one trial was re-run from its checkpoint, not from scratch
-    assert (hist.restored_from > 0).any()
+    # the trial killed between its epochs 2 and 3 was re-run from its epoch-2 checkpoint,
+    # not from scratch
+    h = hist[hist.trial_id == victim["trial_id"]].set_index("epoch")
+    assert list(h.index) == [1, 2, 3] and h.loc[3, "restored_from"] == 2, h
     # the study agrees: one finished trial per row, none left running
     info = json.loads((run / "run.json").read_text())
     study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])

@@ -67,9 +67,8 @@ _ARG_TYPES = {"int": int, "float": float, "text": str, "device": str}
 
 
 def _dataset_help() -> str:
-    from .. import registry as reg
-    return "one of " + ", ".join(n + (":PATH" if n == "folder" else "")
-                                 for n in reg.DATASETS.names())
+    from ..data import dataset_names
+    return "one of " + ", ".join(dataset_names())
 
 
 def add_training_args(sp: argparse.ArgumentParser, preset: bool = False) -> None:
