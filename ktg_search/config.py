@@ -50,6 +50,27 @@ def _scalar(text: str) -> Any:
         return text
 
 
+def _flat_key(key: str) -> str:
+    """`train.<field>` / `space.<field>` (the TrainConfig or SpaceSpec field a search sets)
+    as the search config's own key; a plain key stays as it is (the flat alias)."""
+    part, dot, name = key.partition(".")
+    if not dot:
+        return key
+    own = {f.name for f in fields(SearchConfig)}
+    if part == "train":
+        valid = {f.name: f.name for f in fields(TrainConfig) if f.name in own}
+        valid["epochs"] = "max_epochs"  # a search trains each graph for at most max_epochs
+    elif part == "space":
+        valid = {f.name: f.name for f in fields(SpaceSpec) if f.name in own}
+    else:
+        raise KtgError(f"--set: unknown section {part!r} in {key!r}; valid: train.<field>, "
+                       f"space.<field> or a plain key")
+    if name not in valid:
+        raise KtgError(f"--set: unknown setting {key!r}; valid: "
+                       f"{', '.join(f'{part}.{n}' for n in sorted(valid))}")
+    return valid[name]
+
+
 @dataclass
 class SearchConfig:
     """A whole search: what to train, what to vary, and how to run it. JSON-serialisable.
@@ -132,7 +153,7 @@ class SearchConfig:
                 raise KtgError(f"--set {item!r} is not key=value; valid keys: "
                                f"{', '.join(sorted(d))}")
             key, raw = item.split("=", 1)
-            key = key.strip()
+            key = _flat_key(key.strip())
             if key not in d:
                 raise KtgError(f"--set: unknown setting {key!r}; valid: "
                                f"{', '.join(sorted(d))}")
