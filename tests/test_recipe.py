@@ -22,7 +22,7 @@ from ktg_search.safeload import load_checkpoint
 # machine-local flags only: the training settings come from the recipe under test
 MACHINE = ["--device", "cpu", "--max-iters-per-epoch", "1"]
 RECIPE = {"epochs": 1, "batch_size": 16, "d_width": 8, "eval_samples": 10, "fid": False,
-          "lr_g": 0.003, "lr_d": 0.0007, "discriminator": "sn-cnn", "ema_decay": 0.9}
+          "lr_g": 0.003, "lr_d": 0.0007, "discriminator": "sn-resnet", "ema_decay": 0.9}
 
 
 def graph_with(tmp_path: Path, recipe, name: str = "g.json") -> Path:
@@ -73,7 +73,7 @@ def test_train_uses_the_recipe_and_records_it(tmp_path, capsys):
         assert used[key] == value, key
     summary = json.loads((tmp_path / "t" / "seed0" / "summary.json").read_text())
     assert summary["recipe"]["lr_g"] == 0.003 and summary["recipe"]["discriminator"] == \
-        "sn-cnn"
+        RECIPE["discriminator"]
     assert json.loads((tmp_path / "t" / "seed0" / "graph.json").read_text())["recipe"] == \
         summary["recipe"]
 
@@ -86,7 +86,7 @@ def test_flags_override_the_recipe_and_preset_the_recipe(tmp_path, capsys):
     assert code == 0, err
     used = trained_config(tmp_path / "a")
     assert used["lr_g"] == 0.0005 and used["lr_d"] == 0.0007  # the rest is the recipe's
-    assert used["discriminator"] == "sn-cnn"
+    assert used["discriminator"] == RECIPE["discriminator"]
     # --preset replaces the recipe entirely; flags still win over the preset
     quick = recipe_of(load_preset("quick").train_config())
     code, out, err = ktg(["train", g, *MACHINE, "--preset", "quick", "--epochs", "1",
@@ -97,7 +97,9 @@ def test_flags_override_the_recipe_and_preset_the_recipe(tmp_path, capsys):
            "eval_samples, fid" in out
     used = trained_config(tmp_path / "b")
     assert used["lr_g"] == quick["lr_g"] == 0.001 and used["beta1"] == quick["beta1"] == 0
-    assert used["discriminator"] is None and used["ema_decay"] == 0  # not the recipe's
+    # the preset's, not the recipe's (they differ in both)
+    assert used["discriminator"] == quick["discriminator"] != RECIPE["discriminator"]
+    assert used["ema_decay"] == quick["ema_decay"] != RECIPE["ema_decay"]
     assert used["d_width"] == 8 and used["fid"] is False  # the flags'
     # --lr sets both rates; --lr-d wins over it
     code, out, err = ktg(["train", g, *MACHINE, "--lr", "0.002", "--lr-d", "0.0001",
@@ -161,7 +163,9 @@ def test_compare_records_the_recipe_it_used(tmp_path, capsys):
     run = tmp_path / "c" / "dcgan-sn" / "seed0"
     recipe = json.loads((run / "summary.json").read_text())["recipe"]
     assert recipe["lr_g"] == 0.001 and recipe["d_loss_weighting"] == "paper_steps"
-    assert recipe["d_width"] == 8 and recipe["discriminator"] is None
+    quick = recipe_of(load_preset("quick").train_config())
+    assert recipe["d_width"] == 8 and recipe["discriminator"] == quick["discriminator"]
+    assert recipe["transfer_scale"] == quick["transfer_scale"]
     assert json.loads((run / "graph.json").read_text())["recipe"] == recipe
 
 

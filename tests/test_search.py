@@ -125,7 +125,8 @@ def test_query_and_export_round_trip(tiny_run, tmp_path, capsys):
 
 def test_space_size_and_presets():
     cfg = load_preset("quick")
-    assert cfg.space().size() == 1 ** 2 * 4 ** 9
+    # 1 model, 4 gates on 9 edges, 1 transfer kind, 3 alphas
+    assert cfg.space().size() == 1 ** 2 * 4 ** 9 * 1 * 3
     assert load_preset("paper-cifar10").max_epochs == 200
     with pytest.raises(Exception, match="unknown preset 'nope'.*quick"):
         load_preset("nope")
