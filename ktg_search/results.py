@@ -247,9 +247,12 @@ class ResultsBook:
         try:
             graph = graph_from_params(params, k, cfg.alpha, 0 if cfg.target_node else None)
             row["graph"], row["graph_key"] = graph.to_json(indent=None), graph.canonical_key()
-            row["transfer"] = graph.transfer
+            # the transfer weight the trial trained with (searched when `alphas` has more
+            # than one value), a column of its own so that `--where "alpha == 100"` works
+            row["transfer"], row["alpha"] = graph.transfer, float(graph.alpha)
         except Exception as e:  # a config we cannot read back is still a row
             row["graph"], row["graph_key"], row["transfer"] = "", "", ""
+            row["alpha"] = float("nan")
             error = error or f"bad parameters: {e}"
         row["n_generators"] = k
         for i in range(k):

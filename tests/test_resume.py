@@ -298,3 +298,15 @@ def test_a_trial_killed_half_sampled_is_completed_as_the_same_optuna_trial(tmp_p
     assert "resume_of" not in config
     study = optuna.load_study(study_name="s", storage=storage)
     assert len(study.trials) == 1 and study.trials[0].user_attrs["trial_id"] == "tune-1"
+
+
+def test_the_row_says_which_alpha_the_trial_trained_with(tmp_path):
+    # a searched alpha comes from the trial's params; without one, the config's alpha
+    book = _book(tmp_path, alphas=[100.0, 1000.0])
+    row = book.on_complete("t1", {**_params(), "alpha": 100.0}, None, None)
+    assert row["alpha"] == 100.0 and json.loads(row["graph"])["alpha"] == 100.0
+    book = _book(tmp_path, alpha=30.0)
+    row = book.on_complete("t2", _params(), None, None)
+    assert row["alpha"] == 30.0
+    assert row["graph_key"] != book.on_complete(
+        "t3", {**_params(), "alpha": 31.0}, None, None)["graph_key"]

@@ -35,7 +35,7 @@ def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
     df = load_results(tiny_run)
     assert len(df) == TINY["num_trials"] and df.trial_id.is_unique
     for col in ["trial_id", "status", "graph", "graph_key", "n_generators", "transfer",
-                "model_0", "model_1", "gate_D_0", "gate_D_1", "gate_0_1", "gate_1_0",
+                "alpha", "model_0", "model_1", "gate_D_0", "gate_D_1", "gate_0_1", "gate_1_0",
                 "objective", "best_epoch", "epochs", "is_best_g0", "is_best_g1", "fid_g0",
                 "fid_g1", "seed", "wall_s", "error"]:
         assert col in df.columns, col
