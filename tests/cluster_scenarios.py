@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ktg_search.results import load_history, load_results  # noqa: E402
+from ktg_search.results import load_history, load_results, read_journal  # noqa: E402
 from ktg_search.ledger import ledger_name  # noqa: E402
 from ktg_search.config import SearchConfig  # noqa: E402
 from ktg_search.search import run_search  # noqa: E402
@@ -132,9 +132,16 @@ def killed_trial(root: Path) -> dict:
         time.sleep(0.3)
     thread.join(timeout=300)
     df = load_results(run)
-    out = {"error": box.get("error"), "killed": len(killed), "n_rows": len(df),
+    # every epoch result in the order the driver got it: (pid, epoch, restored_from). The
+    # history table keeps one row per epoch, so an epoch said again by a retry would
+    # hide the first saying; the journal keeps both
+    said = [(int(e["result"]["pid"]), int(e["result"]["epoch"]),
+             int(e["result"].get("restored_from", 0)))
+            for e in read_journal(run) if e.get("event") == "result"
+            and "pid" in e["result"] and e["result"].get("status") == "running"]
+    out = {"error": box.get("error"), "killed": killed, "n_rows": len(df),
            "status": df.status.tolist(), "reason": df.error.tolist(),
-           "epochs": df.epochs.tolist()}
+           "epochs": df.epochs.tolist(), "said": said}
     ray.shutdown()
     cluster.shutdown()
     return out
