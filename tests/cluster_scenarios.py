@@ -119,11 +119,21 @@ def killed_trial(root: Path) -> dict:
     thread, box = search_in_thread(cfg, root, "killed")
     killed: list[int] = []
     deadline = time.time() + 600
+    # A process is killed once it has said two epochs. Tune registers a function
+    # trainable's checkpoint by a save call to the worker after the result callbacks
+    # (ray/tune/execution/tune_controller.py, _process_trial_result), so a worker killed
+    # right after saying its first epoch may have no registered checkpoint and its retry
+    # starts over; after its second result, Tune has saved the first epoch's checkpoint
+    # (a trial does not train on while a save is pending)
     while time.time() < deadline and thread.is_alive():
-        h = history(run)
-        if h is not None and not h.empty and "pid" in h:
-            pid = int(h.sort_values("epoch").iloc[-1].pid)
-            if pid not in killed:
+        said: dict[int, int] = {}
+        if (run / "journal.jsonl").exists():
+            for e in read_journal(run):
+                if e.get("event") == "result" and "pid" in e["result"]:
+                    pid = int(e["result"]["pid"])
+                    said[pid] = said.get(pid, 0) + 1
+        for pid, n in said.items():
+            if n >= 2 and pid not in killed:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

@@ -54,21 +54,20 @@ def test_killed_trial_is_retried_then_recorded_as_error(tmp_path):
     assert len(killed) == 4  # the first run and the 3 retries FailureConfig allows
     assert r["n_rows"] == 1 and r["status"] == ["error"]
     assert r["reason"][0]  # the reason is recorded
-    # each process said at least one epoch before it was killed, in the order killed
+    # each process said two epochs or more before it was killed, in the order killed
     by_pid: dict[int, list] = {}
     for pid, epoch, restored in r["said"]:
         by_pid.setdefault(pid, []).append((epoch, restored))
     assert list(by_pid) == killed, (killed, r["said"])
-    # every retry resumed from a checkpoint, never from scratch, and lost at most the
-    # epoch after its last registered checkpoint: Tune registers a checkpoint when the
-    # driver takes in its result, so a worker killed just after saying epoch e may be
-    # retried from e - 1 (seen in 1 of 3 runs under load) and says e again
+    assert all(len(by_pid[pid]) >= 2 for pid in killed), r["said"]
+    # every retry resumed from a checkpoint, never from scratch, and redid at most the
+    # epoch whose checkpoint Tune had not yet saved when the worker was killed
     for before, after in zip(killed, killed[1:]):
         last = by_pid[before][-1][0]
         first, restored = by_pid[after][0]
         assert restored >= 1 and first == restored + 1, (before, after, r["said"])
         assert first in (last, last + 1), (before, after, r["said"])
-    assert r["epochs"][0] >= 3
+    assert r["epochs"][0] >= 5
 
 
 @pytest.mark.slow
