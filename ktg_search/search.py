@@ -178,6 +178,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
           f"space size M^(k-1) * G^(k^2) = {len(cfg.models)}^{cfg.k - 1} * "
           f"{len(cfg.gates)}^{cfg.k ** 2}" +
           (f" * {len(cfg.transfer)} transfer kinds" if len(cfg.transfer) > 1 else "") +
+          (f" * {len(space.alphas)} alphas" if len(space.alphas) > 1 else "") +
           f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
           file=out, flush=True)
     plan = plan_resume(storage, study_name, book, space, tune_path) if resumed \
