@@ -15,6 +15,7 @@ from typing import Any
 from .checks import Bool, Choice, Float, Floats, Int, Names, Text, check_fields, check_instance, \
     field_checks, setting
 from .errors import KtgError
+from .registry import GATES, GENERATORS, TRANSFERS
 from .space import PAPER_GATES, SpaceSpec
 from .training import TrainConfig
 
@@ -27,27 +28,13 @@ _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 _T = field_checks(TrainConfig)  # a training field has one check, used by both configs
 
 
-def _gates() -> list[str]:
-    from .registry import GATES
-    return GATES.names()
-
-
-def _models() -> list[str]:
-    from .registry import GENERATORS
-    return GENERATORS.names()
-
-
-def _transfers() -> list[str]:
-    from .registry import TRANSFERS
-    return TRANSFERS.names()
-
-
-def _scalar(text: str) -> Any:
-    """One item of a comma list in `--set`: a number if it parses as one, else the text."""
+def _json_or_text(raw: str) -> Any:
+    """A `--set` value (or one item of a comma list): JSON if it parses, else the text
+    (checked against the field afterwards)."""
     try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        return text
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw
 
 
 def _flat_key(key: str) -> str:
@@ -107,10 +94,10 @@ class SearchConfig:
     # the space (SpaceSpec checks it again: k <= 6 keeps the k^2 edges and k! renumberings
     # of the canonical key small)
     k: int = setting(3, Int(1, 6))
-    gates: list[str] = setting(None, Names(_gates), factory=lambda: list(PAPER_GATES))
-    target_model: str = setting("dcgan-small", Choice(_models))
-    models: list[str] = setting(None, Names(_models), factory=lambda: ["dcgan-small"])
-    transfer: list[str] = setting(None, Names(_transfers), factory=lambda: ["feature_out"])
+    gates: list[str] = setting(None, Names(GATES.names), factory=lambda: list(PAPER_GATES))
+    target_model: str = setting("dcgan-small", Choice(GENERATORS.names))
+    models: list[str] = setting(None, Names(GENERATORS.names), factory=lambda: ["dcgan-small"])
+    transfer: list[str] = setting(None, Names(TRANSFERS.names), factory=lambda: ["feature_out"])
     alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
     # the transfer weights searched (the trial's `alpha` param); empty = `alpha` alone
     alphas: list[float] = setting(None, Floats(0, 1e9, lo_open=True, max_len=20),
@@ -157,12 +144,9 @@ class SearchConfig:
             if key not in d:
                 raise KtgError(f"--set: unknown setting {key!r}; valid: "
                                f"{', '.join(sorted(d))}")
-            try:
-                value = json.loads(raw)
-            except (ValueError, RecursionError):  # not JSON: a string (checked below)
-                value = raw
+            value = _json_or_text(raw)
             if "list" in str(types[key]) and isinstance(value, (str, int, float)):
-                value = [_scalar(v.strip()) for v in str(raw).split(",") if v.strip()]
+                value = [_json_or_text(v.strip()) for v in str(raw).split(",") if v.strip()]
             d[key] = value
         return SearchConfig.from_dict(d, where="--set")
 

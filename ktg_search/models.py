@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-SIZES = (16, 32, 64)
+from .imagedata import SIZES
+
 GENERATOR_WIDTHS = {"small": 16, "medium": 32, "large": 64}
 # the side of each tap's square map (the four block outputs), by image size
 TAP_SIDES = {16: (2, 4, 8, 16), 32: (4, 8, 16, 32), 64: (4, 8, 16, 32)}

@@ -34,25 +34,16 @@ from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .ema import GeneratorEMA
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+from .registry import DISCRIMINATORS, EXTRACTORS, GATES, GENERATORS, TRANSFERS
 from .teachers import load_pretrained
 from .fileio import atomic_write
+from .imagedata import SIZES
 
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
 TRANSFER_SCALES = ("plain", "resolution")
 EVAL_SEED = 20241
-SIZES = (16, 32, 64)
 MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual published count)
-
-
-def _extractor_names() -> list[str]:
-    from .registry import EXTRACTORS
-    return EXTRACTORS.names()
-
-
-def _discriminator_names() -> list[str]:
-    return DISCRIMINATORS.names()
 
 
 @dataclass
@@ -94,7 +85,7 @@ class TrainConfig:
     # the recipe's discriminator kind (registry name), or None for the graph's own. The
     # graph keeps its normalisation (sn or bn, the method's choice, Table 1's SN column),
     # the recipe picks the architecture: see `effective_discriminator`
-    discriminator: str | None = setting(None, Choice(_discriminator_names, optional=True),
+    discriminator: str | None = setting(None, Choice(DISCRIMINATORS.names, optional=True),
                                         help="D architecture (the graph keeps its sn/bn "
                                              "normalisation); default: the graph's own D")
     # EMA of the generator weights, used for every evaluation, sample and best-weights
@@ -116,7 +107,7 @@ class TrainConfig:
     amp: str = setting("off", Choice(("off", "bf16")), help="bf16: autocast on bf16 GPUs")
     eval_samples: int = setting(1000, Int(10, MAX_EVAL_SAMPLES),
                                 help="samples per generator for IS / FID each epoch")
-    extractor: str = setting("classifier", Choice(_extractor_names),
+    extractor: str = setting("classifier", Choice(EXTRACTORS.names),
                              help="feature extractor for IS / FID")
     fid: bool = setting(True, Bool(), help="compute FID each epoch")
     inception_weights: str | None = setting(None, Text(optional=True),

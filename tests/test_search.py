@@ -24,11 +24,14 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
             eval_samples=100, max_iters_per_epoch=4, fid=True, d_width=16, seed=3)
 
 
+def _search(spec: dict, name: str, tmp_path_factory):
+    cfg = SearchConfig.from_dict({**spec, "preset": "quick"})
+    return run_search(cfg, name=name, storage_path=str(tmp_path_factory.mktemp("runs")))
+
+
 @pytest.fixture(scope="module")
 def tiny_run(ray_session, tmp_path_factory):
-    cfg = SearchConfig.from_dict({**TINY, "preset": "quick"})
-    root = tmp_path_factory.mktemp("runs")
-    return run_search(cfg, name="tiny", storage_path=str(root))
+    return _search(TINY, "tiny", tmp_path_factory)
 
 
 def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
@@ -74,9 +77,7 @@ SMALL_SPACE = dict(TINY, k=1, gates=["through", "linear_up"], num_trials=3, max_
 
 @pytest.fixture(scope="module")
 def small_space_run(ray_session, tmp_path_factory):
-    cfg = SearchConfig.from_dict({**SMALL_SPACE, "preset": "quick"})
-    root = tmp_path_factory.mktemp("runs")
-    return run_search(cfg, name="small-space", storage_path=str(root))
+    return _search(SMALL_SPACE, "small-space", tmp_path_factory)
 
 
 def test_duplicates_point_at_an_original_with_the_same_key(small_space_run):
