@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -97,6 +98,18 @@ def test_the_section_shows_the_compare_means_and_the_recipe_differences(
     assert diffs["epochs (search: max_epochs)"][1:3] == ["2", "1"]
     assert "batch size" not in diffs and "image size" not in diffs
     assert "The recipes differ on" in sec
+    # the paper's ordering: +SN (dcgan-sn) <= searched, +SN's missing steps bridged
+    means = {label: [_best_is(d) for d in sorted((cmp_dir / label).glob("seed*"))]
+             for label in labels}
+    link = [r for r in _rows(sec) if len(r) == 6]
+    assert [r[:3] for r in link] == [["+SN <= searched", "dcgan-sn", "searched"]]
+    diff = statistics.fmean(means["searched"]) - statistics.fmean(means["dcgan-sn"])
+    spread = math.hypot(statistics.stdev(means["searched"]), statistics.stdev(means["dcgan-sn"]))
+    assert float(link[0][3]) == pytest.approx(diff, abs=0.006)
+    if spread > 0.05:  # a pooled std near 0 makes the std multiple a rounding artefact
+        assert float(link[0][4]) == pytest.approx(diff / spread, abs=0.06 + 0.01 * abs(diff / spread))
+    z = diff / spread if spread else math.inf
+    assert link[0][5] == ("holds" if z >= 1 else "reversed" if z <= -1 else "within noise")
     assert "Seeds: every search trial trained once, with seed 3" in sec
 
 
@@ -117,3 +130,26 @@ def test_a_folder_that_is_not_a_compare_folder_is_one_clear_error(
                           tmp_path / "rep"], capsys)
     refused(code, err, bad, "--baselines")
     assert not (tmp_path / "rep").exists()
+
+
+def test_the_paper_ordering_is_checked_link_by_link():
+    """Hand-made rows: each step against the next present one, in pooled std."""
+    from ktg_search.report.tables import paper_ordering
+    rows = [("dcgan", 4.0, 0.3), ("dcgan-sn", 4.5, 0.4), ("mad-gan-3", 4.4, 0.1),
+            ("through-3", 5.0, 0.2), ("through-3-image", 4.0, 0.2), ("mine", 5.1, 0.0)]
+    links = {(x["lower"], x["upper"]): x for x in paper_ordering(rows, searched={"mine"})}
+    assert set(links) == {("dcgan", "dcgan-sn"), ("dcgan-sn", "mad-gan-3"),
+                          ("mad-gan-3", "through-3"), ("mad-gan-3", "through-3-image"),
+                          ("through-3", "mine"), ("through-3-image", "mine")}
+    x = links[("dcgan", "dcgan-sn")]  # +0.5 over sqrt(0.09 + 0.16) = 0.5: exactly 1 std
+    assert x["diff"] == pytest.approx(0.5) and x["std_units"] == pytest.approx(1.0)
+    assert x["verdict"] == "holds" and x["link"] == "DCGAN <= +SN"
+    x = links[("dcgan-sn", "mad-gan-3")]  # -0.1 / sqrt(0.17)
+    assert x["std_units"] == pytest.approx(-0.1 / math.sqrt(0.17))
+    assert x["verdict"] == "within noise"
+    assert links[("mad-gan-3", "through-3-image")]["verdict"] == "reversed"  # -0.4/0.224
+    assert links[("through-3", "mine")]["std_units"] == pytest.approx(0.1 / 0.2)
+    # a missing step is bridged; one step alone gives nothing to check
+    only = paper_ordering([("dcgan", 4.0, 0.1), ("through-2", 4.5, 0.1)])
+    assert [(x["link"], x["verdict"]) for x in only] == [("DCGAN <= through", "holds")]
+    assert paper_ordering([("dcgan", 4.0, 0.1)]) == []

@@ -10,7 +10,7 @@ from .baselines import RECIPE, graph_key, read_baselines, recipe_differences, ru
 from .context import Options, need_trials, section
 from .render import Part
 from .run import Missing, RunView
-from .tables import as_float
+from .tables import as_float, paper_ordering
 
 TOP_SEARCHED = 3  # the searched graphs set against the baselines
 
@@ -67,7 +67,26 @@ def baselines(run: RunView, opts: Options, p: Part) -> None:
     if not retrained:
         p.text("The folder holds no run of the searched graphs: the searched numbers are "
                "single runs from the search, the baselines' means over seeds.")
+    _ordering(table, set(retrained), p)
     _recipe(run, base, p)
+
+
+def _ordering(table, searched: set[str], p: Part) -> None:
+    """The paper's Table 1 ordering on the compare rows, link by link."""
+    links = paper_ordering([(str(r.graph), as_float(r.is_mean), as_float(r.is_std))
+                            for _, r in table.iterrows()], searched)
+    if not links:
+        p.note("The compare folder has no two steps of the paper's ordering (DCGAN <= +SN "
+               "<= MAD-GAN <= through <= searched: dcgan, dcgan-sn, mad-gan-*, through-*, "
+               "a searched graph), so it is not checked.")
+        return
+    p.text("The paper's Table 1 ordering, DCGAN <= +SN <= MAD-GAN <= through <= searched, "
+           "checked on the compare rows: the difference of the mean IS and that difference "
+           "in pooled std (sqrt(std_a^2 + std_b^2)); it holds at >= 1 std and is reversed at "
+           "<= -1 std.")
+    p.table(["link", "lower", "upper", "difference", "in std", "verdict"],
+            [[x["link"], x["lower"], x["upper"], f"{x['diff']:+.2f}",
+              f"{x['std_units']:+.1f}", x["verdict"]] for x in links])
 
 
 def _recipe(run: RunView, base, p: Part) -> None:

@@ -2,8 +2,8 @@
 
 The ranking (`ranked_trials`), each gate's share among the best trials (`gate_shares`),
 ASHA's rungs (`rung_times`, `asha_rungs`), how well the objective at a rung predicts the
-final rank (`spearman`, `rung_rank_correlation`), and the number helpers the sections
-share. Tested on their own (tests/test_report.py), apart from the pictures.
+final rank (`spearman`, `rung_rank_correlation`), the paper's Table 1 ordering checked on
+compare rows (`paper_ordering`), and the number helpers the sections share. Tested on their own (tests/test_report.py), apart from the pictures.
 """
 from __future__ import annotations
 
@@ -177,3 +177,50 @@ def as_float(x: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return x
+
+
+# The paper's Table 1 ordering (Sec. 4.2): DCGAN <= +SN <= MAD-GAN <= through <= searched.
+# A compare graph takes its step by its built-in name; "searched" rows are given by the
+# caller (compare runs of the search's own best graphs).
+PAPER_STEPS = (("DCGAN", lambda g: g == "dcgan"), ("+SN", lambda g: g == "dcgan-sn"),
+               ("MAD-GAN", lambda g: g.startswith("mad-gan-")),
+               ("through", lambda g: g.startswith("through-")))
+
+
+def paper_ordering(rows: list[tuple[str, float, float]], searched: set[str] = frozenset()
+                   ) -> list[dict[str, Any]]:
+    """Each link of the paper's ordering that the rows can test: for every row of one step
+    and every row of the next step present (searched graphs are the last step), the
+    difference of the mean IS, that difference in pooled standard deviations
+    (sqrt(std_a^2 + std_b^2): the spread of a difference of two independent means of
+    single runs) and a verdict: "holds" at >= 1 std, "reversed" at <= -1, else "within
+    noise". `rows` = (graph, mean, std) per compare graph; a missing std counts as 0."""
+    steps: list[list[tuple[str, float, float]]] = [[] for _ in range(len(PAPER_STEPS) + 1)]
+    for graph, mean, std in rows:
+        if graph in searched:
+            steps[-1].append((graph, mean, std))
+            continue
+        for i, (_, member) in enumerate(PAPER_STEPS):
+            if member(graph):
+                steps[i].append((graph, mean, std))
+                break
+    names = [name for name, _ in PAPER_STEPS] + ["searched"]
+    links = []
+    for i in range(len(steps) - 1):
+        lower = steps[i]
+        j = i + 1  # a missing step is bridged: DCGAN <= MAD-GAN when +SN is absent
+        while j < len(steps) and not steps[j]:
+            j += 1
+        if not lower or j == len(steps):
+            continue
+        for a, ma, sa in lower:
+            for b, mb, sb in steps[j]:
+                spread = math.sqrt((sa if math.isfinite(sa) else 0.0) ** 2
+                                   + (sb if math.isfinite(sb) else 0.0) ** 2)
+                diff = mb - ma
+                z = diff / spread if spread > 0 else math.copysign(math.inf, diff) \
+                    if diff else 0.0
+                verdict = "holds" if z >= 1 else "reversed" if z <= -1 else "within noise"
+                links.append({"link": f"{names[i]} <= {names[j]}", "lower": a, "upper": b,
+                              "diff": diff, "std_units": z, "verdict": verdict})
+    return links
