@@ -298,3 +298,37 @@ def test_compare_cli_runs_a_kd_graph_and_reports_its_compression(teacher, capsys
     summary = json.loads((out / "kd-mse" / "seed0" / "summary.json").read_text())
     assert summary["frozen"] == [0]
     assert df.is_mean[0] == pytest.approx(summary["last_is"][1])  # the student, not G0
+
+
+def test_ctrl_c_stops_a_parallel_compare_at_once_and_leaves_nothing(tmp_path):
+    """SIGINT while the Ray runs train: the command ends within seconds (not after a run
+    finishes: each would take minutes here), says so, exits 130 and removes OUT. (A shell
+    script's `cmd &` starts with SIGINT ignored, so there only SIGTERM stops it.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "ktg_search.cli", "compare", "dcgan-sn", "--seeds", "2",
+            "--dataset", "digits", "--epochs", "500", "--batch-size", "32", "--d-width", "8",
+            "--eval-samples", "10", "--no-fid", "--device", "cpu", "-o", str(out)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    log = out / "compare.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None and \
+            not (log.exists() and "Started a local Ray instance" in log.read_text()):
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()
+    time.sleep(3)  # the two runs are training now
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        pytest.fail("compare did not stop within 45 s of Ctrl-C")
+    assert time.monotonic() - sent < 45
+    assert p.returncode == 130 and "ktg compare: interrupted" in err
+    assert not out.exists()
