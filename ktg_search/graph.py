@@ -55,6 +55,19 @@ def _is_text(value: Any, longest: int) -> bool:
     return True
 
 
+def _check_object(value: Any, valid: set[str], what: str) -> None:
+    """`value` is a JSON object with no field outside `valid` (KtgError naming the first
+    unknown one and the valid fields)."""
+    if not isinstance(value, dict):
+        raise KtgError(f"{what} must be a JSON object with fields "
+                       f"{', '.join(sorted(valid))}, got {type(value).__name__} "
+                       f"{_short(value)}")
+    unknown = sorted(set(value) - valid)
+    if unknown:
+        raise KtgError(f"{what} has unknown field {unknown[0]!r}; valid fields: "
+                       f"{', '.join(sorted(valid))}")
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -127,13 +140,7 @@ class Graph:
     @classmethod
     def from_dict(cls, spec: Any, where: str = "graph") -> "Graph":
         """Validate a parsed graph file; KtgError names the bad field and valid values."""
-        if not isinstance(spec, dict):
-            raise KtgError(f"{where}: the top level must be a JSON object, got "
-                           f"{type(spec).__name__}")
-        unknown = set(spec) - _TOP_KEYS
-        if unknown:
-            raise KtgError(f"{where}: unknown field {sorted(unknown)[0]!r}; valid fields: "
-                           f"{', '.join(sorted(_TOP_KEYS))}")
+        _check_object(spec, _TOP_KEYS, f"{where}: the top level")
         nodes_spec = spec.get("nodes")
         if not isinstance(nodes_spec, list) or not nodes_spec:
             raise KtgError(f"{where}: `nodes` must be a non-empty list of "
@@ -143,13 +150,7 @@ class Graph:
                            f"are supported")
         nodes = []
         for i, n in enumerate(nodes_spec):
-            if not isinstance(n, dict):
-                raise KtgError(f"{where}: nodes[{i}] must be an object with `model`, got "
-                               f"{_short(n)}")
-            bad = set(n) - _NODE_KEYS
-            if bad:
-                raise KtgError(f"{where}: nodes[{i}] has unknown field {sorted(bad)[0]!r}; "
-                               f"valid fields: model, pretrained")
+            _check_object(n, _NODE_KEYS, f"{where}: nodes[{i}]")
             if "model" not in n:
                 raise KtgError(f"{where}: nodes[{i}] has no `model`; valid models: "
                                f"{', '.join(GENERATORS.names())}")

@@ -86,44 +86,47 @@ def _down_widths(image_size: int, ndf: int) -> list[int]:
     return [ndf * 2 ** i for i in range(n)]
 
 
-class SNDiscriminator(nn.Module):
-    """Images [B, C, S, S] -> logits [B, num_outputs]; spectral norm on every layer."""
+class DCGANDiscriminator(nn.Module):
+    """DCGAN's discriminator, the paper's D: a conv4x4 s2 per halving of the image down to
+    4x4 (2-4 convs), LeakyReLU 0.2, a linear head; images [B, C, S, S] -> logits
+    [B, num_outputs]. `norm="sn"`: spectral norm on every layer, torch's default init (the
+    method's D); `norm="bn"`: batch norm after every conv but the first (DCGAN), no
+    spectral norm, DCGAN's init (the baseline)."""
 
     def __init__(self, image_size: int, channels: int, num_outputs: int,
-                 ndf: int = 64) -> None:
+                 ndf: int = 64, norm: str = "sn") -> None:
         super().__init__()
         _check_size(image_size)
-        layers, cin = [], channels
-        for cout in _down_widths(image_size, ndf):
-            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-            cin = cout
-        self.features = nn.Sequential(*layers)
-        self.head = spectral_norm(nn.Linear(cin * 16, num_outputs))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1))
-
-
-class BNDiscriminator(nn.Module):
-    """The DCGAN discriminator with batch norm and no spectral norm (baseline)."""
-
-    def __init__(self, image_size: int, channels: int, num_outputs: int,
-                 ndf: int = 64) -> None:
-        super().__init__()
-        _check_size(image_size)
+        wrap = _sn_or_plain(norm)
         layers, cin = [], channels
         for i, cout in enumerate(_down_widths(image_size, ndf)):
-            layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=i == 0))
-            if i > 0:  # DCGAN: no batch norm on the first layer
+            # a conv followed by batch norm needs no bias: BN removes it again
+            layers.append(wrap(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "sn" or i == 0)))
+            if norm == "bn" and i > 0:
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2, True))
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin * 16, num_outputs)
-        self.apply(_dcgan_init)
+        self.head = wrap(nn.Linear(cin * 16, num_outputs))
+        if norm == "bn":
+            self.apply(_dcgan_init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+class SNDiscriminator(DCGANDiscriminator):
+    """The `sn` kind: DCGAN's D with spectral norm on every layer."""
+
+    def __init__(self, image_size: int, channels: int, num_outputs: int, ndf: int = 64):
+        super().__init__(image_size, channels, num_outputs, ndf, norm="sn")
+
+
+class BNDiscriminator(DCGANDiscriminator):
+    """The `bn` kind: DCGAN's D with batch norm and no spectral norm (baseline)."""
+
+    def __init__(self, image_size: int, channels: int, num_outputs: int, ndf: int = 64):
+        super().__init__(image_size, channels, num_outputs, ndf, norm="bn")
 
 
 def _sn_or_plain(norm: str) -> Callable[[nn.Module], nn.Module]:
