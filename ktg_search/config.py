@@ -17,7 +17,7 @@ from .checks import Bool, Choice, Float, Floats, Int, Names, Text, check_fields,
 from .errors import KtgError
 from .registry import GATES, GENERATORS, TRANSFERS
 from .space import PAPER_GATES, SpaceSpec
-from .training import TrainConfig
+from .trainconfig import TrainConfig
 
 # ASHA's time unit -> the key of the trainable's reports that counts it
 TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}

@@ -42,7 +42,7 @@ def data_and_evaluator(cfg: Any):
     device), built once per process; one config at a time keeps memory flat."""
     from .data import load_dataset
     from .metrics import Evaluator
-    from .training import resolve_device
+    from .trainconfig import resolve_device
     key = (cfg.dataset, cfg.image_size, cfg.data_root, cfg.extractor, cfg.eval_samples,
            cfg.fid, cfg.inception_weights, cfg.device)
     if key not in _CACHE:

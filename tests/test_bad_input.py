@@ -16,7 +16,8 @@ import torch
 from ktg_search.cli import build_parser
 from ktg_search.graph import resolve_graph
 from ktg_search.config import load_preset
-from ktg_search.training import TrainConfig, Trainer
+from ktg_search.trainconfig import TrainConfig
+from ktg_search.training import Trainer
 from shared_files import TINY_TRAIN, ktg, refused
 
 

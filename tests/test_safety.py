@@ -55,7 +55,8 @@ def test_1_train_refuses_a_poisoned_teacher_and_runs_nothing(tmp_path, capsys, s
 
 
 def test_1_truncated_teacher_is_a_message(tmp_path, capsys):
-    from ktg_search.training import Trainer, TrainConfig
+    from ktg_search.trainconfig import TrainConfig
+    from ktg_search.training import Trainer
     t = Trainer(resolve_graph("dcgan-sn"), TrainConfig(device="cpu", eval_samples=10))
     t.export_generator(0, tmp_path / "t.pt")
     whole = (tmp_path / "t.pt").read_bytes()

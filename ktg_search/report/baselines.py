@@ -81,7 +81,7 @@ def run_config(run_dir: Path):
     """The TrainConfig a compare run trained with, from its checkpoint.pt; KtgError when
     the checkpoint is missing or refused."""
     from ..safeload import check_trainer_state, load_checkpoint
-    from ..training import TrainConfig
+    from ..trainconfig import TrainConfig
     ckpt = run_dir / "checkpoint.pt"
     state = check_trainer_state(load_checkpoint(ckpt), ckpt)
     return TrainConfig.from_dict(state["config"], where=str(ckpt))

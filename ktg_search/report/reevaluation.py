@@ -55,7 +55,7 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
             ready.append((rank, r))
     if ready:
         from ..metrics import Evaluator
-        from ..training import resolve_device
+        from ..trainconfig import resolve_device
         c = run.cfg
         data = data if data is not None else load_run_data(run)
         dev = str(resolve_device(device))
