@@ -104,7 +104,8 @@ def test_5_inception_weights_are_loaded_as_data(run, tmp_path, capsys):
     refused(code, err, "w.pth", "refused")
     # the same file named by a shared run.json, which the report's re-evaluation reads
     info = json.loads((run / "run.json").read_text())
-    info["config"].update(extractor="inception-v3-compat", inception_weights=str(weights))
+    info["config"]["train"].update(extractor="inception-v3-compat",
+                                   inception_weights=str(weights))
     (run / "run.json").write_text(json.dumps(info))
     code, _, err = ktg(["report", run, "--only", "reevaluation", "--reeval-top", "1",
                         "--reeval-samples", "10"], capsys)
