@@ -53,7 +53,8 @@ from torch import Tensor
 from .data import load_dataset
 from .graph import Graph, resolve_graph
 from .reference import ReferenceTrainer, equivalence
-from .training import TrainConfig, Trainer
+from .trainconfig import TrainConfig
+from .training import Trainer
 
 # The embedded-scale recipe of issue 10 (every setting that changes the step): the
 # standard-CNN SN discriminator, TTUR learning rates, paper_steps D weighting, the

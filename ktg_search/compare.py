@@ -128,7 +128,7 @@ def _train_task(graph_spec: dict, config_dict: dict, teachers: dict[str, bytes]
     import torch
 
     from .runs import train_one
-    from .training import TrainConfig
+    from .trainconfig import TrainConfig
     from .workers import data_and_evaluator
     torch.set_num_threads(1)  # one CPU per task: several runs share a machine
     config = TrainConfig.from_dict(config_dict)

@@ -2,115 +2,67 @@
 (a whole search), the presets (`ktg_search/presets/*.json`), search config files, and the
 *recipe*: the training settings a graph file carries so that `ktg train` reuses them.
 
+A search config has two sections and the search's own settings beside them::
+
+    {"preset": "quick", "num_trials": 24, "time_unit": "epochs", ...,
+     "train": {TrainConfig's fields: the training of every trial; `epochs` is the most a
+               trial trains},
+     "space": {SpaceSpec's fields: what the search varies}}
+
+Files written before the sections (presets, config files, `run.json`) were flat: every
+field at the top level, and `max_epochs` for `train.epochs`. They still read: a plain key
+that names a field of one section is that field (`lr_g` = `train.lr_g`; no field name is
+in two sections, tests/test_config.py checks), and `--set` takes both forms.
+
 Kept free of Ray (directly and through its imports: tests/test_recipe.py checks) so that
 `ktg presets`, `ktg train`, `ktg validate` and `ktg export` start without loading it.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .checks import Bool, Choice, Float, Floats, Int, Names, Text, check_fields, check_instance, \
-    field_checks, setting
+from .checks import (
+    Choice,
+    Float,
+    Int,
+    Text,
+    check_fields,
+    check_instance,
+    field_checks,
+    setting,
+)
 from .errors import KtgError
-from .registry import GATES, GENERATORS, TRANSFERS
-from .space import PAPER_GATES, SpaceSpec
-from .training import TrainConfig
+from .space import SpaceSpec
+from .trainconfig import TrainConfig
 
 # ASHA's time unit -> the key of the trainable's reports that counts it
 TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}
 TIME_UNITS = tuple(TIME_ATTRS)
-_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"epochs", "seed"}
 
-
-_T = field_checks(TrainConfig)  # a training field has one check, used by both configs
-
-
-def _json_or_text(raw: str) -> Any:
-    """A `--set` value (or one item of a comma list): JSON if it parses, else the text
-    (checked against the field afterwards)."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return raw
-
-
-def _flat_key(key: str) -> str:
-    """`train.<field>` / `space.<field>` (the TrainConfig or SpaceSpec field a search sets)
-    as the search config's own key; a plain key stays as it is (the flat alias)."""
-    part, dot, name = key.partition(".")
-    if not dot:
-        return key
-    own = {f.name for f in fields(SearchConfig)}
-    if part == "train":
-        valid = {f.name: f.name for f in fields(TrainConfig) if f.name in own}
-        valid["epochs"] = "max_epochs"  # a search trains each graph for at most max_epochs
-    elif part == "space":
-        valid = {f.name: f.name for f in fields(SpaceSpec) if f.name in own}
-    else:
-        raise KtgError(f"--set: unknown section {part!r} in {key!r}; valid: train.<field>, "
-                       f"space.<field> or a plain key")
-    if name not in valid:
-        raise KtgError(f"--set: unknown setting {key!r}; valid: "
-                       f"{', '.join(f'{part}.{n}' for n in sorted(valid))}")
-    return valid[name]
+# the sections of a search config and the dataclass of each
+SECTIONS: dict[str, type] = {"train": TrainConfig, "space": SpaceSpec}
+# plain keys that are not a section's field name: the flat files' name for train.epochs
+ALIASES = {"max_epochs": ("train", "epochs")}
 
 
 @dataclass
 class SearchConfig:
-    """A whole search: what to train, what to vary, and how to run it. JSON-serialisable.
+    """A whole search: how to run it (the fields here), what every trial trains with
+    (`train`, whose `epochs` is the most epochs a trial trains: ASHA's max_t in epochs)
+    and what it varies (`space`). JSON-serialisable (`to_dict` / `from_dict`).
 
-    Every field is typed and bounded (checks.py); the training fields share
-    `TrainConfig`'s checks, and every `TrainConfig` field a search sets has a field here
-    (tests/test_safety.py checks that a new one cannot be missed)."""
+    Every field is typed and bounded (checks.py), the sections' fields beside their own
+    dataclass, so that a default and a range are written once."""
     preset: str = setting("quick", Text(max_len=100))
-    # data and training (see TrainConfig)
-    dataset: str = setting("digits", _T["dataset"])
-    image_size: int = setting(16, _T["image_size"])
-    batch_size: int = setting(64, _T["batch_size"])
-    nz: int = setting(100, _T["nz"])
-    lr_g: float = setting(2e-4, _T["lr_g"])
-    lr_d: float = setting(2e-4, _T["lr_d"])
-    beta1: float = setting(0.5, _T["beta1"])
-    beta2: float = setting(0.999, _T["beta2"])
-    d_width: int = setting(64, _T["d_width"])
-    d_passes: str = setting("auto", _T["d_passes"])
-    d_loss_weighting: str = setting("uniform", _T["d_loss_weighting"])
-    discriminator: str | None = setting(None, _T["discriminator"])
-    ema_decay: float = setting(0.0, _T["ema_decay"])
-    ema_start: int = setting(0, _T["ema_start"])
-    transfer_scale: str = setting("plain", _T["transfer_scale"])
-    eval_samples: int = setting(500, _T["eval_samples"])
-    extractor: str = setting("classifier", _T["extractor"])
-    fid: bool = setting(False, _T["fid"])
-    inception_weights: str | None = setting(None, _T["inception_weights"])
-    data_root: str | None = setting(None, _T["data_root"])
-    device: str = setting("auto", _T["device"])
-    amp: str = setting("off", _T["amp"])
-    max_iters_per_epoch: int | None = setting(None, _T["max_iters_per_epoch"])
-    seed: int = setting(0, _T["seed"])
-    # the space (SpaceSpec checks it again: k <= 6 keeps the k^2 edges and k! renumberings
-    # of the canonical key small)
-    k: int = setting(3, Int(1, 6))
-    gates: list[str] = setting(None, Names(GATES.names), factory=lambda: list(PAPER_GATES))
-    target_model: str = setting("dcgan-small", Choice(GENERATORS.names))
-    models: list[str] = setting(None, Names(GENERATORS.names), factory=lambda: ["dcgan-small"])
-    transfer: list[str] = setting(None, Names(TRANSFERS.names), factory=lambda: ["feature_out"])
-    alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
-    # the transfer weights searched (the trial's `alpha` param); empty = `alpha` alone
-    alphas: list[float] = setting(None, Floats(0, 1e9, lo_open=True, max_len=20),
-                                  factory=list)
-    target_node: bool = setting(False, Bool())  # score node 0 only, not the best generator
-    # the search
     num_trials: int = setting(24, Int(1, 1_000_000))
-    max_epochs: int = setting(8, Int(1, 100_000))
     # ASHA's clock: "epochs" of the data set, or training "steps" or "images" seen, so that
     # a rung means the same work on any data set (a digits epoch is 56 steps at batch 32,
     # a CIFAR-10 one 195 at batch 256). grace_period is counted in it.
     time_unit: str = setting("epochs", Choice(TIME_UNITS))
-    grace_period: int = setting(1, Int(1, 10 ** 12))          # <= max_epochs in epochs
+    grace_period: int = setting(1, Int(1, 10 ** 12))          # <= train.epochs in epochs
     reduction_factor: float = setting(2, Float(2, 100))       # ASHA's: rungs grow by it
     sampler: str = setting("random", Choice(("random", "tpe")))
     # Optuna storage URL or journal file; default SQLite in the run directory
@@ -122,54 +74,133 @@ class SearchConfig:
     gpus_per_trial: float = setting(0.0, Float(0, 64))
     # how long a duplicate waits for its original's result (at most a week)
     duplicate_wait_s: float = setting(900.0, Float(0, 7 * 24 * 3600))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    space: SpaceSpec = field(default_factory=SpaceSpec)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "search config") -> "SearchConfig":
-        """A config from a parsed JSON object: every field checked for type and range
-        (KtgError naming the first bad one and its valid values); unknown keys refused."""
-        cfg = cls(**check_fields(cls, d, where))
+    def from_dict(cls, d: Any, where: str = "search config") -> SearchConfig:
+        """A config from a parsed JSON object, nested or flat (module docstring): every
+        field checked for type and range (KtgError naming the first bad one and its valid
+        values); an unknown key is refused, naming it and the valid ones."""
+        d = nested(d, where)
+        own = check_fields(cls, {k: v for k, v in d.items() if k not in SECTIONS}, where)
+        cfg = cls(**own, train=TrainConfig.from_dict(d.get("train", {}), where),
+                  space=SpaceSpec.from_dict(d.get("space", {}), where))
         cfg.validate(where)
         return cfg
 
-    def with_overrides(self, sets: list[str]) -> "SearchConfig":
-        """Apply `--set key=value` overrides; values parse as JSON, else as strings."""
+    def to_dict(self) -> dict[str, Any]:
+        """The nested JSON form (run.json's `config`); `from_dict` reads it back equal."""
         d = asdict(self)
-        types = {f.name: f.type for f in fields(self)}
+        d["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["space"].items()}
+        return d
+
+    def with_overrides(self, sets: list[str]) -> SearchConfig:
+        """Apply `--set key=value` overrides: `train.x`, `space.x`, a search setting, or a
+        section's field alone (`lr_g`). Values parse as JSON, else as text; a list field
+        also takes comma-separated items (`gates=through,cutoff`)."""
+        d = self.to_dict()
         for item in sets:
             if "=" not in item:
-                raise KtgError(f"--set {item!r} is not key=value; valid keys: "
-                               f"{', '.join(sorted(d))}")
+                raise KtgError(f"--set {item!r} is not key=value; valid keys: {valid_keys()}")
             key, raw = item.split("=", 1)
-            key = _flat_key(key.strip())
-            if key not in d:
-                raise KtgError(f"--set: unknown setting {key!r}; valid: "
-                               f"{', '.join(sorted(d))}")
+            section, name = resolve_key(key.strip(), "--set")
+            check = field_checks(SECTIONS[section] if section else SearchConfig)[name]
             value = _json_or_text(raw)
-            if "list" in str(types[key]) and isinstance(value, (str, int, float)):
+            if check.kind in ("names", "floats") and isinstance(value, (str, int, float)):
                 value = [_json_or_text(v.strip()) for v in str(raw).split(",") if v.strip()]
-            d[key] = value
+            (d[section] if section else d)[name] = value
         return SearchConfig.from_dict(d, where="--set")
 
     def validate(self, where: str = "") -> None:
-        """Every field's type and range, then the rules between fields."""
+        """Every field's type and range, the sections' too, then the rules between
+        fields; KtgError names the first bad value."""
         check_instance(self, where)
-        if self.time_unit == "epochs" and self.grace_period > self.max_epochs:
+        if self.time_unit == "epochs" and self.grace_period > self.train.epochs:
             raise KtgError(f"{where + ': ' if where else ''}The value of `grace_period` is "
                            f"{self.grace_period}, but must be an integer with 1 <= "
-                           f"grace_period <= max_epochs ({self.max_epochs})")
-        self.space()
-        self.train_config(0).validate(where)
+                           f"grace_period <= max_epochs (train.epochs, {self.train.epochs})")
+        self.space.validate(where)
+        self.train.validate(where)
 
-    def space(self) -> SpaceSpec:
-        return SpaceSpec(k=self.k, gates=tuple(self.gates), target_model=self.target_model,
-                         models=tuple(self.models), transfer=tuple(self.transfer),
-                         alpha=self.alpha, target_node=self.target_node,
-                         alphas=tuple(self.alphas))
 
-    def train_config(self, seed: int | None = None) -> TrainConfig:
-        d = {k: v for k, v in asdict(self).items() if k in _TRAIN_FIELDS}
-        return TrainConfig(epochs=self.max_epochs,
-                           seed=self.seed if seed is None else seed, **d)
+# ---- keys: sections, flat aliases ---------------------------------------------------------
+def _names(cls) -> list[str]:
+    return [f.name for f in fields(cls) if f.name not in SECTIONS]
+
+
+def valid_keys() -> str:
+    """Every key a search config and `--set` take, in words for messages."""
+    return (", ".join(sorted(_names(SearchConfig))) + "; " +
+            "; ".join(f"{s}.<field> ({', '.join(sorted(_names(c)))})"
+                      for s, c in SECTIONS.items()) +
+            "; a train or space field also alone (lr_g = train.lr_g), and max_epochs = "
+            "train.epochs")
+
+
+def resolve_key(key: str, where: str) -> tuple[str | None, str]:
+    """(section or None, field name) of a config key: `train.lr_g`, `space.k`, a search
+    setting (`num_trials`), or a section's field alone (`lr_g`, `max_epochs`: the flat
+    form). KtgError naming the key and the valid ones otherwise."""
+    part, dot, name = key.partition(".")
+    if dot:
+        if part not in SECTIONS:
+            raise KtgError(f"{where}: unknown section {part[:80]!r} in {key[:120]!r}; valid: "
+                           f"train.<field>, space.<field> or a plain key")
+        valid = _names(SECTIONS[part])
+        if name not in valid:
+            raise KtgError(f"{where}: unknown setting {key[:120]!r}; valid: "
+                           f"{', '.join(f'{part}.{n}' for n in sorted(valid))}")
+        return part, name
+    if key in _names(SearchConfig):
+        return None, key
+    if key in ALIASES:
+        return ALIASES[key]
+    for section, cls in SECTIONS.items():
+        if key in _names(cls):
+            return section, key
+    raise KtgError(f"{where}: unknown setting {key[:80]!r}; valid: {valid_keys()}")
+
+
+def nested(d: Any, where: str) -> dict[str, Any]:
+    """A parsed config object in the nested form: `train` and `space` objects of their
+    own fields, every other key a search setting. Flat keys (older files) go to their
+    section; a setting given twice (`max_epochs` and `train.epochs`), an unknown key or a
+    section that is not an object is refused with one message naming it."""
+    if not isinstance(d, dict):
+        raise KtgError(f"{where}: must be a JSON object of settings, got {type(d).__name__}")
+    out: dict[str, Any] = {}
+    given: dict[tuple[str | None, str], str] = {}  # (section, field) -> the key it came as
+
+    def put(key: str, value: Any) -> None:
+        section, name = resolve_key(key, where)
+        if (section, name) in given:
+            raise KtgError(f"{where}: `{key}` and `{given[section, name]}` set the same "
+                           f"setting ({section + '.' if section else ''}{name}); give it once")
+        given[section, name] = key
+        (out.setdefault(section, {}) if section else out)[name] = value
+
+    for key, value in d.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise KtgError(f"{where}: `{key}` must be a JSON object of "
+                               f"{SECTIONS[key].__name__} settings, got "
+                               f"{type(value).__name__}")
+            out.setdefault(key, {})
+            for name, v in value.items():
+                put(f"{key}.{name}", v)
+        else:
+            put(str(key), value)
+    return out
+
+
+def _json_or_text(raw: str) -> Any:
+    """A `--set` value (or one item of a comma list): JSON if it parses, else the text
+    (checked against the field afterwards)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw
 
 
 # ---- presets -----------------------------------------------------------------------------
@@ -194,8 +225,9 @@ def preset_description(name: str) -> str:
 
 
 def load_config_file(path: str) -> SearchConfig:
-    """A search config file (JSON): the fields it names over its preset's (default quick);
-    every field checked (KtgError names the file and the first bad value)."""
+    """A search config file (JSON, nested or flat): the fields it names over its preset's
+    (default quick); every field checked (KtgError names the file and the first bad
+    value)."""
     from .safeload import read_json
     p = Path(path)
     d = read_json(p, "search config")
@@ -206,8 +238,12 @@ def load_config_file(path: str) -> SearchConfig:
     if not isinstance(preset, str) or preset not in presets():
         raise KtgError(f"search config {path!r}: unknown preset {str(preset)[:80]!r}; "
                        f"valid: {', '.join(presets())}")
-    base = asdict(load_preset(preset))
-    base.update(d)
+    base = load_preset(preset).to_dict()
+    for key, value in nested(d, str(p)).items():  # section by section over the preset's
+        if key in SECTIONS:
+            base[key].update(value)
+        else:
+            base[key] = value
     return SearchConfig.from_dict(base, where=str(p))
 
 
@@ -243,4 +279,4 @@ def check_recipe(recipe: Any, where: str = "recipe") -> dict[str, Any]:
 def preset_recipe(name: str) -> dict[str, Any]:
     """The training settings of a search preset, as a recipe (`--preset` of train and
     compare); KtgError listing the presets for an unknown name."""
-    return recipe_of(load_preset(name).train_config())
+    return recipe_of(load_preset(name).train)

@@ -14,8 +14,8 @@ out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `ta
 (the node the search scores; default: the best generator), `recipe` (the training
 settings the graph was found with, written by `ktg export`: a JSON object of TrainConfig
 fields, used by `ktg train` as defaults). Here a recipe is only required to be an object;
-its fields are checked by `config.check_recipe` (training.py imports this module, so the
-TrainConfig checks cannot be called from here).
+its fields are checked by `config.check_recipe` (config.py imports this module through
+space.py, so the recipe checks cannot be called from here).
 """
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ from .losses import (discriminator_loss, feature_transfer_loss, generator_advers
                      image_transfer_loss)
 from .models import same_sigma
 from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
-from .training import TrainConfig, Trainer
+from .trainconfig import TrainConfig
+from .training import Trainer
 
 
 def gate_factor(gate: str, progress: float, source_right: Tensor) -> Tensor | None:

@@ -242,10 +242,11 @@ class ResultsBook:
              error: str | None) -> dict:
         from .graph import Graph
         from .space import graph_from_params
-        cfg, k = self.cfg, self.cfg.k
+        cfg, space = self.cfg, self.cfg.space
+        k = space.k
         row: dict[str, Any] = {"trial_id": trial_id}
         try:
-            graph = graph_from_params(params, k, cfg.alpha, 0 if cfg.target_node else None)
+            graph = graph_from_params(params, k, space.alpha, 0 if space.target_node else None)
             row["graph"], row["graph_key"] = graph.to_json(indent=None), graph.canonical_key()
             # the transfer weight the trial trained with (searched when `alphas` has more
             # than one value), a column of its own so that `--where "alpha == 100"` works
@@ -291,11 +292,11 @@ class ResultsBook:
             status, error = "skipped", str(last.get("reason", "no generator can learn"))
         elif any(h.get("status") == "diverged" for h in hist):
             status = "diverged"
-        elif row["epochs"] >= cfg.max_epochs:
+        elif row["epochs"] >= cfg.train.epochs:
             status = "completed"
         else:
             status = "stopped"
-        row.update(status=status, seed=cfg.seed, wall_s=_finite(last.get("time_total_s")),
+        row.update(status=status, seed=cfg.train.seed, wall_s=_finite(last.get("time_total_s")),
                    error=error or "")
         return row
 

@@ -3,13 +3,14 @@
 A run directory is something people share, so its `run.json` is checked like any other
 file from outside: JSON that parses (safeload.read_json), the known top-level fields of
 the right type, and the search config through `SearchConfig.from_dict` (every field typed
-and bounded, checks.py). A `grace_period` of 0 or a `reduction_factor` of 1, which sent
+and bounded, checks.py; a flat config written before the `train` and `space` sections
+reads too, config.py). A `grace_period` of 0 or a `reduction_factor` of 1, which sent
 the report's ASHA table into an endless loop, is then one message naming the file.
 Fields this version does not know are left alone (a newer ktg may add some).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ _TEXT_FIELDS = {"name": True, "storage": False, "study_name": False, "tune_path"
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    """`RUN/run.json` as a dict whose `config` is a checked SearchConfig's fields;
-    KtgError naming the file and the first bad field."""
+    """`RUN/run.json` as a dict whose `config` is the checked `SearchConfig`; KtgError
+    naming the file and the first bad field."""
     from .checks import Text
     from .safeload import read_json
     run = Path(run_dir)
@@ -50,7 +51,7 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
                        f"be an integer >= 1")
     from .config import SearchConfig
     cfg = SearchConfig.from_dict(info["config"], where=f"{where}: config")
-    return {**info, "config": asdict(cfg)}
+    return {**info, "config": cfg}
 
 
 @dataclass
@@ -72,14 +73,13 @@ def resume_info(run_dir: Path, allow_external: bool = False) -> RunInfo:
     Optuna storage outside the run directory needs `allow_external`
     (`--allow-external-storage`).
     """
-    from .config import SearchConfig
     f = run_dir / RUN_FILE
     info = read_run_info(run_dir)  # parsed as data, every field typed and bounded
     for key in ("storage", "study_name"):
         if not info.get(key):
             raise KtgError(f"{str(f)!r}: `{key}` is missing; a run directory written by "
                            f"`ktg search` has it")
-    cfg = SearchConfig.from_dict(info["config"], where=str(f))
+    cfg = info["config"]
     tune_path, storage = info.get("tune_path", str(run_dir)), info["storage"]
     if not isinstance(tune_path, str):
         raise KtgError(f"{str(f)!r}: `tune_path` must be a string, got {tune_path!r}")

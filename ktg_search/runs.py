@@ -23,7 +23,8 @@ from .scoring import best_index, last_index, mean_std
 from .models import count_parameters
 from .fileio import atomic_write_bytes, atomic_write_text
 from .config import recipe_of
-from .training import TrainConfig, Trainer
+from .trainconfig import TrainConfig
+from .training import Trainer
 
 GRID_SEED = 7
 EVAL_AT = ("best", "last")

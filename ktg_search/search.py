@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from ray.tune import Callback
@@ -49,9 +48,9 @@ class SearchEvents(Callback):
         self.book.on_result(logical_id(trial), result)
         failpoints.hit("result")
         epoch = result.get("epoch")
-        if epoch == self.book.cfg.max_epochs:
+        if epoch == self.book.cfg.train.epochs:
             failpoints.hit("last-result")
-        elif isinstance(epoch, int) and 1 < epoch < self.book.cfg.max_epochs \
+        elif isinstance(epoch, int) and 1 < epoch < self.book.cfg.train.epochs \
                 and result.get("status") == "running" and not result.get("replay"):
             failpoints.hit("mid-result")
 
@@ -112,8 +111,8 @@ def check_storage_uri(uri: str) -> None:
 def asha_max_t(cfg: SearchConfig) -> float:
     """ASHA's max_t in the search's time unit. In steps or images the budget depends on
     the data set's size, which the driver does not load: an upper bound that no trial
-    reaches is used, so that only rungs (and each trial's own max_epochs) stop trials."""
-    return cfg.max_epochs if cfg.time_unit == "epochs" else float(10 ** 12)
+    reaches is used, so that only rungs (and each trial's own train.epochs) stop trials."""
+    return cfg.train.epochs if cfg.time_unit == "epochs" else float(10 ** 12)
 
 
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
@@ -146,8 +145,8 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         storage_url = optuna_storage_url(cfg.storage, run_dir)
         # first, so that a search killed from here on can always be resumed
         atomic_write_text(run_dir / RUN_FILE, json.dumps(
-            {"name": name, "config": asdict(cfg), "storage": storage_url,
-             "study_name": study_name, "space_size": cfg.space().size(),
+            {"name": name, "config": cfg.to_dict(), "storage": storage_url,
+             "study_name": study_name, "space_size": cfg.space.size(),
              "tune_path": tune_path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
     failpoints.hit("startup")
@@ -169,16 +168,16 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from .workers import init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
     from .study import StudySearcher, load_study, open_optuna_storage, warn_sqlite_on_cluster
-    space = cfg.space()
+    space = cfg.space
     started_ray = init_ray(address)
     warn_sqlite_on_cluster(storage_url, out)
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
-    print(f"search {name}: k={cfg.k}, {len(cfg.gates)} gates, {len(cfg.models)} model(s), "
-          f"space size M^(k-1) * G^(k^2) = {len(cfg.models)}^{cfg.k - 1} * "
-          f"{len(cfg.gates)}^{cfg.k ** 2}" +
-          (f" * {len(cfg.transfer)} transfer kinds" if len(cfg.transfer) > 1 else "") +
-          (f" * {len(space.alphas)} alphas" if len(space.alphas) > 1 else "") +
+    print(f"search {name}: k={space.k}, {len(space.gates)} gates, {len(space.models)} "
+          f"model(s), space size M^(k-1) * G^(k^2) = {len(space.models)}^{space.k - 1} * "
+          f"{len(space.gates)}^{space.k ** 2}" +
+          (f" * {len(space.transfer)} transfer kinds" if len(space.transfer) > 1 else "") +
+          (f" * {len(space.alpha_values)} alphas" if len(space.alpha_values) > 1 else "") +
           f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
           file=out, flush=True)
     plan = plan_resume(storage, study_name, book, space, tune_path) if resumed \
@@ -194,7 +193,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         study = load_study(storage, study_name)
         # a resumed search must not draw the same graphs again: seed the sampler with
         # how far the study got
-        seed = cfg.seed if study is None else cfg.seed + 7919 * len(study.trials)
+        seed = cfg.train.seed if study is None else cfg.train.seed + 7919 * len(study.trials)
         sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.sampler == "random"
                    else optuna.samplers.TPESampler(seed=seed))
         searcher = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
@@ -207,7 +206,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         scheduler.seed(seed_points(book, time_attr))
         # keep the handle until the search ends: Ray deletes an actor nobody holds
         ledger = start_ledger(study_name, book.finished_rows())
-        settings = {"config": asdict(cfg), "study_name": study_name,
+        settings = {"config": cfg.to_dict(), "study_name": study_name,
                     "run_dir": str(run_dir)}
         trainable = tune.with_resources(tune.with_parameters(train_ktg, settings=settings),
                                         {"cpu": cfg.cpus_per_trial,

@@ -12,7 +12,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from .checks import (
+    Bool,
+    Choice,
+    Float,
+    Floats,
+    Int,
+    Names,
+    check_fields,
+    check_instance,
+    setting,
+)
 from .errors import KtgError
 from .graph import Graph
 from .registry import GATES, GENERATORS, TRANSFERS
@@ -27,15 +39,26 @@ def edge_param(src, dst: int) -> str:
 
 @dataclass
 class SpaceSpec:
-    """What the search varies; validated on construction."""
-    k: int = 3
-    gates: tuple[str, ...] = PAPER_GATES
-    target_model: str = "dcgan-small"
-    models: tuple[str, ...] = ("dcgan-small",)
-    transfer: tuple[str, ...] = ("feature_out",)
-    alpha: float = 1000.0      # the transfer weight when `alphas` is empty
-    target_node: bool = False  # score node 0 only, instead of the best generator
-    alphas: tuple[float, ...] = ()  # the weights searched (an `alpha` param if > 1 value)
+    """What the search varies: a search config's `space` section (config.py).
+
+    Every field carries its type and range (checks.py), checked when a config is read
+    (`from_dict`) or validated; construction checks the rules again with messages of its
+    own (a list that repeats a value, an alpha that is not a number > 0), so that a
+    SpaceSpec built in code is as safe as one read from a file. `alpha` and `alphas` stay
+    as written: `alphas` empty means `alpha` alone (`alpha_values`), so that a later
+    `--set alpha=...` still means what it says."""
+    # k <= 6 keeps the k^2 edges and k! renumberings of the canonical key small
+    k: int = setting(3, Int(1, 6))
+    gates: tuple[str, ...] = setting(PAPER_GATES, Names(GATES.names))
+    target_model: str = setting("dcgan-small", Choice(GENERATORS.names))
+    models: tuple[str, ...] = setting(("dcgan-small",), Names(GENERATORS.names))
+    transfer: tuple[str, ...] = setting(("feature_out",), Names(TRANSFERS.names))
+    # the transfer weight when `alphas` is empty
+    alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
+    # score node 0 only, instead of the best generator
+    target_node: bool = setting(False, Bool())
+    # the weights searched (an `alpha` param if > 1 value); empty = `alpha` alone
+    alphas: tuple[float, ...] = setting((), Floats(0, 1e9, lo_open=True, max_len=20))
 
     def __post_init__(self) -> None:
         self.gates, self.models = tuple(self.gates), tuple(self.models)
@@ -54,21 +77,47 @@ class SpaceSpec:
             if len(set(values)) != len(values):
                 raise KtgError(f"the {what} list {list(values)} repeats a value")
         GENERATORS.get(self.target_model)
-        self.alphas = tuple(self.alphas) if self.alphas else (self.alpha,)
-        for a in self.alphas:
-            if isinstance(a, bool) or not isinstance(a, (int, float)) \
-                    or not math.isfinite(a) or a <= 0:
-                raise KtgError(f"The value of `alphas` is {list(self.alphas)}, but every "
-                               f"alpha must be a number > 0")
+        self.alphas = tuple(self.alphas)
+        for name, values in (("alpha", (self.alpha,)), ("alphas", self.alphas)):
+            for a in values:
+                if isinstance(a, bool) or not isinstance(a, (int, float)) \
+                        or not math.isfinite(a) or a <= 0:
+                    shown = values[0] if name == "alpha" else list(values)
+                    raise KtgError(f"The value of `{name}` is {shown}, but every alpha "
+                                   f"must be a number > 0")
         if len(set(self.alphas)) != len(self.alphas):
             raise KtgError(f"the alpha list {list(self.alphas)} repeats a value")
+        self.alpha = float(self.alpha)
         self.alphas = tuple(float(a) for a in self.alphas)
-        self.alpha = self.alphas[0]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "space") -> SpaceSpec:
+        """A space from a parsed JSON object: every field checked for type and range;
+        unknown fields refused (KtgError naming `where`, the value and the valid ones)."""
+        values = check_fields(cls, d, where, what="space setting")
+        try:
+            return cls(**values)
+        except KtgError as e:
+            raise KtgError(f"{where}: {e}") from None
+
+    def validate(self, where: str = "") -> None:
+        """Every field's type and range (the checks beside the fields), then the rules
+        construction checks; KtgError names the first bad value."""
+        check_instance(self, where)
+        try:
+            self.__post_init__()  # the checks give lists: back to tuples, rules again
+        except KtgError as e:
+            raise KtgError(f"{where}: {e}" if where else str(e)) from None
+
+    @property
+    def alpha_values(self) -> tuple[float, ...]:
+        """The transfer weights the search draws from: `alphas`, or `alpha` alone."""
+        return self.alphas or (self.alpha,)
 
     def size(self) -> int:
         """M^(k-1) * G^(k^2), times the number of transfer kinds and of alphas searched."""
         return len(self.models) ** (self.k - 1) * len(self.gates) ** (self.k ** 2) \
-            * len(self.transfer) * len(self.alphas)
+            * len(self.transfer) * len(self.alpha_values)
 
     def define_by_run(self, trial) -> dict:
         """Optuna define-by-run: sample one graph; return the fixed values beside it."""
@@ -79,19 +128,19 @@ class SpaceSpec:
                 trial.suggest_categorical(f"model_{i}", list(self.models))
         if len(self.transfer) > 1:
             trial.suggest_categorical("transfer", list(self.transfer))
-        if len(self.alphas) > 1:
-            trial.suggest_categorical("alpha", list(self.alphas))
+        if len(self.alpha_values) > 1:
+            trial.suggest_categorical("alpha", list(self.alpha_values))
         fixed = {"model_0": self.target_model}
         if len(self.models) == 1:
             fixed.update({f"model_{i}": self.models[0] for i in range(1, self.k)})
         if len(self.transfer) == 1:
             fixed["transfer"] = self.transfer[0]
-        if len(self.alphas) == 1:
-            fixed["alpha"] = self.alphas[0]
+        if len(self.alpha_values) == 1:
+            fixed["alpha"] = self.alpha_values[0]
         return fixed
 
     def graph(self, params: dict) -> Graph:
-        return graph_from_params(params, self.k, self.alpha,
+        return graph_from_params(params, self.k, self.alpha_values[0],
                                  target=0 if self.target_node else None)
 
 
@@ -100,7 +149,7 @@ def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
     """The graph a sampled parameter dict describes (KtgError names a missing key).
 
     The transfer weight is the params' `alpha` when they have one (a searched or fixed
-    value of `SpaceSpec.alphas`), else the `alpha` argument."""
+    value of `SpaceSpec.alpha_values`), else the `alpha` argument."""
     alpha = params.get("alpha", alpha)
     try:
         models = [params[f"model_{i}"] for i in range(k)]

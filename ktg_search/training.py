@@ -1,7 +1,9 @@
 """The trainer: k generators, one (k+1)-way discriminator, a knowledge-transfer graph.
 
 Reads top to bottom like the paper's algorithm (Sec. 3.3). No Ray in here: the Ray Tune
-trainable, `ktg train`, `ktg compare` and the benchmark all drive this class.
+trainable, `ktg train`, `ktg compare` and the benchmark all drive this class. What it is
+configured with is `TrainConfig` (trainconfig.py); its checkpoint (state, files, teacher
+export) is `TrainerCheckpoints` (checkpoints.py), mixed in.
 
 One iteration:
   1. D step: real images labelled k, G_i(z_i) labelled i (each generator its own z), one
@@ -20,161 +22,27 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .checks import Bool, Choice, Device, Float, Int, Text, check_fields, check_instance, \
-    setting
+from .checkpoints import TrainerCheckpoints
+from .ema import GeneratorEMA
 from .errors import KtgError
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
-from .ema import GeneratorEMA
 from .models import same_sigma
-from .registry import DISCRIMINATORS, EXTRACTORS, GATES, GENERATORS, TRANSFERS
+from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 from .teachers import load_pretrained
-from .fileio import atomic_write
-from .imagedata import SIZES
+from .trainconfig import TrainConfig, effective_discriminator, resolve_device
 
-D_PASSES = ("auto", "joint", "per_part")
-D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
-TRANSFER_SCALES = ("plain", "resolution")
 EVAL_SEED = 20241
-MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual published count)
 
 
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run besides the graph; saved in every checkpoint.
-
-    Every field carries its type and range (checks.py), checked by `validate` and when a
-    config is read from a file (`from_dict`): the bounds keep a shared config from asking
-    for more than a machine has (nz = 1e9, eval_samples = 1e12)."""
-    dataset: str = setting("digits", Text(),
-                           help="data set name")  # a DATASETS name, checked in validate
-    image_size: int = setting(16, Choice(SIZES), help="image size in px")   # px: 16, 32 or 64
-    batch_size: int = setting(64, Int(1, 4096),
-                              help="images per batch (real and per generator)")
-    epochs: int = setting(10, Int(1, 100_000), help="training epochs")
-    nz: int = setting(100, Int(1, 1024), help="latent size of every generator")
-    lr_g: float = setting(2e-4, Float(0, 1, lo_open=True),
-                          help="Adam learning rate of the generators")
-    lr_d: float = setting(2e-4, Float(0, 1, lo_open=True), help="Adam learning rate of D")
-    beta1: float = setting(0.5, Float(0, 1, hi_open=True), help="Adam beta1")  # [0, 1)
-    beta2: float = setting(0.999, Float(0, 1, hi_open=True), help="Adam beta2")
-    d_width: int = setting(64, Int(1, 1024), help="discriminator base width (DCGAN's ndf)")
-    # how D sees the (k+1) parts of a step: "joint" = one call over the concatenation,
-    # "per_part" = one call per part (the paper's separate passes), "auto" = per_part when
-    # D has batch norm (a joint call would mix real and fake batch statistics), else joint
-    d_passes: str = setting("auto", Choice(D_PASSES),
-                            help="D sees a step's parts in one call (joint), one call per part "
-                                 "(per_part, the paper's passes) or per_part when D has batch "
-                                 "norm (auto)")
-    # how eq. 1 is averaged over a D step's samples: "uniform" = every sample alike (the
-    # real batch is 1/(k+1) of the loss); "paper_steps" = Sec. 3.3.1 read literally,
-    # steps 1 (real) and 2 (G_i) repeated for i = 1..k: the real batch is half of the
-    # loss, each generator 1/(2k). The same for k = 1; for k = 3 on digits "uniform" let
-    # every generator collapse while "paper_steps" did not (README, training notes)
-    d_loss_weighting: str = setting("uniform", Choice(D_LOSS_WEIGHTINGS),
-                                    help="eq. 1 over a D step: uniform (every sample alike) or "
-                                         "paper_steps (real half of the loss, as Sec. 3.3.1's "
-                                         "steps repeated k times)")
-    # the recipe's discriminator kind (registry name), or None for the graph's own. The
-    # graph keeps its normalisation (sn or bn, the method's choice, Table 1's SN column),
-    # the recipe picks the architecture: see `effective_discriminator`
-    discriminator: str | None = setting(None, Choice(DISCRIMINATORS.names, optional=True),
-                                        help="D architecture (the graph keeps its sn/bn "
-                                             "normalisation); default: the graph's own D")
-    # EMA of the generator weights, used for every evaluation, sample and best-weights
-    # copy (ema.py): 0 = off (the paper); else the decay per G update, averaging from G
-    # update `ema_start` on (before it the EMA is a copy: early weights are noise)
-    ema_decay: float = setting(0.0, Float(0, 1, hi_open=True),
-                               help="EMA decay of the generator weights that are "
-                                    "evaluated (0 = off)")
-    ema_start: int = setting(0, Int(0, 10_000_000),
-                             help="G update from which the EMA averages")
-    # "plain" = the paper's alpha / N (eqs. 3-5); "resolution" = alpha / N_ref with N_ref
-    # the positions the same map has at the paper's 64 px, so alpha means the same
-    # strength at 16 and 32 px (losses.py, `reference_positions`)
-    transfer_scale: str = setting("plain", Choice(TRANSFER_SCALES),
-                                  help="transfer loss scale: plain (alpha/N, the paper) or "
-                                       "resolution (alpha/N at 64 px)")
-    seed: int = setting(0, Int(0, 2 ** 32 - 1), help="random seed")  # numpy's (Optuna's) range
-    device: str = setting("auto", Device(), help="auto, cpu, cuda, cuda:N")
-    amp: str = setting("off", Choice(("off", "bf16")), help="bf16: autocast on bf16 GPUs")
-    eval_samples: int = setting(1000, Int(10, MAX_EVAL_SAMPLES),
-                                help="samples per generator for IS / FID each epoch")
-    extractor: str = setting("classifier", Choice(EXTRACTORS.names),
-                             help="feature extractor for IS / FID")
-    fid: bool = setting(True, Bool(), help="compute FID each epoch")
-    inception_weights: str | None = setting(None, Text(optional=True),
-                                            help="torch-fidelity Inception weights file")
-    data_root: str | None = setting(None, Text(optional=True),
-                                    help="where torchvision data sets live")
-    max_iters_per_epoch: int | None = setting(None, Int(1, 10_000_000, optional=True),
-                                              help="cap on the iterations of an epoch (tests, "
-                                                   "benchmarks)")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":
-        """A config from a parsed JSON object (a checkpoint's, a Ray task's): every field
-        checked for type and range; unknown fields refused."""
-        cfg = cls(**check_fields(cls, d, where, what="training setting"))
-        cfg.validate(where)
-        return cfg
-
-    def validate(self, where: str = "") -> None:
-        """Every field's type and range (the checks beside the fields) and the data set
-        name; KtgError names the first bad value and the valid ones."""
-        check_instance(self, where)
-        from .data import check_dataset_name
-        try:
-            check_dataset_name(self.dataset)
-        except KtgError as e:
-            raise KtgError(f"{where}: {e}" if where else str(e)) from None
-
-
-def effective_discriminator(graph_d: str, recipe_d: str | None) -> str:
-    """The discriminator kind a run builds, from the graph's and the recipe's.
-
-    The rule: without a recipe D (None) the graph's own. With one, the recipe gives the
-    architecture and the graph the normalisation: a graph whose D has spectral norm
-    ("sn", "sn-cnn", ...: the method) gets the recipe's kind as it is; a graph whose D is
-    batch norm ("bn", "bn-cnn": the no-SN baseline, e.g. `dcgan`) gets the recipe
-    architecture's batch-norm twin ("sn-cnn" -> "bn-cnn"), so that a baseline differs
-    from the method only in what the paper's Table 1 varies. A recipe kind with no
-    registered twin of the graph's normalisation is an error, not a silent fallback.
-    """
-    if recipe_d is None:
-        return graph_d
-    norm = graph_d.split("-", 1)[0]
-    arch = recipe_d.split("-", 1)[1] if "-" in recipe_d else ""
-    name = f"{norm}-{arch}" if arch else norm
-    if name not in DISCRIMINATORS:
-        raise KtgError(f"the recipe's discriminator {recipe_d!r} has no {norm!r} twin for "
-                       f"this graph's {graph_d!r} D (looked for {name!r}); valid "
-                       f"discriminators: {', '.join(DISCRIMINATORS.names())}")
-    return name
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks the GPU when there is one; cudnn autotuning is on for GPUs."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise KtgError(f"device {device!r} was asked for, but no GPU is visible; valid "
-                           f"here: auto, cpu")
-        torch.backends.cudnn.benchmark = True
-    elif device != "cpu":
-        raise KtgError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
-    return torch.device(device)
-
-
-class Trainer:
+class Trainer(TrainerCheckpoints):
     """Trains the generators and the discriminator of one knowledge-transfer graph.
 
     `data` is an `ImageData` (see data.py) and `evaluator` an `Evaluator` (metrics.py);
@@ -492,6 +360,13 @@ class Trainer:
     def best_objective_or_nan(self) -> float:
         return self.best_objective if math.isfinite(self.best_objective) else float("nan")
 
+    def load_best(self) -> None:
+        """Put the evaluated weights of the best epoch (by the objective) in place: into
+        the EMA copies when the EMA is on (they are what was scored), else the generators."""
+        if self.best_generators is not None:
+            for i, sd in enumerate(self.best_generators):
+                self.eval_generator(i).load_state_dict(sd)
+
     def fit(self, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
         """Train until `epochs` or divergence; `on_epoch(row)` after every epoch."""
         while self.epoch < self.config.epochs and self.status == "running":
@@ -500,58 +375,8 @@ class Trainer:
                 on_epoch(row)
         return self.history
 
-    # ---- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "graph": self.graph.to_dict(),
-                "generators": [g.state_dict() for g in self.generators],
-                "D": self.D.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "opt_g": self.opt_g.state_dict() if self.opt_g else None,
-                "iteration": self.iteration, "epoch": self.epoch, "status": self.status,
-                "rng": self.rng.get_state(), "history": self.history,
-                "best_is": self.best_is, "best_epoch": self.best_epoch,
-                "best_objective": self.best_objective,
-                "best_generators": self.best_generators,
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "models": [n.model for n in self.graph.nodes]}
-
-    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
-        """Put a `state_dict()` in place; KtgError (naming `where`) when it does not fit
-        this trainer's graph and config."""
-        from .safeload import check_trainer_state
-        check_trainer_state(state, where)
-        if len(state["generators"]) != self.graph.k:
-            raise KtgError(f"{where} holds {len(state['generators'])} generator(s), but "
-                           f"the graph has {self.graph.k}")
-        try:
-            for g, sd in zip(self.generators, state["generators"]):
-                g.load_state_dict(sd)
-            self.D.load_state_dict(state["D"])
-            self.opt_d.load_state_dict(state["opt_d"])
-            if self.opt_g and state["opt_g"]:
-                self.opt_g.load_state_dict(state["opt_g"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            why = (str(e).strip() or type(e).__name__).splitlines()[0][:200]
-            raise KtgError(f"{where} does not fit this graph and config: {why}") from None
-        self.iteration, self.epoch = state["iteration"], state["epoch"]
-        self.status = state["status"]
-        self.rng.set_state(state["rng"])
-        self.history = list(state["history"])
-        self.best_is = list(state["best_is"])
-        self.best_epoch, self.best_objective = state["best_epoch"], state["best_objective"]
-        self.best_generators = state.get("best_generators")
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise KtgError("this run averages generator weights (ema_decay > 0) but "
-                               "the checkpoint holds no EMA state")
-            self.ema.load_state_dict(state["ema"])
-
-    def save(self, path: str | Path) -> None:
-        """Atomically write the whole training state (temp file + rename)."""
-        state = self.state_dict()
-        atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
-
     @classmethod
-    def restore(cls, path: str | Path, data=None, evaluator=None) -> "Trainer":
+    def restore(cls, path: str | Path, data=None, evaluator=None) -> Trainer:
         """A trainer from a `save()` file, loaded as data (safeload.py); KtgError naming
         the file when it is truncated, refused or not a trainer checkpoint."""
         from .safeload import check_trainer_state, load_checkpoint
@@ -562,17 +387,3 @@ class Trainer:
                 data=data, evaluator=evaluator)
         t.load_state_dict(state, where)
         return t
-
-    def load_best(self) -> None:
-        """Put the evaluated weights of the best epoch (by the objective) in place: into
-        the EMA copies when the EMA is on (they are what was scored), else the generators."""
-        if self.best_generators is not None:
-            for i, sd in enumerate(self.best_generators):
-                self.eval_generator(i).load_state_dict(sd)
-
-    def export_generator(self, node: int, path: str | Path) -> None:
-        """A single generator checkpoint that a graph node can name as `pretrained`."""
-        ckpt = {"model": self.graph.nodes[node].model,
-                "generator": self.eval_generator(node).state_dict(),
-                "config": asdict(self.config), "best_is": self.best_is[node]}
-        atomic_write(Path(path), lambda tmp: torch.save(ckpt, tmp))

@@ -37,12 +37,12 @@ def init_ray(address: str | None) -> bool:
 
 
 def data_and_evaluator(cfg: Any):
-    """(ImageData, Evaluator) of a config (a TrainConfig or SearchConfig: the fields
-    dataset, image_size, data_root, extractor, eval_samples, fid, inception_weights,
-    device), built once per process; one config at a time keeps memory flat."""
+    """(ImageData, Evaluator) of a TrainConfig (its fields dataset, image_size,
+    data_root, extractor, eval_samples, fid, inception_weights, device), built once per
+    process; one config at a time keeps memory flat."""
     from .data import load_dataset
     from .metrics import Evaluator
-    from .training import resolve_device
+    from .trainconfig import resolve_device
     key = (cfg.dataset, cfg.image_size, cfg.data_root, cfg.extractor, cfg.eval_samples,
            cfg.fid, cfg.inception_weights, cfg.device)
     if key not in _CACHE:

@@ -1,6 +1,7 @@
 """Malformed inputs for the fuzz test, made systematically rather than listed by hand.
 
-- field values: for every field of SearchConfig, values outside its declared check
+- field values: for every field of SearchConfig and of its sections (`train.nz`,
+  `space.k`), values outside its declared check
   (wrong JSON types, out-of-range numbers, unknown names, broken text), derived from the
   check itself, so a new field is fuzzed without new code here;
 - graph files: every key of a valid graph given wrong types and values, edges and nodes
@@ -14,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 SURROGATE = "\ud800"
 JUNK = [None, True, 0, -1, 2.5, "", "x", [], {}, [1], {"a": 1}]
@@ -52,14 +53,27 @@ def bad_values(check) -> list:
     return vals
 
 
-def config_mutations(cls) -> list[tuple[str, str, object]]:
-    """(id, field, bad value) for every checked field of a config dataclass."""
+def config_mutations(cls, prefix: str = "") -> list[tuple[str, str, object]]:
+    """(id, key, bad value) for every checked field of a config dataclass; a field that
+    is a section (a dataclass of its own: SearchConfig's `train`, `space`) gives its
+    fields' mutations under `section.field` keys."""
     out = []
     for f in fields(cls):
+        if is_dataclass(f.default_factory):
+            out += config_mutations(f.default_factory, f"{prefix}{f.name}.")
+            continue
         check = f.metadata.get("check")
         for i, v in enumerate(bad_values(check) if check else []):
-            out.append((f"{f.name}-{i}", f.name, v))
+            out.append((f"{prefix}{f.name}-{i}", prefix + f.name, v))
     return out
+
+
+def with_setting(config: dict, key: str, value: object) -> dict:
+    """A copy of a nested config object with `key` (`num_trials`, `train.nz`) set."""
+    section, dot, name = key.rpartition(".")
+    if not dot:
+        return {**config, key: value}
+    return {**config, section: {**config[section], name: value}}
 
 
 def truncations(text: bytes, n: int = 12) -> list[bytes]:

@@ -8,7 +8,6 @@ import os
 import pathlib
 import struct
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -67,17 +66,17 @@ def make_run(root: Path, name: str = "run") -> Path:
     run = root / name
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps(
-        {"name": name, "config": asdict(cfg), "storage": f"sqlite:///{run / 'optuna.db'}",
-         "study_name": name, "space_size": cfg.space().size(), "tune_path": str(run),
+        {"name": name, "config": cfg.to_dict(), "storage": f"sqlite:///{run / 'optuna.db'}",
+         "study_name": name, "space_size": cfg.space.size(), "tune_path": str(run),
          "created": "2026-01-01T00:00:00"}, indent=2))
     data = load_dataset("digits", 16)
-    ev = Evaluator(data, num_samples=cfg.eval_samples, fid=False)
+    ev = Evaluator(data, num_samples=cfg.train.eval_samples, fid=False)
     book = ResultsBook(run, cfg)
-    space = cfg.space()
+    space = cfg.space
     for tid, gates in TRIALS.items():
         params = {**gates, "model_0": "dcgan-small", "model_1": "dcgan-small",
                   "transfer": "feature_out"}
-        trainer = Trainer(space.graph(params), cfg.train_config(), data=data, evaluator=ev)
+        trainer = Trainer(space.graph(params), cfg.train, data=data, evaluator=ev)
         row = trainer.run_epoch()
         book.on_result(tid, row)
         trainer.save(run / f"train_ktg_{tid}" / "checkpoint_000000" / "trainer.pt")

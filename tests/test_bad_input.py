@@ -16,7 +16,8 @@ import torch
 from ktg_search.cli import build_parser
 from ktg_search.graph import resolve_graph
 from ktg_search.config import load_preset
-from ktg_search.training import TrainConfig, Trainer
+from ktg_search.trainconfig import TrainConfig
+from ktg_search.training import Trainer
 from shared_files import TINY_TRAIN, ktg, refused
 
 
@@ -86,8 +87,9 @@ def test_set_k_abc_names_the_value_and_the_range(capsys, tmp_path):
 
 def test_every_train_field_a_search_sets_is_reachable_with_set():
     """For every TrainConfig field, `--set` reaches it: a value other than the default,
-    chosen from the field's declared check, arrives in `train_config()`. A new TrainConfig
-    field without a SearchConfig field (or not passed through) fails here."""
+    chosen from the field's declared check, arrives in the search's `train` section, by
+    its flat key (`lr_g`, and `max_epochs` for `epochs`) and by its section key
+    (`train.lr_g`). A TrainConfig field that `--set` cannot reach fails here."""
     from ktg_search.checks import field_checks
     checks = field_checks(TrainConfig)
     aliases = {"epochs": "max_epochs"}  # a search trains up to max_epochs
@@ -95,11 +97,12 @@ def test_every_train_field_a_search_sets_is_reachable_with_set():
     assert set(checks) == {f.name for f in dataclasses.fields(TrainConfig)}
     for f in dataclasses.fields(TrainConfig):
         key = aliases.get(f.name, f.name)
-        value = _another_valid_value(f.name, checks[f.name],
-                                     getattr(base.train_config(), f.name))
+        value = _another_valid_value(f.name, checks[f.name], getattr(base.train, f.name))
         cfg = base.with_overrides([f"{key}={json.dumps(value)}"])
-        assert getattr(cfg.train_config(), f.name) == value, f.name
-    assert base.with_overrides(["d_passes=per_part"]).train_config().d_passes == "per_part"
+        assert getattr(cfg.train, f.name) == value, f.name
+        cfg = base.with_overrides([f"train.{f.name}={json.dumps(value)}"])
+        assert getattr(cfg.train, f.name) == value, f.name
+    assert base.with_overrides(["d_passes=per_part"]).train.d_passes == "per_part"
 
 
 def _another_valid_value(name: str, check, current):
@@ -125,10 +128,11 @@ def _another_valid_value(name: str, check, current):
 def test_malformed_run_json_under_resume_is_one_message(tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()
-    cfg = dataclasses.asdict(load_preset("quick"))
+    cfg = load_preset("quick").to_dict()
     for info, says in [({"name": "r"}, "`config`"), ({"name": 5, "config": cfg}, "`name`"),
                        ({"name": "r", "config": {**cfg, "grace_period": 0}}, "grace_period"),
-                       ({"name": "r", "config": {**cfg, "k": "3"}}, "`k`"), ([], "object")]:
+                       ({"name": "r", "config": {**cfg, "space": {**cfg["space"], "k": "3"}}},
+                        "`k` is '3'"), ([], "object")]:
         (run / "run.json").write_text(json.dumps(info))
         code, _, err = ktg(["search", "--resume", run, "--address", "no-ray:1"], capsys)
         refused(code, err, "run.json", says)

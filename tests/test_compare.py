@@ -24,7 +24,8 @@ from ktg_search.errors import KtgError
 from ktg_search.graph import builtin_graphs, resolve_graph
 from ktg_search.models import count_parameters
 from ktg_search.registry import GENERATORS
-from ktg_search.training import TrainConfig, Trainer
+from ktg_search.trainconfig import TrainConfig
+from ktg_search.training import Trainer
 
 torch.set_num_threads(2)
 

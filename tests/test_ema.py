@@ -10,7 +10,8 @@ from torch import nn
 
 from ktg_search.ema import GeneratorEMA
 from ktg_search.graph import resolve_graph
-from ktg_search.training import TrainConfig, Trainer
+from ktg_search.trainconfig import TrainConfig
+from ktg_search.training import Trainer
 
 torch.set_num_threads(1)
 

@@ -12,14 +12,13 @@ import contextlib
 import io
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from fuzz_inputs import (GRAPH, config_mutations, graph_mutations, junk_bytes,
-                         table_mutations, truncations)
+                         table_mutations, truncations, with_setting)
 from ktg_search.cli import main
 from ktg_search.errors import KtgError
 from ktg_search.results import HISTORY_COLUMNS, RESULTS_COLUMNS
@@ -55,24 +54,25 @@ def make_cases(run_files) -> list[tuple[str, dict[str, bytes], list[str]]]:
     """(id, files to write relative to a fresh folder, argv). `{d}` in argv is that
     folder."""
     cases = []
-    base_cfg = asdict(SearchConfig.from_dict(dict(TINY)))
+    base_cfg = SearchConfig.from_dict(dict(TINY)).to_dict()
     info = json.loads(run_files["run.json"])
     # search configs: a config file, --set, a resumed run.json, a shared run.json (report)
     for cid, key, value in config_mutations(SearchConfig):
-        cases.append((f"config-file-{cid}", {"c.json": to_json({**base_cfg, key: value})},
+        cases.append((f"config-file-{cid}", {"c.json": to_json(with_setting(base_cfg, key,
+                                                                           value))},
                       ["search", "--config", "{d}/c.json", "--storage-path", "{d}/runs",
                        "--address", NO_RAY]))
         raw = json.dumps(value)  # a string stays a string ("3" is not the number 3)
         cases.append((f"set-{cid}", {}, ["search", "--set", f"{key}={raw}",
                                          "--storage-path", "{d}/runs", "--address", NO_RAY]))
-        bad_info = to_json({**info, "config": {**info["config"], key: value}})
+        bad_info = to_json({**info, "config": with_setting(info["config"], key, value)})
         cases.append((f"resume-{cid}", {"r/run.json": bad_info, "r/results.parquet":
                                         run_files["results.parquet"]},
                       ["search", "--resume", "{d}/r", "--address", NO_RAY]))
         cases.append((f"report-{cid}", {"r/run.json": bad_info},
                       ["report", "{d}/r", "--no-reeval", "--only", "ranking"]))
-    cases.append(("config-cross", {"c.json": to_json({**base_cfg, "grace_period": 5,
-                                                      "max_epochs": 2})},
+    cases.append(("config-cross", {"c.json": to_json(with_setting(
+                      {**base_cfg, "grace_period": 5}, "train.epochs", 2))},
                   ["search", "--config", "{d}/c.json", "--address", NO_RAY]))
     for i, item in enumerate(["k", "=3", "nope=1", "k=", "gates=", "k=[1]", "seed=-1"]):
         cases.append((f"set-syntax-{i}", {}, ["search", "--set", item, "--address", NO_RAY]))

@@ -18,8 +18,7 @@ PACKAGES = ("ktg_search", "trainables")
 
 # module -> why a function-level cycle through it is tolerated for now
 ALLOWED: dict[str, str] = {
-    # training -> teachers (load_pretrained) -> training (Trainer, inside pretrain) and
-    # -> workers -> training (resolve_device, inside a function)
+    # training -> teachers (load_pretrained) -> training (Trainer, inside pretrain)
     "ktg_search.teachers": "teachers.py holds both halves of teacher handling (issue 13): "
                            "`load_pretrained`, which Trainer needs to build a graph's "
                            "teachers, and `pretrain`, which drives a Trainer; the import "

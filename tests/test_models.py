@@ -122,7 +122,7 @@ BN_KINDS = [n for n in DISCRIMINATORS.names() if n.split("-")[0] == "bn"]
 
 
 def test_every_discriminator_kind_says_its_normalisation():
-    # the recipe rule (training.effective_discriminator) reads it from the name
+    # the recipe rule (trainconfig.effective_discriminator) reads it from the name
     assert set(SN_KINDS) | set(BN_KINDS) == set(DISCRIMINATORS.names())
     assert {"sn", "sn-cnn", "bn", "bn-cnn"} <= set(DISCRIMINATORS.names())
 

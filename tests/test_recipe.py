@@ -44,12 +44,12 @@ def test_export_writes_the_search_recipe_and_validate_and_train_accept_it(
     code, _, err = ktg(["export", shared_run, "--rank", "1", "-o", best], capsys)
     assert code == 0, err
     recipe = json.loads(best.read_text())["recipe"]
-    search = json.loads((shared_run / "run.json").read_text())["config"]
+    search = json.loads((shared_run / "run.json").read_text())["config"]["train"]
     # the search's training settings, without the machine-local fields
     assert set(recipe) == set(RECIPE_FIELDS) and not set(recipe) & set(MACHINE_FIELDS)
     assert recipe["d_width"] == search["d_width"] == 8
     assert recipe["eval_samples"] == search["eval_samples"] == 20
-    assert recipe["epochs"] == search["max_epochs"] and recipe["fid"] is False
+    assert recipe["epochs"] == search["epochs"] and recipe["fid"] is False
     code, out, err = ktg(["validate", best], capsys)
     assert code == 0 and "recipe" in out, err
     # train on it: only --epochs 1 and machine flags given
@@ -88,7 +88,7 @@ def test_flags_override_the_recipe_and_preset_the_recipe(tmp_path, capsys):
     assert used["lr_g"] == 0.0005 and used["lr_d"] == 0.0007  # the rest is the recipe's
     assert used["discriminator"] == RECIPE["discriminator"]
     # --preset replaces the recipe entirely; flags still win over the preset
-    quick = recipe_of(load_preset("quick").train_config())
+    quick = recipe_of(load_preset("quick").train)
     code, out, err = ktg(["train", g, *MACHINE, "--preset", "quick", "--epochs", "1",
                           "--eval-samples", "10", "--no-fid", "--d-width", "8",
                           "--batch-size", "16", "-o", tmp_path / "b"], capsys)
@@ -163,7 +163,7 @@ def test_compare_records_the_recipe_it_used(tmp_path, capsys):
     run = tmp_path / "c" / "dcgan-sn" / "seed0"
     recipe = json.loads((run / "summary.json").read_text())["recipe"]
     assert recipe["lr_g"] == 0.001 and recipe["d_loss_weighting"] == "paper_steps"
-    quick = recipe_of(load_preset("quick").train_config())
+    quick = recipe_of(load_preset("quick").train)
     assert recipe["d_width"] == 8 and recipe["discriminator"] == quick["discriminator"]
     assert recipe["transfer_scale"] == quick["transfer_scale"]
     assert json.loads((run / "graph.json").read_text())["recipe"] == recipe

@@ -154,7 +154,7 @@ def test_a_torn_journal_line_loses_nothing_before_or_after_it(tmp_path):
 def _searcher(tmp_path, reruns=None):
     from ktg_search.config import SearchConfig
     from ktg_search.study import StudySearcher, open_optuna_storage
-    space = SearchConfig.from_dict(TINY).space()
+    space = SearchConfig.from_dict(TINY).space
     storage = open_optuna_storage(f"sqlite:///{tmp_path / 'study.db'}")
     s = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
                       sampler=optuna.samplers.RandomSampler(seed=1), storage=storage,
@@ -206,7 +206,7 @@ def test_plan_resume_rebuilds_rows_and_reruns_from_the_journal_and_study(tmp_pat
         d.mkdir(parents=True)
         (d / "trial.json").write_text(json.dumps({"trial_id": "running", "epoch": e}))
     restored = ResultsBook(book.run_dir, book.cfg)  # what the resumed driver reads
-    space = book.cfg.space()
+    space = book.cfg.space
     plan = plan_resume(storage, "s", restored, space, str(book.run_dir))
     assert plan.recovered == 1 and plan.told == 1
     row = restored.rows["told_no_row"]
@@ -262,10 +262,9 @@ def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
     from ktg_search.errors import KtgError
     from ktg_search.runinfo import resume_info as read_run_info
     from ktg_search.config import SearchConfig
-    from dataclasses import asdict
     run = tmp_path / "copied-run"
     run.mkdir()
-    base = {"name": "x", "config": asdict(SearchConfig.from_dict(TINY)), "study_name": "x",
+    base = {"name": "x", "config": SearchConfig.from_dict(TINY).to_dict(), "study_name": "x",
             "storage": "sqlite:////home/someone/runs/x/optuna.db",
             "tune_path": "/home/someone/runs/x"}
     (run / "run.json").write_text(json.dumps(base))
@@ -290,7 +289,7 @@ def test_a_trial_killed_half_sampled_is_completed_as_the_same_optuna_trial(tmp_p
     half = study.ask()  # Optuna stores each suggestion at once: the driver died after one
     half.suggest_categorical("gate_D_0", ["through", "cutoff"])
     plan = plan_resume(storage, "s", ResultsBook(book.run_dir, book.cfg),
-                       book.cfg.space(), str(book.run_dir))
+                       book.cfg.space, str(book.run_dir))
     assert len(plan.reruns) == 1 and plan.reruns[0].params is None
     s2, _ = _searcher(tmp_path, reruns=plan.reruns)
     config = s2.suggest("tune-1")

@@ -55,7 +55,8 @@ def test_1_train_refuses_a_poisoned_teacher_and_runs_nothing(tmp_path, capsys, s
 
 
 def test_1_truncated_teacher_is_a_message(tmp_path, capsys):
-    from ktg_search.training import Trainer, TrainConfig
+    from ktg_search.trainconfig import TrainConfig
+    from ktg_search.training import Trainer
     t = Trainer(resolve_graph("dcgan-sn"), TrainConfig(device="cpu", eval_samples=10))
     t.export_generator(0, tmp_path / "t.pt")
     whole = (tmp_path / "t.pt").read_bytes()
@@ -103,7 +104,8 @@ def test_5_inception_weights_are_loaded_as_data(run, tmp_path, capsys):
     refused(code, err, "w.pth", "refused")
     # the same file named by a shared run.json, which the report's re-evaluation reads
     info = json.loads((run / "run.json").read_text())
-    info["config"].update(extractor="inception-v3-compat", inception_weights=str(weights))
+    info["config"]["train"].update(extractor="inception-v3-compat",
+                                   inception_weights=str(weights))
     (run / "run.json").write_text(json.dumps(info))
     code, _, err = ktg(["report", run, "--only", "reevaluation", "--reeval-top", "1",
                         "--reeval-samples", "10"], capsys)

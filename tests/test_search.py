@@ -127,8 +127,8 @@ def test_query_and_export_round_trip(tiny_run, tmp_path, capsys):
 def test_space_size_and_presets():
     cfg = load_preset("quick")
     # 1 model, 4 gates on 9 edges, 1 transfer kind, 3 alphas
-    assert cfg.space().size() == 1 ** 2 * 4 ** 9 * 1 * 3
-    assert load_preset("paper-cifar10").max_epochs == 200
+    assert cfg.space.size() == 1 ** 2 * 4 ** 9 * 1 * 3
+    assert load_preset("paper-cifar10").train.epochs == 200
     with pytest.raises(Exception, match="unknown preset 'nope'.*quick"):
         load_preset("nope")
     with pytest.raises(Exception, match="reduction_factor"):

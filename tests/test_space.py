@@ -43,7 +43,7 @@ def test_one_alpha_is_fixed_not_searched():
     assert spec.graph({**trial.params, **fixed}).alpha == 30.0
     # without `alphas`, the single `alpha` is the space's value (the old setting)
     old = SpaceSpec(k=2, alpha=300.0)
-    assert old.alphas == (300.0,) and old.size() == 4 ** 4
+    assert old.alpha_values == (300.0,) and old.size() == 4 ** 4
 
 
 def test_graphs_that_differ_only_in_alpha_are_not_duplicates():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ktg_search.graph import Graph, resolve_graph
-from ktg_search.training import TrainConfig, Trainer
+from ktg_search.trainconfig import TrainConfig
+from ktg_search.training import Trainer
 
 torch.set_num_threads(2)
 
@@ -240,12 +241,12 @@ def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, ga
     ("bn", "sn", "bn"), ("bn-cnn", "sn", "bn"), ("sn", "bn", "sn")])
 def test_recipe_discriminator_rule(graph_d, recipe_d, built):
     # the graph keeps its normalisation, the recipe gives the architecture
-    from ktg_search.training import effective_discriminator
+    from ktg_search.trainconfig import effective_discriminator
     assert effective_discriminator(graph_d, recipe_d) == built
 
 
 def test_recipe_discriminator_without_a_twin_is_one_clear_message():
-    from ktg_search.training import effective_discriminator
+    from ktg_search.trainconfig import effective_discriminator
     with pytest.raises(Exception, match="'sn-resnet' has no 'bn' twin.*'bn-resnet'"):
         effective_discriminator("bn", "sn-resnet")
 

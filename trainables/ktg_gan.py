@@ -75,7 +75,7 @@ def train_ktg(config: dict, settings: dict) -> None:
 def _train(config: dict, settings: dict) -> None:
     cfg = SearchConfig.from_dict(settings["config"])
     study = settings["study_name"]
-    space = cfg.space()
+    space = cfg.space
     params = {k: v for k, v in config.items() if k not in RESUME_KEYS}
     graph = space.graph(params)
     key = graph.canonical_key()
@@ -99,8 +99,8 @@ def _train(config: dict, settings: dict) -> None:
                 return
             ray.get(ledger.claim.remote(key, trial_id, True))  # it failed: train it here
 
-    data, evaluator = data_and_evaluator(cfg)
-    trainer = Trainer(graph, cfg.train_config(), data=data, evaluator=evaluator)
+    data, evaluator = data_and_evaluator(cfg.train)
+    trainer = Trainer(graph, cfg.train, data=data, evaluator=evaluator)
     restored_from = 0  # the epoch a restored trial continues from (0: a fresh start)
     if candidates and _restore(trainer, candidates, key):
         restored_from = trainer.epoch
@@ -113,16 +113,16 @@ def _train(config: dict, settings: dict) -> None:
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
         metrics.update(graph_key=key, objective=objective if math.isfinite(objective)
                        else float("nan"), restored_from=restored_from, node_id=node_id,
-                       images=int(row["iteration"]) * cfg.batch_size)  # ASHA's clock
+                       images=int(row["iteration"]) * cfg.train.batch_size)  # ASHA's clock
         return metrics
 
-    if trainer.status != "running" or trainer.epoch >= cfg.max_epochs:
+    if trainer.status != "running" or trainer.epoch >= cfg.train.epochs:
         # restored from its last epoch's checkpoint (the driver died after that result,
         # before Tune ended the trial): say the last epoch again, marked as a replay, so
         # that Tune can end it; nothing is trained
         tune.report({**metrics_of(trainer.history[-1]), "replay": 1})
         return
-    while trainer.epoch < cfg.max_epochs and trainer.status == "running":
+    while trainer.epoch < cfg.train.epochs and trainer.status == "running":
         row = trainer.run_epoch()
         objective = row["objective"]
         metrics = metrics_of(row)

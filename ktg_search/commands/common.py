@@ -50,7 +50,7 @@ def check_dataset(name: str) -> None:
 # ---- the training flags, from TrainConfig's fields ----------------------------------------
 # Every TrainConfig field is a flag `--field-name` with the field's type, its Check's
 # choices, its help (checks.setting's help=) and its default shown, so a default lives in
-# one place (training.py). Every flag's argparse default is None: a value the user did not
+# one place (trainconfig.py). Every flag's argparse default is None: a value the user did not
 # give is then told apart from one they did, and falls through to --preset, the graph's
 # recipe and TrainConfig's default, in that order. The exceptions, in one table:
 #
@@ -76,7 +76,7 @@ def add_training_args(sp: argparse.ArgumentParser, preset: bool = False) -> None
     TrainConfig's fields (table above); `preset` adds `--preset NAME`."""
     from dataclasses import MISSING, fields
 
-    from ..training import TrainConfig
+    from ..trainconfig import TrainConfig
     if preset:
         from ..config import presets
         sp.add_argument("--preset", metavar="NAME",
@@ -122,7 +122,7 @@ def given_flags(args) -> dict:
     """The TrainConfig fields the user set with a flag (table above), by field name."""
     from dataclasses import fields
 
-    from ..training import TrainConfig
+    from ..trainconfig import TrainConfig
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _NO_FLAG and getattr(args, f.name, None) is not None}
     if getattr(args, "lr", None) is not None:
@@ -164,7 +164,7 @@ def recipe_line(source: str, args) -> str:
 def train_config(args, seed: int, recipe: dict | None = None):
     """The TrainConfig of one run: the flags given, over `recipe` (see `base_recipe`),
     over TrainConfig's defaults; every field checked (KtgError naming a bad one)."""
-    from ..training import TrainConfig
+    from ..trainconfig import TrainConfig
     d = {**(recipe or {}), **given_flags(args), "seed": seed}
     cfg = TrainConfig(**d)
     cfg.validate()

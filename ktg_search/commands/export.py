@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import SearchConfig, recipe_of
+    from ..config import recipe_of
     from ..graph import Graph
     from ..outputs import output_file
     from ..results import load_results
@@ -28,7 +28,7 @@ def run(args) -> int:
     out = output_file(args.out, args.force)
     df = load_results(args.run)
     info = read_run_info(args.run)  # run.json, every field checked
-    search = SearchConfig.from_dict(info["config"], where=f"{args.run}: run.json config")
+    search = info["config"]  # the run's SearchConfig
     ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
                                                       na_position="last")
     if args.trial:
@@ -50,7 +50,7 @@ def run(args) -> int:
     g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
                      f"objective {row['objective']:.4f} (best IS reached) at epoch "
                      f"{row['best_epoch']}")
-    g.recipe = recipe_of(search.train_config())
+    g.recipe = recipe_of(search.train)
     g.save(out)
     print(f"wrote {out}: trial {row['trial_id']}, objective {row['objective']:.4f}")
     print(g.draw())

@@ -17,8 +17,8 @@ def run(args) -> int:
     rows = []
     for name in presets():
         c = load_preset(name)
-        rows.append({"name": name, "dataset": c.dataset, "px": c.image_size, "k": c.k,
-                     "trials": c.num_trials, "max_epochs": c.max_epochs,
+        rows.append({"name": name, "dataset": c.train.dataset, "px": c.train.image_size,
+                     "k": c.space.k, "trials": c.num_trials, "max_epochs": c.train.epochs,
                      "description": preset_description(name)})
     print_frame(pd.DataFrame(rows), args.format)
     return 0

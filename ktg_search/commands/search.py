@@ -9,7 +9,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--preset", default="quick", help="a preset name (see `ktg presets`)")
     sp.add_argument("--config", help="a whole search config as JSON")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override one setting (repeatable)")
+                    help="override one setting (repeatable): train.FIELD=V, space.FIELD=V, "
+                         "a search setting (num_trials=V), or a section field alone (lr_g=V)")
     sp.add_argument("--name", help="run name (default: PRESET-DATE-TIME)")
     sp.add_argument("--storage-path", default="runs", help="where run directories live")
     sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local)")
@@ -42,7 +43,7 @@ def run(args) -> int:
         if args.num_trials is not None:
             sets.append(f"num_trials={args.num_trials}")
         if args.max_epochs is not None:
-            sets.append(f"max_epochs={args.max_epochs}")
+            sets.append(f"train.epochs={args.max_epochs}")
             if cfg.time_unit == "epochs" and cfg.grace_period > args.max_epochs:
                 sets.append(f"grace_period={args.max_epochs}")
         if args.cpus_per_trial is not None:

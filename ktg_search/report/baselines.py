@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import KtgError
 
 # The settings that make two trainings comparable: (TrainConfig field, what the report
-# calls it). `epochs` is set against the search's max_epochs (a trial's most).
+# calls it). `epochs` is set against the search's train.epochs (a trial's most).
 RECIPE = (("dataset", "data set"), ("image_size", "image size"),
           ("batch_size", "batch size"), ("lr_g", "learning rate (G)"),
           ("lr_d", "learning rate (D)"), ("beta1", "Adam beta1"), ("beta2", "Adam beta2"),
@@ -81,7 +81,7 @@ def run_config(run_dir: Path):
     """The TrainConfig a compare run trained with, from its checkpoint.pt; KtgError when
     the checkpoint is missing or refused."""
     from ..safeload import check_trainer_state, load_checkpoint
-    from ..training import TrainConfig
+    from ..trainconfig import TrainConfig
     ckpt = run_dir / "checkpoint.pt"
     state = check_trainer_state(load_checkpoint(ckpt), ckpt)
     return TrainConfig.from_dict(state["config"], where=str(ckpt))
@@ -94,19 +94,13 @@ def graph_key(run_dir: Path) -> str:
     return Graph.from_json(f.read_text(), where=str(f)).canonical_key()
 
 
-def search_recipe(cfg: dict):
-    """The TrainConfig every trial of the search trained with (run.json's config)."""
-    from ..config import SearchConfig
-    return SearchConfig.from_dict(cfg, where="run.json config").train_config()
-
-
 def recipe_differences(search, runs: dict[str, Any]) -> list[dict]:
     """The recipe settings on which compare runs differ from the search.
 
-    `search` is the search's TrainConfig (its `epochs` is max_epochs), `runs` maps a run
-    label to its TrainConfig. One row per differing setting: setting, label, search
-    (value), baselines (the differing values, sorted), runs (how many differ), of
-    (how many runs)."""
+    `search` is the search's TrainConfig (`SearchConfig.train`: its `epochs` is a trial's
+    most), `runs` maps a run label to its TrainConfig. One row per differing setting:
+    setting, label, search (value), baselines (the differing values, sorted), runs (how
+    many differ), of (how many runs)."""
     rows = []
     for name, label in RECIPE:
         mine = getattr(search, name)

@@ -76,20 +76,20 @@ def _intro(view: RunView) -> tuple[str, list[str]]:
     title = f"KTG search report: {view.name}"
     counts = df["status"].value_counts().to_dict() if "status" in df.columns else {}
     status = ", ".join(f"{v} {s}" for s, v in counts.items()) or "none finished yet"
-    planned = c.get("num_trials", "?")
+    planned = c.num_trials
     size = view.info.get("space_size")
     lines = [
         f"Run `{view.path}`, created {view.info.get('created', '?')}; report written "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}.",
-        f"Search: data set `{c.get('dataset')}` at {c.get('image_size')} px, k = "
-        f"{c.get('k')} generators, gates {', '.join(map(str, c.get('gates', [])))}, "
-        f"transfer {', '.join(map(str, c.get('transfer', [])))}, {planned} trials planned, "
-        f"max {c.get('max_epochs')} epochs, ASHA grace {c.get('grace_period')} / "
-        f"reduction {c.get('reduction_factor')}"
+        f"Search: data set `{c.train.dataset}` at {c.train.image_size} px, k = "
+        f"{c.space.k} generators, gates {', '.join(c.space.gates)}, "
+        f"transfer {', '.join(c.space.transfer)}, {planned} trials planned, "
+        f"max {c.train.epochs} epochs, ASHA grace {c.grace_period} / "
+        f"reduction {c.reduction_factor}"
         + (f"; space size {size:,} graphs." if isinstance(size, int) else "."),
         f"Trials in the results table: {len(df)} of {planned} ({status}).",
     ]
-    if len(df) < (planned if isinstance(planned, int) else 0):
+    if len(df) < planned:
         lines.append("The search is still running or was interrupted: this report shows "
                      "the trials finished so far.")
     return title, lines

@@ -82,7 +82,7 @@ def top_trials(run: RunView, opts: Options):
 
 def searched_gates(run: RunView) -> list[str]:
     """The gates the search chose from, in its config's order."""
-    return [str(g) for g in run.cfg.get("gates", [])]
+    return list(run.cfg.space.gates)
 
 
 def top_digits(run: RunView, opts: Options) -> int:

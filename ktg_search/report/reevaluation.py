@@ -55,13 +55,12 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
             ready.append((rank, r))
     if ready:
         from ..metrics import Evaluator
-        from ..training import resolve_device
-        c = run.cfg
+        from ..trainconfig import resolve_device
+        c = run.cfg.train
         data = data if data is not None else load_run_data(run)
         dev = str(resolve_device(device))
-        evaluator = Evaluator(data, extractor=c.get("extractor", "classifier"),
-                              num_samples=num_samples, fid=True, device=dev,
-                              inception_weights=c.get("inception_weights"))
+        evaluator = Evaluator(data, extractor=c.extractor, num_samples=num_samples,
+                              fid=True, device=dev, inception_weights=c.inception_weights)
         bar = tqdm(total=len(ready) * run.k, desc=f"re-evaluate ({num_samples} samples)",
                    unit="generator", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import SearchConfig
 from ..errors import KtgError
 from ..fileio import latest_checkpoint
 from ..results import load_history, load_results
@@ -24,12 +25,12 @@ class Missing(Exception):
 
 @dataclass(frozen=True, eq=False)
 class RunView:
-    """One run directory, read: `info` is run.json, `cfg` its search config, `results`
+    """One run directory, read: `info` is run.json, `cfg` its `SearchConfig`, `results`
     one row per trial, `history` one row per trial and epoch, `ranked` the results in
     ranking order (`tables.ranked_trials`)."""
     path: Path
     info: dict
-    cfg: dict
+    cfg: SearchConfig
     results: Any
     history: Any
     ranked: Any
@@ -55,7 +56,7 @@ class RunView:
 
     @property
     def k(self) -> int:
-        return int(self.cfg.get("k", 0) or 0)
+        return self.cfg.space.k
 
     @property
     def name(self) -> str:
@@ -82,9 +83,8 @@ def open_run(run: str | Path) -> RunView:
 def load_run_data(run: RunView):
     """The data set the run searched on (its name, image size and data root)."""
     from ..data import load_dataset
-    c = run.cfg
-    return load_dataset(c.get("dataset", "digits"), int(c.get("image_size", 16)),
-                        root=c.get("data_root"))
+    c = run.cfg.train
+    return load_dataset(c.dataset, c.image_size, root=c.data_root)
 
 
 def restore_best(run_dir: str | Path, trial_id: str, data=None, evaluator=None):

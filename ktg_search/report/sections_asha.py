@@ -27,10 +27,9 @@ def clock(run: RunView) -> Clock:
     """ASHA's settings and budget as the run's history measures them."""
     from ..config import TIME_ATTRS
     c, h = run.cfg, run.history
-    grace, rf = int(c.get("grace_period", 1)), float(c.get("reduction_factor", 2))
-    unit = c.get("time_unit", "epochs")
+    grace, rf, unit = c.grace_period, c.reduction_factor, c.time_unit
     col = TIME_ATTRS.get(unit, "epoch")
-    max_epochs = int(c.get("max_epochs", 1))
+    max_epochs = c.train.epochs
     if unit == "epochs" or h.empty or col not in h:
         return Clock(grace, rf, max_epochs, unit, col if unit == "epochs" else "epoch",
                      max_epochs)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import KtgError
-from .baselines import RECIPE, graph_key, read_baselines, recipe_differences, run_config, \
-    search_recipe
+from .baselines import RECIPE, graph_key, read_baselines, recipe_differences, run_config
 from .context import Options, need_trials, section
 from .render import Part
 from .run import Missing, RunView
@@ -91,11 +90,7 @@ def _ordering(table, searched: set[str], p: Part) -> None:
 
 def _recipe(run: RunView, base, p: Part) -> None:
     """Say whether the compare runs trained with the search's recipe and seeds."""
-    try:
-        mine = search_recipe(run.cfg)
-    except KtgError as e:
-        raise Missing(f"the search's training settings cannot be read from run.json: "
-                      f"{e}") from None
+    mine = run.cfg.train  # what every trial trained with (checked when the run was read)
     configs, unread = {}, []
     for label, dirs in base.runs.items():
         for d in dirs:

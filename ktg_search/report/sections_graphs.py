@@ -53,7 +53,7 @@ def curves(run: RunView, opts: Options, p: Part) -> None:
     cols = [f"is_g{i}" for i in range(run.k) if f"is_g{i}" in h.columns]
     if not cols:
         raise Missing("the history has no `is_g*` columns")
-    fig = curves_figure(top, h, cols, int(run.cfg.get("max_epochs", 1)))
+    fig = curves_figure(top, h, cols, run.cfg.train.epochs)
     p.basis(f"{len(h[h.trial_id.isin(top.trial_id)])} epoch rows of the top {len(top)} "
             f"trial(s).")
     p.image(p.file("curves.png", png(fig)), "IS per epoch of the top graphs")

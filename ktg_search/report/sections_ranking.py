@@ -19,9 +19,9 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
     c = run.cfg
     p.text(f"Ranking rule: trials are ranked by `objective` = the best inception score "
            f"(IS) reached at any epoch by the best generator"
-           f"{' (node 0, the target)' if c.get('target_node') else ''}, "
+           f"{' (node 0, the target)' if c.space.target_node else ''}, "
            f"not the last epoch's value. Each IS was computed on "
-           f"{c.get('eval_samples', '?')} samples per generator during the search; "
+           f"{c.train.eval_samples} samples per generator during the search; "
            f"see the re-evaluation below for many more. Duplicates (the same graph up "
            f"to renumbering, not retrained) are left out and point at their originals.")
     need_trials(run)
@@ -43,7 +43,7 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
     p.table(headers, rows)
     p.text(f"`IS Gi` is generator i's best IS over the epochs; `FID Gi` its FID at the "
            f"trial's best epoch (lower is better); `epochs` = epochs trained (ASHA "
-           f"stops weak trials early; max {c.get('max_epochs', '?')}).")
+           f"stops weak trials early; max {c.train.epochs}).")
     if len(dup):
         pairs = ", ".join(f"{a} -> {b}" for a, b in
                           zip(dup.trial_id.head(12), dup.duplicate_of.head(12)))
@@ -97,7 +97,7 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
         order = " > ".join(rows.sort_values("reeval_rank").trial_id)
         p.text(f"The re-evaluation changes the order: {order} "
                f"({len(moved)} of {len(rows)} graphs moved).")
-    fig = _reevaluation_figure(rows, k, run.cfg.get("eval_samples", "?"))
+    fig = _reevaluation_figure(rows, k, run.cfg.train.eval_samples)
     p.image(p.file("reevaluation.png", png(fig)),
             "search objective against re-evaluated objective")
 
