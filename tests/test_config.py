@@ -190,3 +190,20 @@ def test_alpha_and_alphas_stay_as_written():
     assert paper.with_overrides(["alpha=500"]).space.alpha_values == (500.0,)
     quick = SearchConfig.from_dict(load_preset("quick").to_dict())
     assert quick.with_overrides(["alphas=[]"]).space.alpha_values == (1000.0,)
+
+
+def test_the_listing_commands_show_every_preset_and_graph(capsys):
+    """`ktg presets` / `ktg graphs --format json`: one row per file, values read from it."""
+    from ktg_search.cli import main
+    from ktg_search.graph import builtin_graphs
+    assert main(["presets", "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(presets())
+    for name, path in presets().items():
+        raw = json.loads(Path(path).read_text())
+        assert (rows[name]["trials"], rows[name]["max_epochs"], rows[name]["k"]) == \
+            (raw["num_trials"], raw["train"]["epochs"], raw["space"]["k"])
+    assert main(["graphs", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,k,transfer,description")
+    assert sorted(ln.split(",")[0] for ln in lines[1:]) == sorted(builtin_graphs())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ..errors import KtgError
 
@@ -13,6 +14,18 @@ MAX_SEEDS = 1000
 def add_format_arg(sp: argparse.ArgumentParser) -> None:
     """`--format {table,json,csv}` (optuna/cli.py's convention)."""
     sp.add_argument("--format", choices=FORMATS, default="table")
+
+
+def add_listing(sub, name: str, help: str, rows: Callable[[], list[dict]]) -> None:
+    """A subcommand `name` that prints `rows()` as a table (with `--format`)."""
+    sp = sub.add_parser(name, help=help)
+    add_format_arg(sp)
+
+    def run(args) -> int:
+        import pandas as pd
+        print_frame(pd.DataFrame(rows()), args.format)
+        return 0
+    sp.set_defaults(func=run)
 
 
 def print_frame(df, fmt: str) -> None:

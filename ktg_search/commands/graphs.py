@@ -1,23 +1,18 @@
 """`ktg graphs`: the built-in graphs."""
 from __future__ import annotations
 
-from .common import add_format_arg, print_frame
+from .common import add_listing
 
 
 def add_parser(sub) -> None:
-    sp = sub.add_parser("graphs", help="list the built-in graphs")
-    add_format_arg(sp)
-    sp.set_defaults(func=run)
+    add_listing(sub, "graphs", "list the built-in graphs", rows)
 
 
-def run(args) -> int:
-    import pandas as pd
-
+def rows() -> list[dict]:
     from ..graph import Graph, builtin_graphs
-    rows = []
+    out = []
     for name, path in builtin_graphs().items():
         g = Graph.load(path)
-        rows.append({"name": name, "k": g.k, "transfer": g.transfer,
-                     "description": g.description})
-    print_frame(pd.DataFrame(rows), args.format)
-    return 0
+        out.append({"name": name, "k": g.k, "transfer": g.transfer,
+                    "description": g.description})
+    return out
