@@ -214,7 +214,7 @@ def presets() -> dict[str, Path]:
 def load_preset(name: str) -> SearchConfig:
     files = presets()
     if name not in files:
-        raise KtgError(f"unknown preset {name!r}; valid: {', '.join(files)}")
+        raise KtgError(f"unknown preset {name[:80]!r}; valid: {', '.join(files)}")
     d = json.loads(files[name].read_text())
     d.pop("description", None)
     return SearchConfig.from_dict({"preset": name, **d}, where=f"preset {name}")
@@ -234,11 +234,10 @@ def load_config_file(path: str) -> SearchConfig:
     if not isinstance(d, dict):
         raise KtgError(f"search config {path!r}: the top level must be a JSON object")
     d.pop("description", None)
-    preset = d.get("preset", "quick")
-    if not isinstance(preset, str) or preset not in presets():
-        raise KtgError(f"search config {path!r}: unknown preset {str(preset)[:80]!r}; "
-                       f"valid: {', '.join(presets())}")
-    base = load_preset(preset).to_dict()
+    try:  # load_preset names an unknown preset and the valid ones
+        base = load_preset(str(d.get("preset", "quick"))).to_dict()
+    except KtgError as e:
+        raise KtgError(f"search config {path!r}: {e}") from None
     for key, value in nested(d, str(p)).items():  # section by section over the preset's
         if key in SECTIONS:
             base[key].update(value)

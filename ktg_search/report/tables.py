@@ -218,8 +218,10 @@ def paper_ordering(rows: list[tuple[str, float, float]], searched: set[str] = fr
                 spread = math.sqrt((sa if math.isfinite(sa) else 0.0) ** 2
                                    + (sb if math.isfinite(sb) else 0.0) ** 2)
                 diff = mb - ma
-                z = diff / spread if spread > 0 else math.copysign(math.inf, diff) \
-                    if diff else 0.0
+                if spread > 0:
+                    z = diff / spread
+                else:  # no spread at all: any difference is certain
+                    z = math.copysign(math.inf, diff) if diff else 0.0
                 verdict = "holds" if z >= 1 else "reversed" if z <= -1 else "within noise"
                 links.append({"link": f"{names[i]} <= {names[j]}", "lower": a, "upper": b,
                               "diff": diff, "std_units": z, "verdict": verdict})
