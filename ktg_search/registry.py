@@ -1,7 +1,8 @@
 """Every registry of pluggable kinds, in one place.
 
 One `Registry` per kind: gates, transfer losses, generator models, discriminators, data
-sets and feature extractors. Names are explicit, duplicates are rejected, and the same
+sets, feature extractors and objectives (how an epoch's IS per generator becomes a
+trial's score). Names are explicit, duplicates are rejected, and the same
 registries feed the Python API and the CLI's `choices`. The built-ins are registered at
 the bottom of this file (torch-fidelity's `registry.py` pattern); implementation modules
 never import this module at import time, so there is no import cycle.
@@ -153,6 +154,8 @@ GENERATORS: Registry[Callable] = Registry("generator model")
 DISCRIMINATORS: Registry[Callable] = Registry("discriminator")
 DATASETS: Registry[DataSet] = Registry("data set")
 EXTRACTORS: Registry[Callable] = Registry("feature extractor")
+# how one epoch's IS of the scored generators becomes the objective (scoring.py)
+OBJECTIVES: Registry[Callable[[Sequence[float]], float]] = Registry("objective")
 
 
 # ---- built-ins -------------------------------------------------------------------------
@@ -161,6 +164,7 @@ EXTRACTORS: Registry[Callable] = Registry("feature extractor")
 from . import gates as _gates  # noqa: E402
 from . import losses as _losses  # noqa: E402
 from . import models as _models  # noqa: E402
+from . import scoring as _scoring  # noqa: E402
 
 GATES.register("through", Gate(_gates.through), "passes the loss unchanged: a")
 GATES.register("cutoff", Gate(_gates.cutoff), "blocks the edge; the loss is never computed: 0")
@@ -213,3 +217,9 @@ EXTRACTORS.register("classifier", _metrics.ClassifierExtractor.load,
 EXTRACTORS.register("inception-v3-compat", _metrics.InceptionExtractor.load,
                     "torch-fidelity's InceptionV3 (the papers' IS/FID); needs a weights file "
                     "offline")
+
+OBJECTIVES.register("best", _scoring.objective_best,
+                    "the IS of the best generator (the paper's rule)")
+OBJECTIVES.register("weakest", _scoring.objective_weakest,
+                    "the IS of the weakest generator: every generator must learn")
+OBJECTIVES.register("mean", _scoring.objective_mean, "the mean IS over the generators")

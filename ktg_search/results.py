@@ -11,6 +11,7 @@ from typing import Any
 from .errors import KtgError
 from .fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE, find_checkpoints,
                      latest_checkpoint, write_parquet)
+from .registry import OBJECTIVES
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]
@@ -28,10 +29,19 @@ RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_ke
 HISTORY_COLUMNS = {"trial_id": "str", "epoch": "num"}
 
 
+def objective_rule(name: object) -> str:
+    """What a run's `objective` column is, for headers and captions: the rule that
+    `TrainConfig.objective` names (an unknown or missing name reads as the default,
+    "best": runs written before the setting existed used it)."""
+    rule = OBJECTIVES.help(name if name in OBJECTIVES else "best")
+    return f"{rule}, the best value reached at any epoch (not the last)"
+
+
 def load_results(run_dir: str | Path):
     """The results table of a run as a pandas DataFrame, one row per trial.
 
-    Ranked columns: `objective` is the best IS reached (not the last value). Reads the
+    Ranked columns: `objective` is the best value reached (not the last) of the run's
+    `train.objective` (`objective_rule`). Reads the
     journal too, so a search that is running (or was killed) shows every finished trial.
     """
     import pandas as pd
@@ -353,7 +363,8 @@ class ResultsBook:
                                                   for s in STATUSES if counts.get(s)),
                  f"duplicates (same graph up to renumbering, not retrained): "
                  f"{counts.get('duplicate', 0)}",
-                 f"top {top} graphs by objective = best IS reached (not the last value):"]
+                 f"top {top} graphs by objective = "
+                 f"{objective_rule(self.cfg.train.objective if self.cfg else None)}:"]
         best = df[df.status != "duplicate"].sort_values("objective", ascending=False)
         for _, r in best.head(top).iterrows():
             lines.append(f"  {r.trial_id}  objective {r.objective:.3f}  epoch "

@@ -1,14 +1,48 @@
-"""How a run's scores are read: the one best-epoch rule, and mean +- std over seeds.
+"""How a run's scores are read: the objective over a graph's generators, the one
+best-epoch rule, and mean +- std over seeds.
 
 Every place that picks "the best epoch" (a search trial's row, a training run's summary,
 a comparison's table, the trainer's best weights) uses `best_index`, so that the same
-history gives the same answer everywhere.
+history gives the same answer everywhere. The objective reducers (`objective_best`,
+`objective_weakest`, `objective_mean`) are registered as OBJECTIVES in registry.py and
+named by `TrainConfig.objective`.
 """
 from __future__ import annotations
 
 import math
 import statistics
 from typing import Sequence
+
+
+def _finite_scores(scores: Sequence[float]) -> list[float] | None:
+    """The scores as floats, or None when one is missing or not finite: for the weakest
+    and the mean, a generator without a score makes the epoch unscored (NaN, never better
+    than a scored epoch) rather than being skipped."""
+    try:
+        out = [float(v) for v in scores]
+    except (TypeError, ValueError):
+        return None
+    return out if out and all(math.isfinite(v) for v in out) else None
+
+
+def objective_best(scores: Sequence[float]) -> float:
+    """The IS of the best generator (the paper's and KTG's rule: a graph is as good as
+    its best node); a generator without a finite score does not count, NaN when none has."""
+    i = best_index(scores)
+    return float("nan") if i is None else float(scores[i])
+
+
+def objective_weakest(scores: Sequence[float]) -> float:
+    """The IS of the weakest generator: a graph scores well only when every generator it
+    trains learns (a graph that leaves a generator drawing noise scores near 1.0)."""
+    v = _finite_scores(scores)
+    return min(v) if v else float("nan")
+
+
+def objective_mean(scores: Sequence[float]) -> float:
+    """The mean IS over the generators: between the two, a weak generator costs its share."""
+    v = _finite_scores(scores)
+    return statistics.fmean(v) if v else float("nan")
 
 
 def best_index(values: Sequence[float]) -> int | None:

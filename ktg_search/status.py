@@ -13,11 +13,12 @@ from pathlib import Path
 
 from .errors import KtgError
 from .progress import snapshot_of_run
-from .results import ResultsBook
+from .results import ResultsBook, objective_rule
 
 
-def planned_trials(run: Path) -> tuple[str, int]:
-    """(name, planned trials) from run.json; KtgError when it is not a run directory."""
+def planned_trials(run: Path) -> tuple[str, int, object]:
+    """(name, planned trials, the objective's name as written, None when absent) from
+    run.json; KtgError when it is not a run directory."""
     f = run / "run.json"
     try:
         info = json.loads(f.read_text())
@@ -31,12 +32,14 @@ def planned_trials(run: Path) -> tuple[str, int]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KtgError(f"{str(f)!r}: config.num_trials must be an integer >= 1, got {n!r}")
     name = info.get("name") if isinstance(info.get("name"), str) else run.name
-    return name, n
+    train = cfg.get("train")  # nested run.json; an old flat one has the field at the top
+    objective = train.get("objective") if isinstance(train, dict) else cfg.get("objective")
+    return name, n, objective
 
 
 def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
     """The status block of a run and whether its search is still going."""
-    name, planned = planned_trials(run)
+    name, planned, objective = planned_trials(run)
     book = ResultsBook(run)
     snap = snapshot_of_run(book, planned)
     state = "running" if snap.alive and snap.finished < planned else \
@@ -47,7 +50,8 @@ def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
             and isinstance(r.get("objective"), (int, float)) and math.isfinite(r["objective"])]
     rows.sort(key=lambda r: r["objective"], reverse=True)
     if rows and top > 0:
-        lines.append(f"top {min(top, len(rows))} graphs by objective = best IS reached:")
+        lines.append(f"top {min(top, len(rows))} graphs by objective = "
+                     f"{objective_rule(objective)}:")
         for r in rows[:top]:
             lines.append(f"  {r['trial_id']}  objective {r['objective']:.3f}  epoch "
                          f"{r.get('best_epoch', 0)}/{r.get('epochs', 0)}  "

@@ -29,7 +29,7 @@ from .checks import (
 )
 from .errors import KtgError
 from .imagedata import SIZES
-from .registry import DISCRIMINATORS, EXTRACTORS
+from .registry import DISCRIMINATORS, EXTRACTORS, OBJECTIVES
 
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
@@ -101,6 +101,12 @@ class TrainConfig:
     extractor: str = setting("classifier", Choice(EXTRACTORS.names),
                              help="feature extractor for IS / FID")
     fid: bool = setting(True, Bool(), help="compute FID each epoch")
+    # what an epoch scores (OBJECTIVES, scoring.py): the best epoch's weights, a search's
+    # ranking and ASHA's stops all follow it. "best" is the paper's; "weakest" makes a
+    # search prefer graphs in which every generator learns (README, training notes)
+    objective: str = setting("best", Choice(OBJECTIVES.names),
+                             help="an epoch's score from the IS of the generators: best, "
+                                  "weakest or mean")
     inception_weights: str | None = setting(None, Text(optional=True),
                                             help="torch-fidelity Inception weights file")
     data_root: str | None = setting(None, Text(optional=True),

@@ -35,7 +35,7 @@ from .errors import KtgError
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+from .registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
 from .teachers import load_pretrained
 from .trainconfig import TrainConfig, effective_discriminator, resolve_device
 
@@ -326,6 +326,12 @@ class Trainer(TrainerCheckpoints):
         nodes = [i for i in range(self.graph.k) if i not in self.frozen]
         return nodes or list(range(self.graph.k))
 
+    def score(self, metrics: dict[str, float]) -> float:
+        """The objective of one evaluation (`is_g{i}` per generator): the config's
+        OBJECTIVES rule over the scored nodes; NaN when it has no finite value."""
+        return OBJECTIVES.get(self.config.objective)(
+            [metrics[f"is_g{i}"] for i in self.scored_nodes()])
+
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate, update the bests; the row the trainable reports."""
         t0 = time.perf_counter()
@@ -343,7 +349,7 @@ class Trainer(TrainerCheckpoints):
             v = metrics[f"is_g{i}"]
             if math.isfinite(v):
                 self.best_is[i] = max(self.best_is[i], v)
-        current = max(metrics[f"is_g{i}"] for i in self.scored_nodes())
+        current = self.score(metrics)
         if current > self.best_objective:
             self.best_objective, self.best_epoch = current, self.epoch
             self.best_generators = [{k: v.detach().cpu().clone() for k, v in

@@ -67,6 +67,7 @@ def test_validate_checks_pretrained_files_unless_told_not_to(tmp_path, capsys):
     ({"d_width": 1e6}, "d_width <= 1024"), ({"eval_samples": 1e12}, "eval_samples <="),
     ({"grace_period": 9, "max_epochs": 4}, "grace_period <= max_epochs"),
     ({"dataset": "synthetic:2000000"}, "60000"), ({"lr_g": float("nan")}, "lr_g"),
+    ({"objective": "worst"}, "`objective` is 'worst', but must be one of best, weakest, mean"),
 ])
 def test_search_configs_with_wrong_types_and_ranges(tmp_path, capsys, setting, says):
     conf = tmp_path / "c.json"
@@ -176,6 +177,17 @@ def test_training_values(tmp_path, capsys, argv, says):
     code, _, err = ktg(["train", "dcgan-sn", *TINY_TRAIN, *argv, "--out", tmp_path / "o"],
                        capsys)
     refused(code, err, says)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_objective_flag_names_the_valid_ones(tmp_path, capsys):
+    from ktg_search.cli import main
+    with pytest.raises(SystemExit) as e:  # a choices flag: argparse's own usage error
+        main(["train", "dcgan-sn", *TINY_TRAIN, "--objective", "worst", "--out",
+              str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'worst'" in err and all(f"'{n}'" in err for n in ("best", "weakest", "mean"))
     assert not (tmp_path / "o").exists()
 
 

@@ -24,7 +24,8 @@ from ktg_search.search import run_search
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff", "linear_up"], num_trials=10, max_epochs=3,
             grace_period=1, reduction_factor=2, eval_samples=100, max_iters_per_epoch=4,
-            fid=True, d_width=16, seed=7)
+            fid=True, d_width=16, seed=7, objective="weakest")
+# (test_search.py's run scores the best generator, the default; this one the weakest)
 REEVAL_N = 600   # samples per generator in the test's re-evaluation
 REEVAL_TOP = 2
 
@@ -143,7 +144,12 @@ def test_ranked_table_order_is_the_results_sorted_by_best_objective(run, report)
     assert [int(r[0]) for r in rows] == list(range(1, len(want) + 1))
     # the rule is written above the table
     rule = sec[:sec.index("| rank")]
-    assert "best inception score" in rule and "not the last" in rule
+    assert "weakest generator" in rule and "not the last" in rule
+    # objective = the best epoch's IS of the weakest generator, from the history
+    hist = load_history(run)
+    for _, r in df[df.status.isin(["completed", "stopped"])].iterrows():
+        h = hist[hist.trial_id == r.trial_id]
+        assert r.objective == pytest.approx(h[["is_g0", "is_g1"]].min(axis=1).max())
     # duplicates are not ranked
     dups = set(df[df.status == "duplicate"].trial_id)
     assert not dups & {r[1] for r in rows}
@@ -177,6 +183,8 @@ def test_reevaluation_uses_the_requested_sample_count(run, report):
     best = ranked.iloc[0]
     row = store[store.trial_id == best.trial_id].iloc[0]
     assert row.objective == pytest.approx(best.objective, rel=0.35)
+    assert store.objective.tolist() == pytest.approx(  # the run's rule: the weakest
+        store[[f"is_g{i}" for i in range(k)]].min(axis=1).tolist())
     assert row.best_epoch == best.best_epoch
     assert (store.weights_epoch == store.best_epoch).all()  # the best epoch's weights
     # the re-ranked order stands beside the search order

@@ -129,6 +129,34 @@ def test_one_epoch_beats_an_untrained_generator(digits16, evaluator16, graph):
     assert row["objective"] == pytest.approx(best)
 
 
+@pytest.mark.parametrize("objective, rule", [("best", max), ("weakest", min),
+                                             ("mean", lambda v: sum(v) / len(v))])
+def test_the_objective_is_the_named_rule_over_the_generators(digits16, evaluator16,
+                                                             objective, rule):
+    t = Trainer(resolve_graph("mad-gan-3"), cfg(epochs=2, objective=objective),
+                data=digits16, evaluator=evaluator16)
+    rows = [t.run_epoch(), t.run_epoch()]
+    now = [rule([r[f"is_g{i}"] for i in range(3)]) for r in rows]
+    assert [r["objective_now"] for r in rows] == pytest.approx(now)
+    # the objective is the best epoch's value, and that epoch's weights are the ones kept
+    assert rows[-1]["objective"] == pytest.approx(max(now))
+    assert t.best_epoch == 1 + now.index(max(now))
+    # the three rules differ on these scores, so a wrong rule cannot pass
+    scores = [rows[0][f"is_g{i}"] for i in range(3)]
+    assert max(scores) > min(scores)
+
+
+def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best():
+    from ktg_search.scoring import objective_best, objective_mean, objective_weakest
+    nan = float("nan")
+    assert objective_best([2.0, nan, 3.0]) == 3.0
+    assert math.isnan(objective_weakest([2.0, nan, 3.0]))
+    assert math.isnan(objective_mean([2.0, nan]))
+    assert objective_mean([1.0, 2.0, 4.5]) == pytest.approx(2.5)
+    assert objective_weakest([4.0, 1.5, 3.0]) == 1.5
+    assert all(math.isnan(f([])) for f in (objective_best, objective_weakest, objective_mean))
+
+
 def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = False) -> float:
     """Eq. 1 over a D step, with D called once per part as the paper's steps 1-3 do, on
     copies of the trainer's models and its next z; spectral norm's power iteration on the

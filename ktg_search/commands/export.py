@@ -23,6 +23,7 @@ def run(args) -> int:
     from ..config import recipe_of
     from ..graph import Graph
     from ..outputs import output_file
+    from ..registry import OBJECTIVES
     from ..results import load_results
     from ..runinfo import read_run_info
     out = output_file(args.out, args.force)
@@ -48,7 +49,8 @@ def run(args) -> int:
     run_name = Path(args.run).resolve().name
     g.name = f"{run_name}-{row['trial_id']}"[:200]
     g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
-                     f"objective {row['objective']:.4f} (best IS reached) at epoch "
+                     f"objective {row['objective']:.4f} "
+                     f"({OBJECTIVES.help(search.train.objective)}, best reached) at epoch "
                      f"{row['best_epoch']}")
     g.recipe = recipe_of(search.train)
     g.save(out)

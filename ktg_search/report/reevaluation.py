@@ -114,7 +114,7 @@ def _score_trial(run: RunView, rank: int, r, data, evaluator, dev: str, bar,
         fid = s.get("fid")
         row[f"fid_g{i}"] = float(fid) if fid is not None else float("nan")
         bar.update(1)
-    row["objective"] = max(row[f"is_g{i}"] for i in trainer.scored_nodes())
+    row["objective"] = trainer.score(row)
     row["seconds"] = time.perf_counter() - t0
     row["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     return row

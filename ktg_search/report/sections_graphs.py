@@ -76,7 +76,7 @@ def distributions(run: RunView, opts: Options, p: Part) -> None:
     boxes(a1, groups, [f"{t}\n(n={len(v)})" for t, v in zip(kinds, groups)],
           ["#8fb8de"] * len(groups))
     a1.set_title("by transfer kind", fontsize=10)
-    a1.set_ylabel("objective (best IS reached)")
+    a1.set_ylabel(f"objective ({run.cfg.train.objective} IS, best reached)")
     if len(kinds) == 1:
         a1.set_xlabel("(this search used one transfer kind)", fontsize=8)
     gates = [g for g in searched_gates(run) if any((r[c] == g).any() for c in dcols)]

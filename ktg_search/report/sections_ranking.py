@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..registry import OBJECTIVES
+from ..results import objective_rule
 from .context import Options, need_trials, section, top_digits, top_trials
 from .figures import plt, png
 from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations
@@ -17,10 +19,10 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
     """The top trials by objective, with each generator's IS and FID."""
     k = run.k
     c = run.cfg
-    p.text(f"Ranking rule: trials are ranked by `objective` = the best inception score "
-           f"(IS) reached at any epoch by the best generator"
-           f"{' (node 0, the target)' if c.space.target_node else ''}, "
-           f"not the last epoch's value. Each IS was computed on "
+    scored = "node 0, the target" if c.space.target_node else "the generators"
+    p.text(f"Ranking rule: trials are ranked by `objective` = "
+           f"{objective_rule(c.train.objective)}; IS = inception score, over {scored}. "
+           f"Each IS was computed on "
            f"{c.train.eval_samples} samples per generator during the search; "
            f"see the re-evaluation below for many more. Duplicates (the same graph up "
            f"to renumbering, not retrained) are left out and point at their originals.")
@@ -97,21 +99,29 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
         order = " > ".join(rows.sort_values("reeval_rank").trial_id)
         p.text(f"The re-evaluation changes the order: {order} "
                f"({len(moved)} of {len(rows)} graphs moved).")
-    fig = _reevaluation_figure(rows, k, run.cfg.train.eval_samples)
+    fig = _reevaluation_figure(rows, k, run.cfg.train.eval_samples, run.cfg.train.objective)
     p.image(p.file("reevaluation.png", png(fig)),
             "search objective against re-evaluated objective")
 
 
-def _reevaluation_figure(rows, k: int, eval_samples):
+def _objective_std(r, k: int, objective: str) -> float:
+    """The std of a re-evaluated objective: that of the generator the rule picks (best or
+    weakest); for the mean, of the mean of k independent estimates."""
+    stds = [as_float(r.get(f"is_std_g{i}")) for i in range(k)]
+    if objective == "mean":
+        return math.sqrt(sum(s * s for s in stds)) / k
+    pick = min if objective == "weakest" else max
+    return stds[pick(range(k), key=lambda i: r[f"is_g{i}"])]
+
+
+def _reevaluation_figure(rows, k: int, eval_samples, objective: str):
     """Each re-evaluated graph on one line: its search objective, and the re-evaluated
-    one with the best generator's IS std as error bar."""
+    one with the objective's IS std as error bar."""
     fig, ax = plt().subplots(figsize=(7, 1.4 + 0.55 * len(rows)), layout="constrained")
     y = list(range(len(rows)))[::-1]
     ax.scatter(rows.search_objective, y, marker="o", s=50, color="#777",
                label=f"search ({eval_samples} samples, best epoch)", zorder=3)
-    best_nodes = [max(range(k), key=lambda i: r[f"is_g{i}"]) for _, r in rows.iterrows()]
-    err = [as_float(r.get(f"is_std_g{i}")) for (_, r), i in zip(rows.iterrows(),
-                                                                 best_nodes)]
+    err = [_objective_std(r, k, objective) for _, r in rows.iterrows()]
     ax.errorbar(rows.objective, y, xerr=[0 if math.isnan(e) else e for e in err],
                 fmt="D", color="#d62728", ms=7, capsize=4, zorder=4,
                 label=f"re-evaluation ({int(rows.num_samples.iloc[0]):,} samples, ± std)")
@@ -120,7 +130,7 @@ def _reevaluation_figure(rows, k: int, eval_samples):
     ax.set_yticks(y)
     ax.set_yticklabels([f"#{int(r.search_rank)} {r.trial_id} -> #{int(r.reeval_rank)}"
                         for _, r in rows.iterrows()], fontsize=8)
-    ax.set_xlabel("objective: IS of the best generator")
+    ax.set_xlabel(f"objective: {OBJECTIVES.help(objective)}")
     ax.set_ylim(-0.7, len(rows) - 0.3)
     fig.legend(fontsize=8, loc="outside lower center", ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
