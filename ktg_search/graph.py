@@ -11,11 +11,11 @@ A graph file::
 Edge `s -> t` means: the loss compares s and t and its gradient flows into t only
 (DESIGN.md). Every ordered pair of nodes and every D -> t is an edge; edges a file leaves
 out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `target`
-(the node the search scores; default: the best generator), `recipe` (the training
-settings the graph was found with, written by `ktg export`: a JSON object of TrainConfig
-fields, used by `ktg train` as defaults). Here a recipe is only required to be an object;
-its fields are checked by `config.check_recipe` (config.py imports this module through
-space.py, so the recipe checks cannot be called from here).
+(the node the search scores; default: every generator, by the recipe's objective rule),
+`recipe` (the training settings the graph was found with, written by `ktg export`: a
+JSON object of TrainConfig fields, used by `ktg train` as defaults). Here a recipe is
+only required to be an object; its fields are checked by `config.check_recipe` (config.py
+imports this module through space.py, so the recipe checks cannot be called from here).
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class SpaceSpec:
     transfer: tuple[str, ...] = setting(("feature_out",), Names(TRANSFERS.names))
     # the transfer weight when `alphas` is empty
     alpha: float = setting(1000.0, Float(0, 1e9, lo_open=True))
-    # score node 0 only, instead of the best generator
+    # score node 0 only, instead of every generator under `train.objective`
     target_node: bool = setting(False, Bool())
     # the weights searched (an `alpha` param if > 1 value); empty = `alpha` alone
     alphas: tuple[float, ...] = setting((), Floats(0, 1e9, lo_open=True, max_len=20))

@@ -23,7 +23,8 @@ def _numeric(s):
 def ranked_trials(df):
     """The trials that take part in the ranking, best first.
 
-    The ranking rule: `objective` = the best IS reached at any epoch (not the last value).
+    The ranking rule: `objective` = the best value reached at any epoch (not the last) of
+    the run's `train.objective` rule over its generators (results.objective_rule).
     Duplicates (the same graph up to renumbering, not retrained) are left out, they point
     at their originals; trials without an objective (skipped, failed before the first
     evaluation) are left out. Ties keep the table's order (stable sort)."""
@@ -139,7 +140,7 @@ def rung_rank_correlation(history, results, rungs: list[float], time_col: str = 
 
     Over the trials that ran the whole budget (status completed): Spearman's rank
     correlation between the objective a trial reported at its first report at or past
-    the rung (ASHA's own comparison: the best IS so far) and its final objective. Only
+    the rung (ASHA's own comparison: the objective so far) and its final objective. Only
     trials that went on count: a stopped trial has no final value. Columns: rung, trials,
     spearman."""
     import pandas as pd
