@@ -218,8 +218,7 @@ EXTRACTORS.register("inception-v3-compat", _metrics.InceptionExtractor.load,
                     "torch-fidelity's InceptionV3 (the papers' IS/FID); needs a weights file "
                     "offline")
 
-OBJECTIVES.register("best", _scoring.objective_best,
-                    "the IS of the best generator (the paper's rule)")
-OBJECTIVES.register("weakest", _scoring.objective_weakest,
-                    "the IS of the weakest generator: every generator must learn")
-OBJECTIVES.register("mean", _scoring.objective_mean, "the mean IS over the generators")
+# help = a short noun phrase: status lines and report captions embed it
+OBJECTIVES.register("best", _scoring.objective_best, "the best generator's IS")
+OBJECTIVES.register("weakest", _scoring.objective_weakest, "the weakest generator's IS")
+OBJECTIVES.register("mean", _scoring.objective_mean, "the mean IS of the generators")

@@ -34,7 +34,7 @@ def objective_rule(name: object) -> str:
     `TrainConfig.objective` names (an unknown or missing name reads as the default,
     "best": runs written before the setting existed used it)."""
     rule = OBJECTIVES.help(name if name in OBJECTIVES else "best")
-    return f"{rule}, the best value reached at any epoch (not the last)"
+    return f"{rule}, best epoch (not the last)"
 
 
 def load_results(run_dir: str | Path):

@@ -94,6 +94,14 @@ def test_status_of_a_live_search_and_of_a_dead_one(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("2/6 finished · 1 running") and "best 2.000 (a)" in out[1]
     assert out[2].startswith("top 1 graphs") and out[3].split()[0] == "a" and len(out) == 4
+    # the header names the run's objective rule: absent = the default (best generator),
+    # nested (train.objective) or flat (an old run.json)
+    assert "the best generator's IS" in out[2]
+    for config in ({"num_trials": 6, "train": {"objective": "weakest"}},
+                   {"num_trials": 6, "objective": "weakest"}):
+        (run / "run.json").write_text(json.dumps({"name": "demo", "config": config}))
+        assert main(["status", str(run), "--top", "1"]) == 0
+        assert "the weakest generator's IS" in capsys.readouterr().out.splitlines()[2]
     # a driver that is gone: not running, nothing counted as running, how to resume
     book._append({"event": "start", "time": time.time(), "planned": 6, "pid": 2 ** 22 + 7,
                   "host": os.uname().nodename, "finished_before": 2})

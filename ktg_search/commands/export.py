@@ -50,7 +50,7 @@ def run(args) -> int:
     g.name = f"{run_name}-{row['trial_id']}"[:200]
     g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
                      f"objective {row['objective']:.4f} "
-                     f"({OBJECTIVES.help(search.train.objective)}, best reached) at epoch "
+                     f"({OBJECTIVES.help(search.train.objective)}, best epoch) at epoch "
                      f"{row['best_epoch']}")
     g.recipe = recipe_of(search.train)
     g.save(out)

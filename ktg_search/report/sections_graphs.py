@@ -3,6 +3,7 @@ Fig. 8), IS curves per epoch, and the objective's distribution by transfer kind 
 the gate on each D -> t edge (Fig. 7)."""
 from __future__ import annotations
 
+from ..registry import OBJECTIVES
 from .context import Options, graph_of, need_trials, searched_gates, section, top_digits, \
     top_trials
 from .figures import boxes, curves_figure, draw_graph, gate_colour, graph_figsize, plt, png
@@ -76,7 +77,7 @@ def distributions(run: RunView, opts: Options, p: Part) -> None:
     boxes(a1, groups, [f"{t}\n(n={len(v)})" for t, v in zip(kinds, groups)],
           ["#8fb8de"] * len(groups))
     a1.set_title("by transfer kind", fontsize=10)
-    a1.set_ylabel(f"objective ({run.cfg.train.objective} IS, best reached)")
+    a1.set_ylabel(f"objective ({OBJECTIVES.help(run.cfg.train.objective)})")
     if len(kinds) == 1:
         a1.set_xlabel("(this search used one transfer kind)", fontsize=8)
     gates = [g for g in searched_gates(run) if any((r[c] == g).any() for c in dcols)]

@@ -99,29 +99,31 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
         order = " > ".join(rows.sort_values("reeval_rank").trial_id)
         p.text(f"The re-evaluation changes the order: {order} "
                f"({len(moved)} of {len(rows)} graphs moved).")
-    fig = _reevaluation_figure(rows, k, run.cfg.train.eval_samples, run.cfg.train.objective)
+    nodes = [0] if run.cfg.space.target_node else list(range(k))
+    fig = _reevaluation_figure(rows, nodes, run.cfg.train.eval_samples,
+                               run.cfg.train.objective)
     p.image(p.file("reevaluation.png", png(fig)),
             "search objective against re-evaluated objective")
 
 
-def _objective_std(r, k: int, objective: str) -> float:
-    """The std of a re-evaluated objective: that of the generator the rule picks (best or
-    weakest); for the mean, of the mean of k independent estimates."""
-    stds = [as_float(r.get(f"is_std_g{i}")) for i in range(k)]
+def _objective_std(r, nodes: list[int], objective: str) -> float:
+    """The std of a re-evaluated objective over the scored `nodes`: that of the generator
+    the rule picks (best or weakest); for the mean, of the mean of independent estimates."""
+    stds = {i: as_float(r.get(f"is_std_g{i}")) for i in nodes}
     if objective == "mean":
-        return math.sqrt(sum(s * s for s in stds)) / k
+        return math.sqrt(sum(s * s for s in stds.values())) / len(nodes)
     pick = min if objective == "weakest" else max
-    return stds[pick(range(k), key=lambda i: r[f"is_g{i}"])]
+    return stds[pick(nodes, key=lambda i: r[f"is_g{i}"])]
 
 
-def _reevaluation_figure(rows, k: int, eval_samples, objective: str):
+def _reevaluation_figure(rows, nodes: list[int], eval_samples, objective: str):
     """Each re-evaluated graph on one line: its search objective, and the re-evaluated
     one with the objective's IS std as error bar."""
     fig, ax = plt().subplots(figsize=(7, 1.4 + 0.55 * len(rows)), layout="constrained")
     y = list(range(len(rows)))[::-1]
     ax.scatter(rows.search_objective, y, marker="o", s=50, color="#777",
                label=f"search ({eval_samples} samples, best epoch)", zorder=3)
-    err = [_objective_std(r, k, objective) for _, r in rows.iterrows()]
+    err = [_objective_std(r, nodes, objective) for _, r in rows.iterrows()]
     ax.errorbar(rows.objective, y, xerr=[0 if math.isnan(e) else e for e in err],
                 fmt="D", color="#d62728", ms=7, capsize=4, zorder=4,
                 label=f"re-evaluation ({int(rows.num_samples.iloc[0]):,} samples, ± std)")
