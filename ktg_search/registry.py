@@ -218,7 +218,5 @@ EXTRACTORS.register("inception-v3-compat", _metrics.InceptionExtractor.load,
                     "torch-fidelity's InceptionV3 (the papers' IS/FID); needs a weights file "
                     "offline")
 
-# help = a short noun phrase: status lines and report captions embed it
-OBJECTIVES.register("best", _scoring.objective_best, "the best generator's IS")
-OBJECTIVES.register("weakest", _scoring.objective_weakest, "the weakest generator's IS")
-OBJECTIVES.register("mean", _scoring.objective_mean, "the mean IS of the generators")
+for _name, (_reduce, _phrase) in _scoring.OBJECTIVE_RULES.items():
+    OBJECTIVES.register(_name, _reduce, _phrase)

@@ -11,7 +11,7 @@ from typing import Any
 from .errors import KtgError
 from .fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE, find_checkpoints,
                      latest_checkpoint, write_parquet)
-from .registry import OBJECTIVES
+from .scoring import objective_rule
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]
@@ -29,19 +29,11 @@ RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_ke
 HISTORY_COLUMNS = {"trial_id": "str", "epoch": "num"}
 
 
-def objective_rule(name: object) -> str:
-    """What a run's `objective` column is, for headers and captions: the rule that
-    `TrainConfig.objective` names (an unknown or missing name reads as the default,
-    "best": runs written before the setting existed used it)."""
-    rule = OBJECTIVES.help(name if name in OBJECTIVES else "best")
-    return f"{rule}, best epoch (not the last)"
-
-
 def load_results(run_dir: str | Path):
     """The results table of a run as a pandas DataFrame, one row per trial.
 
     Ranked columns: `objective` is the best value reached (not the last) of the run's
-    `train.objective` (`objective_rule`). Reads the
+    `train.objective` (`scoring.objective_rule`). Reads the
     journal too, so a search that is running (or was killed) shows every finished trial.
     """
     import pandas as pd

@@ -3,9 +3,10 @@ best-epoch rule, and mean +- std over seeds.
 
 Every place that picks "the best epoch" (a search trial's row, a training run's summary,
 a comparison's table, the trainer's best weights) uses `best_index`, so that the same
-history gives the same answer everywhere. The objective reducers (`objective_best`,
-`objective_weakest`, `objective_mean`) are registered as OBJECTIVES in registry.py and
-named by `TrainConfig.objective`.
+history gives the same answer everywhere. The objective rules (`OBJECTIVE_RULES`: a
+reducer and its phrase) are registered as OBJECTIVES in registry.py and named by
+`TrainConfig.objective`; this module imports no torch, so that `ktg status` and
+`ktg query`, which name the rule, start fast.
 """
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def objective_mean(scores: Sequence[float]) -> float:
     """The mean IS over the generators: between the two, a weak generator costs its share."""
     v = _finite_scores(scores)
     return statistics.fmean(v) if v else float("nan")
+
+
+# name -> (reducer, a short noun phrase that status lines and report captions embed)
+OBJECTIVE_RULES = {"best": (objective_best, "the best generator's IS"),
+                   "weakest": (objective_weakest, "the weakest generator's IS"),
+                   "mean": (objective_mean, "the mean IS of the generators")}
+
+
+def objective_rule(name: object) -> str:
+    """What a run's `objective` column is, for headers and captions. An unknown or
+    missing name reads as the default, "best": runs written before the setting existed
+    used it."""
+    known = isinstance(name, str) and name in OBJECTIVE_RULES
+    return f"{OBJECTIVE_RULES[name if known else 'best'][1]}, best epoch (not the last)"
 
 
 def best_index(values: Sequence[float]) -> int | None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .errors import KtgError
 from .progress import snapshot_of_run
-from .results import ResultsBook, objective_rule
+from .results import ResultsBook
+from .scoring import objective_rule
 
 
 def planned_trials(run: Path) -> tuple[str, int, object]:
@@ -32,7 +33,9 @@ def planned_trials(run: Path) -> tuple[str, int, object]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KtgError(f"{str(f)!r}: config.num_trials must be an integer >= 1, got {n!r}")
     name = info.get("name") if isinstance(info.get("name"), str) else run.name
-    train = cfg.get("train")  # nested run.json; an old flat one has the field at the top
+    # read raw, not through config.nested, which would import torch: status starts fast.
+    # A nested run.json has the field in `train`; an old flat one at the top.
+    train = cfg.get("train")
     objective = train.get("objective") if isinstance(train, dict) else cfg.get("objective")
     return name, n, objective
 

@@ -23,8 +23,8 @@ def run(args) -> int:
     from ..config import recipe_of
     from ..graph import Graph
     from ..outputs import output_file
-    from ..registry import OBJECTIVES
     from ..results import load_results
+    from ..scoring import objective_rule
     from ..runinfo import read_run_info
     out = output_file(args.out, args.force)
     df = load_results(args.run)
@@ -50,7 +50,7 @@ def run(args) -> int:
     g.name = f"{run_name}-{row['trial_id']}"[:200]
     g.description = (f"exported from run {run_name}, trial {row['trial_id']}, "
                      f"objective {row['objective']:.4f} "
-                     f"({OBJECTIVES.help(search.train.objective)}, best epoch) at epoch "
+                     f"({objective_rule(search.train.objective)}) at epoch "
                      f"{row['best_epoch']}")
     g.recipe = recipe_of(search.train)
     g.save(out)

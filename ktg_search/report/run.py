@@ -59,6 +59,12 @@ class RunView:
         return self.cfg.space.k
 
     @property
+    def scored_nodes(self) -> list[int]:
+        """The generators a trial's objective looks at: node 0 with a target node, else
+        all (as `Trainer.scored_nodes` for a graph without frozen teachers)."""
+        return [0] if self.cfg.space.target_node else list(range(self.k))
+
+    @property
     def name(self) -> str:
         return str(self.info.get("name", self.path.name))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import KtgError
+from ..scoring import objective_best
 from .baselines import RECIPE, graph_key, read_baselines, recipe_differences, run_config
 from .context import Options, need_trials, section
 from .render import Part
@@ -56,7 +57,11 @@ def baselines(run: RunView, opts: Options, p: Part) -> None:
     rows = []
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
         rows.append([f"search #{rank}", f"trial {r.trial_id} ({r.graph_key})",
-                     _pm(_best_generator_is(r, run), float("nan")), 1, int(r.epochs)])
+                     # the best generator's best IS, as a compare row scores a run,
+                     # whichever rule the search ranked by
+                     _pm(objective_best([as_float(r.get(f"is_best_g{i}"))
+                                         for i in run.scored_nodes]), float("nan")),
+                     1, int(r.epochs)])
     for _, r in table.iterrows():
         what = f"compare: searched #{retrained[r.graph]}" if r.graph in retrained \
             else "compare (baseline)"
@@ -69,16 +74,6 @@ def baselines(run: RunView, opts: Options, p: Part) -> None:
                "single runs from the search, the baselines' means over seeds.")
     _ordering(table, set(retrained), p)
     _recipe(run, base, p)
-
-
-def _best_generator_is(r, run: RunView) -> float:
-    """A searched trial's best generator's best IS over the epochs (`is_best_g{i}`), over
-    the nodes its objective scores: what a compare row reports, whether the search ranked
-    by the best generator, the weakest or the mean."""
-    nodes = [0] if run.cfg.space.target_node else range(run.k)
-    values = [as_float(r.get(f"is_best_g{i}")) for i in nodes]
-    finite = [v for v in values if math.isfinite(v)]
-    return max(finite) if finite else float("nan")
 
 
 def _ordering(table, searched: set[str], p: Part) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..registry import OBJECTIVES
-from ..results import objective_rule
+from ..scoring import objective_rule
 from .context import Options, need_trials, section, top_digits, top_trials
 from .figures import plt, png
 from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations
@@ -99,21 +99,20 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
         order = " > ".join(rows.sort_values("reeval_rank").trial_id)
         p.text(f"The re-evaluation changes the order: {order} "
                f"({len(moved)} of {len(rows)} graphs moved).")
-    nodes = [0] if run.cfg.space.target_node else list(range(k))
-    fig = _reevaluation_figure(rows, nodes, run.cfg.train.eval_samples,
+    fig = _reevaluation_figure(rows, run.scored_nodes, run.cfg.train.eval_samples,
                                run.cfg.train.objective)
     p.image(p.file("reevaluation.png", png(fig)),
             "search objective against re-evaluated objective")
 
 
-def _objective_std(r, nodes: list[int], objective: str) -> float:
+def _objective_std(r, nodes: list[int]) -> float:
     """The std of a re-evaluated objective over the scored `nodes`: that of the generator
-    the rule picks (best or weakest); for the mean, of the mean of independent estimates."""
-    stds = {i: as_float(r.get(f"is_std_g{i}")) for i in nodes}
-    if objective == "mean":
-        return math.sqrt(sum(s * s for s in stds.values())) / len(nodes)
-    pick = min if objective == "weakest" else max
-    return stds[pick(nodes, key=lambda i: r[f"is_g{i}"])]
+    whose IS the objective is (a rule that picks one, as best and weakest do); else, as
+    for the mean, that of the mean of independent estimates."""
+    for i in nodes:
+        if r[f"is_g{i}"] == r.objective:
+            return as_float(r.get(f"is_std_g{i}"))
+    return math.sqrt(sum(as_float(r.get(f"is_std_g{i}")) ** 2 for i in nodes)) / len(nodes)
 
 
 def _reevaluation_figure(rows, nodes: list[int], eval_samples, objective: str):
@@ -123,7 +122,7 @@ def _reevaluation_figure(rows, nodes: list[int], eval_samples, objective: str):
     y = list(range(len(rows)))[::-1]
     ax.scatter(rows.search_objective, y, marker="o", s=50, color="#777",
                label=f"search ({eval_samples} samples, best epoch)", zorder=3)
-    err = [_objective_std(r, nodes, objective) for _, r in rows.iterrows()]
+    err = [_objective_std(r, nodes) for _, r in rows.iterrows()]
     ax.errorbar(rows.objective, y, xerr=[0 if math.isnan(e) else e for e in err],
                 fmt="D", color="#d62728", ms=7, capsize=4, zorder=4,
                 label=f"re-evaluation ({int(rows.num_samples.iloc[0]):,} samples, ± std)")

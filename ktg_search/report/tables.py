@@ -3,7 +3,8 @@
 The ranking (`ranked_trials`), each gate's share among the best trials (`gate_shares`),
 ASHA's rungs (`rung_times`, `asha_rungs`), how well the objective at a rung predicts the
 final rank (`spearman`, `rung_rank_correlation`), the paper's Table 1 ordering checked on
-compare rows (`paper_ordering`), and the number helpers the sections share. Tested on their own (tests/test_report.py), apart from the pictures.
+compare rows (`paper_ordering`), and the number helpers the sections share. Tested on
+their own (tests/test_report.py), apart from the pictures.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def ranked_trials(df):
     """The trials that take part in the ranking, best first.
 
     The ranking rule: `objective` = the best value reached at any epoch (not the last) of
-    the run's `train.objective` rule over its generators (results.objective_rule).
+    the run's `train.objective` rule over its generators (scoring.objective_rule).
     Duplicates (the same graph up to renumbering, not retrained) are left out, they point
     at their originals; trials without an objective (skipped, failed before the first
     evaluation) are left out. Ties keep the table's order (stable sort)."""
