@@ -291,7 +291,8 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
         caption = (f"IS / FID of each graph's best generator at {where}, mean +- std over "
                    f"{seeds} seed(s); data set {config.dataset} {config.image_size} px, "
                    f"{config.epochs} epoch(s), {config.eval_samples} samples per generator, "
-                   f"extractor {config.extractor}.")
+                   f"extractor {config.extractor}. IS (mixture): the learning generators' "
+                   f"images drawn evenly, at the mixture's own {eval_at} epoch.")
         markdown = format_markdown(table, caption)
         from .fileio import atomic_write_text
         atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))

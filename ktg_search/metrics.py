@@ -162,6 +162,35 @@ class Evaluator:
         `sample(n)` returns n float [-1, 1] images; it is called with at most
         `batch_size` at a time, and only features are kept, so memory stays flat.
         """
+        return self._metrics(*self._collect(sample, num_samples))
+
+    def score_generators(self, samples: list[Callable[[int], Tensor]],
+                         num_samples: int | None = None,
+                         mixture: list[int] | None = None) -> tuple[list[dict], dict | None]:
+        """Score each of several generators (`samples[i]` draws from generator i, as in
+        `score_generator`) and, when `mixture` names two or more of them, their even
+        mixture: image j of the mixture is image j of generator mixture[j mod m].
+
+        The mixture is what a multi-generator GAN models as a whole (MAD-GAN's generators
+        specialise, each covering part of the classes, so each one's own IS is capped below
+        the mixture's). It costs no extra sampling: the mixture's features are rows of the
+        generators' features. When the generators draw image j from the same z_j, the
+        mixture still holds each z_j once. -> (one dict per generator, the mixture's or
+        None)."""
+        feats = [self._collect(s, num_samples) for s in samples]
+        scores = [self._metrics(lg, pl) for lg, pl in feats]
+        if not mixture or len(mixture) < 2:
+            return scores, None
+        n = min(feats[i][0].shape[0] for i in mixture)
+        logits = torch.stack([feats[i][0][:n] for i in mixture])  # [m, n, classes]
+        pool = torch.stack([feats[i][1][:n] for i in mixture])
+        j = torch.arange(n)
+        pick = j % len(mixture)  # row pick[j] of the stack is generator mixture[pick[j]]
+        return scores, self._metrics(logits[pick, j], pool[pick, j])
+
+    def _collect(self, sample: Callable[[int], Tensor],
+                 num_samples: int | None) -> tuple[Tensor, Tensor]:
+        """The extractor's (logits, pool) features of `num_samples` images from `sample`."""
         total = self.num_samples if num_samples is None else num_samples
         logits, pool = [], []
         done = 0
@@ -178,4 +207,4 @@ class Evaluator:
                 done += n
         if not logits:
             raise KtgError(f"The value of `num_samples` is {total}, but must be >= 2")
-        return self._metrics(torch.cat(logits), torch.cat(pool))
+        return torch.cat(logits), torch.cat(pool)

@@ -174,10 +174,22 @@ def score_run(run_dir: str | Path, eval_at: str = "best") -> dict[str, Any]:
         candidates = [i for i in range(k) if i not in frozen] or list(range(k))
     finite = [i for i in candidates if math.isfinite(is_[i])]
     best = max(finite, key=lambda i: is_[i]) if finite else candidates[0]
+    # the mixture of the learning generators, at its own best (or last) epoch; with one
+    # learning generator the mixture is that generator (runs of k >= 2 written before
+    # the mixture was measured have no column: NaN)
+    learning = [i for i in range(k) if i not in frozen]
+    if len(learning) == 1:
+        mix, fid_mix = is_[learning[0]], fid[learning[0]]
+    else:
+        vals = _floats(rows, "is_mix")
+        j = best_index(vals) if eval_at == "best" else last_index(vals)
+        mix, fid_mix = ((vals[j], _floats(rows, "fid_mix")[j]) if j is not None
+                        else (float("nan"), float("nan")))
     return {"run_dir": str(run), "seed": summary.get("seed"), "k": k,
             "models": [n.model for n in graph.nodes], "frozen": sorted(frozen),
             "is_per_node": is_, "fid_per_node": fid, "epoch_per_node": epoch,
             "best_node": best, "is": is_[best], "fid": fid[best], "epoch": epoch[best],
+            "is_mix": mix, "fid_mix": fid_mix,
             "params": list(summary["params"]), "wall_s": float(summary["wall_s"]),
             "epochs": int(summary["epochs"]), "status": summary["status"]}
 
@@ -189,7 +201,8 @@ def aggregate(run_dirs_by_graph: dict[str, list[str | Path]], eval_at: str = "be
     generator's mean IS, epochs, wall time, parameter counts and the run directories.
 
     Columns: graph, k, models, seeds, epochs, eval_at, is_mean, is_std, fid_mean, fid_std,
-    best_node (per run), is_values, fid_values (per run, ';'-joined), is_g<i>, params_g<i>,
+    is_mix_mean, is_mix_std (the learning generators' even mixture, Evaluator.score_generators;
+    one learning generator: its own IS), best_node (per run), is_values, fid_values (per run, ';'-joined), is_g<i>, params_g<i>,
     frozen, compression (largest frozen node's parameters / scored generator's), wall_s
     (mean per run), diverged (runs), runs (';'-joined run directories)."""
     import pandas as pd
@@ -207,10 +220,12 @@ def aggregate(run_dirs_by_graph: dict[str, list[str | Path]], eval_at: str = "be
         k = first["k"]
         is_m, is_s = mean_std([r["is"] for r in runs])
         fid_m, fid_s = mean_std([r["fid"] for r in runs])
+        mix_m, mix_s = mean_std([r["is_mix"] for r in runs])
         row: dict[str, Any] = {
             "graph": label, "k": k, "models": ",".join(first["models"]), "seeds": len(runs),
             "epochs": max(r["epochs"] for r in runs), "eval_at": eval_at,
             "is_mean": is_m, "is_std": is_s, "fid_mean": fid_m, "fid_std": fid_s,
+            "is_mix_mean": mix_m, "is_mix_std": mix_s,
             "best_node": ";".join(str(r["best_node"]) for r in runs),
             "is_values": ";".join(f"{r['is']:.6g}" for r in runs),
             "fid_values": ";".join(f"{r['fid']:.6g}" for r in runs)}
@@ -254,13 +269,16 @@ def _millions(n: int) -> str:
 def format_markdown(df, caption: str = "") -> str:
     """The `aggregate` table as Markdown: what a person reads (the CSV has every column)."""
     lines = [caption, ""] if caption else []
-    lines += ["| graph | seeds | epochs | IS (best G) | FID (best G) | IS per generator | "
-              "params per generator | wall s / run |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| graph | seeds | epochs | IS (best G) | FID (best G) | IS (mixture) | "
+              "IS per generator | params per generator | wall s / run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         k = int(r["k"])
         frozen = {int(x) for x in str(r["frozen"]).split(",") if x != ""}
         fid = (f"{r['fid_mean']:.2f} +- {r['fid_std']:.2f}"
                if math.isfinite(r["fid_mean"]) else "-")
+        mix = (f"{r['is_mix_mean']:.3f} +- {r['is_mix_std']:.3f}"
+               if math.isfinite(r["is_mix_mean"]) else "-")
         per_is = " / ".join("teacher" if i in frozen else
                             (f"{r[f'is_g{i}']:.3f}" if math.isfinite(r[f"is_g{i}"]) else "-")
                             for i in range(k))
@@ -270,6 +288,6 @@ def format_markdown(df, caption: str = "") -> str:
             params += f"; {r['compression']:.1f}x smaller"
         graph = r["graph"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
         lines.append(f"| {graph} | {r['seeds']} | {r['epochs']} | "
-                     f"{r['is_mean']:.3f} +- {r['is_std']:.3f} | {fid} | {per_is} | {params} | "
-                     f"{r['wall_s']:.0f} |")
+                     f"{r['is_mean']:.3f} +- {r['is_std']:.3f} | {fid} | {mix} | {per_is} | "
+                     f"{params} | {r['wall_s']:.0f} |")
     return "\n".join(lines)

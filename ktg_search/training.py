@@ -298,25 +298,30 @@ class Trainer(TrainerCheckpoints):
         return torch.cat(out)
 
     def evaluate(self, num_samples: int | None = None) -> dict[str, float]:
-        """IS (and FID when on) of every generator, on `eval_samples` samples each.
-
-        The same fixed z for every generator and every epoch: curves and generators are
-        then compared on the same latent points. The evaluator asks for the samples in
-        batches; each batch takes the next slice of that z."""
+        """IS (and FID when on) of every generator, on `eval_samples` samples each, and,
+        with two or more learning generators, of their even mixture (`is_mix`, `fid_mix`).
+        The same fixed z for every generator and every epoch, so that curves and
+        generators are compared on the same latent points (each batch: the next slice)."""
         n = num_samples or self.config.eval_samples
         z_all = torch.randn(n, self.config.nz, generator=torch.Generator().manual_seed(EVAL_SEED))
-        out: dict[str, float] = {}
-        for i in range(self.graph.k):
+
+        def drawer(i: int) -> Callable[[int], Tensor]:
             cursor = [0]
 
-            def draw(m: int, i: int = i, cursor: list = cursor) -> Tensor:
+            def draw(m: int) -> Tensor:
                 z = z_all[cursor[0]:cursor[0] + m]
                 cursor[0] += m
                 return self.sample(i, m, z=z)
-            scores = self.evaluator.score_generator(draw, num_samples=n)
-            out[f"is_g{i}"] = float(scores["is"])
-            if scores.get("fid") is not None:
-                out[f"fid_g{i}"] = float(scores["fid"])
+            return draw
+        per, mix = self.evaluator.score_generators(
+            [drawer(i) for i in range(self.graph.k)], num_samples=n,
+            mixture=[i for i in range(self.graph.k) if i not in self.frozen])
+        out: dict[str, float] = {}
+        for tag, scores in [*((f"g{i}", s) for i, s in enumerate(per)), ("mix", mix)]:
+            if scores is not None:
+                out[f"is_{tag}"] = float(scores["is"])
+                if scores.get("fid") is not None:
+                    out[f"fid_{tag}"] = float(scores["fid"])
         return out
 
     def scored_nodes(self) -> list[int]:

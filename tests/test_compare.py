@@ -95,9 +95,9 @@ def rows_of(run_dir: Path) -> tuple[list[dict], dict]:
     return rows, json.loads((run_dir / "summary.json").read_text())
 
 
-def recompute(run_dir: Path, eval_at: str) -> tuple[float, float, list[float]]:
-    """(IS, FID) of the run's best learning generator and every generator's IS, from
-    metrics.csv alone."""
+def recompute(run_dir: Path, eval_at: str) -> tuple[float, float, list[float], float]:
+    """(IS, FID) of the run's best learning generator, every generator's IS and the
+    mixture's IS, from metrics.csv alone."""
     rows, summary = rows_of(run_dir)
     k = len(summary["params"])
     nodes = [i for i in range(k) if i not in summary["frozen"]]
@@ -106,7 +106,12 @@ def recompute(run_dir: Path, eval_at: str) -> tuple[float, float, list[float]]:
         pts = [(float(r[f"is_g{i}"]), float(r[f"fid_g{i}"])) for r in rows]
         per_node.append(max(pts, key=lambda p: p[0]) if eval_at == "best" else pts[-1])
     best = max(nodes, key=lambda i: per_node[i][0])
-    return per_node[best][0], per_node[best][1], [p[0] for p in per_node]
+    # the mixture of the learning generators at its own best / last epoch; one learner
+    # is its own mixture
+    mix = ([float(r["is_mix"]) for r in rows] if len(nodes) > 1 else
+           [float(r[f"is_g{nodes[0]}"]) for r in rows])
+    mix_at = max(mix) if eval_at == "best" else mix[-1]
+    return per_node[best][0], per_node[best][1], [p[0] for p in per_node], mix_at
 
 
 def check_table(df: pd.DataFrame, run_dirs: dict[str, list[Path]], eval_at: str) -> None:
@@ -123,6 +128,7 @@ def check_table(df: pd.DataFrame, run_dirs: dict[str, list[Path]], eval_at: str)
             assert r.fid_std == pytest.approx(statistics.stdev(fid))
         for i in range(int(r.k)):
             assert r[f"is_g{i}"] == pytest.approx(statistics.fmean(s[2][i] for s in scores))
+        assert r.is_mix_mean == pytest.approx(statistics.fmean(s[3] for s in scores))
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +159,12 @@ def test_compare_table_equals_statistics_of_the_run_files(compared):
     assert csv_df.runs[1] == "mad-gan-2/seed0;mad-gan-2/seed1"
     md = (out / "table.md").read_text()
     for _, r in df.iterrows():
-        assert f"| {r.graph} | 2 | 2 | {r.is_mean:.3f} +- {r.is_std:.3f} |" in md
+        assert (f"| {r.graph} | 2 | 2 | {r.is_mean:.3f} +- {r.is_std:.3f} | "
+                f"{r.fid_mean:.2f} +- {r.fid_std:.2f} | "
+                f"{r.is_mix_mean:.3f} +- {r.is_mix_std:.3f} |") in md
+    # k = 1: the mixture is the generator; k = 2: two generators' images, not the best one's
+    assert df.is_mix_mean[0] == pytest.approx(df.is_mean[0])
+    assert df.is_mix_mean[1] != pytest.approx(df.is_mean[1])
 
 
 # ---- 3. distillation --------------------------------------------------------------------------

@@ -102,6 +102,35 @@ def test_frozen_teacher_stays_bit_identical(digits16, evaluator16, tmp_path):
         assert torch.equal(v, state[k_]), k_  # parameters and BN buffers alike
 
 
+def test_evaluation_scores_the_learning_generators_mixture(digits16, evaluator16, tmp_path):
+    """`is_mix`: image j from learning generator j mod m, on the evaluation's z_j; checked
+    against the evaluator on images interleaved here. A frozen teacher is not part of it,
+    and one learning generator has no mixture row (it is the mixture)."""
+    from ktg_search.training import EVAL_SEED
+    t = Trainer(resolve_graph("through-3"), cfg(epochs=1), data=digits16,
+                evaluator=evaluator16)
+    t.train_epoch()
+    row = t.evaluate()
+    n = t.config.eval_samples
+    z = torch.randn(n, t.config.nz, generator=torch.Generator().manual_seed(EVAL_SEED))
+    images = [t.sample(i, n, z=z) for i in range(3)]
+    by_hand = torch.stack([images[j % 3][j] for j in range(n)])
+    want = evaluator16.score(by_hand)
+    assert row["is_mix"] == pytest.approx(want["is"], rel=1e-5)
+    assert row["fid_mix"] == pytest.approx(want["fid"], rel=1e-4)
+    for i in range(3):
+        assert row[f"is_g{i}"] == pytest.approx(evaluator16.score(images[i])["is"], rel=1e-5)
+    # a frozen teacher (node 0) and one learner: no mixture
+    t.export_generator(0, tmp_path / "teacher.pt")
+    g = Graph.from_dict({"nodes": [{"model": "dcgan-small", "pretrained":
+                                    str(tmp_path / "teacher.pt")}, {"model": "dcgan-small"}],
+                         "edges": [{"src": 0, "dst": 1, "gate": "through"},
+                                   {"src": "D", "dst": 1, "gate": "through"}],
+                         "transfer": "image"})
+    row = Trainer(g, cfg(epochs=1), data=digits16, evaluator=evaluator16).evaluate()
+    assert "is_mix" not in row and {"is_g0", "is_g1"} <= set(row)
+
+
 def test_non_finite_loss_ends_as_diverged_not_a_crash(digits16, evaluator16):
     t = Trainer(resolve_graph("through-2"), cfg(epochs=3), data=digits16,
                 evaluator=evaluator16)
