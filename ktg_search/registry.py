@@ -154,8 +154,9 @@ GENERATORS: Registry[Callable] = Registry("generator model")
 DISCRIMINATORS: Registry[Callable] = Registry("discriminator")
 DATASETS: Registry[DataSet] = Registry("data set")
 EXTRACTORS: Registry[Callable] = Registry("feature extractor")
-# how one epoch's IS of the scored generators becomes the objective (scoring.py)
-OBJECTIVES: Registry[Callable[[Sequence[float]], float]] = Registry("objective")
+# how one epoch's IS of the scored generators (and of their mixture) becomes the
+# objective: reduce(scores, mixture) (scoring.py)
+OBJECTIVES: Registry[Callable[[Sequence[float], float], float]] = Registry("objective")
 
 
 # ---- built-ins -------------------------------------------------------------------------

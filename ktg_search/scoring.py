@@ -26,30 +26,47 @@ def _finite_scores(scores: Sequence[float]) -> list[float] | None:
     return out if out and all(math.isfinite(v) for v in out) else None
 
 
-def objective_best(scores: Sequence[float]) -> float:
+# An objective rule is `reduce(scores, mixture)`: the scored generators' IS, and the IS of
+# their even mixture (Evaluator.score_generators; a single scored generator is its own
+# mixture). Rules that read the generators one by one ignore the mixture.
+
+def objective_best(scores: Sequence[float], mixture: float = math.nan) -> float:
     """The IS of the best generator (the paper's and KTG's rule: a graph is as good as
     its best node); a generator without a finite score does not count, NaN when none has."""
     i = best_index(scores)
     return float("nan") if i is None else float(scores[i])
 
 
-def objective_weakest(scores: Sequence[float]) -> float:
+def objective_weakest(scores: Sequence[float], mixture: float = math.nan) -> float:
     """The IS of the weakest generator: a graph scores well only when every generator it
     trains learns (a graph that leaves a generator drawing noise scores near 1.0)."""
     v = _finite_scores(scores)
     return min(v) if v else float("nan")
 
 
-def objective_mean(scores: Sequence[float]) -> float:
+def objective_mean(scores: Sequence[float], mixture: float = math.nan) -> float:
     """The mean IS over the generators: between the two, a weak generator costs its share."""
     v = _finite_scores(scores)
     return statistics.fmean(v) if v else float("nan")
 
 
+def objective_mixture(scores: Sequence[float], mixture: float = math.nan) -> float:
+    """The IS of the generators' even mixture, what a multi-generator GAN models as a
+    whole: it rewards generators that split the classes between them (MAD-GAN's aim) and
+    drops with every generator that draws junk (2 of 3 dead: about 3 on digits, against
+    7 for three live ones). NaN when not measured."""
+    try:
+        v = float(mixture)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
 # name -> (reducer, a short noun phrase that status lines and report captions embed)
 OBJECTIVE_RULES = {"best": (objective_best, "the best generator's IS"),
                    "weakest": (objective_weakest, "the weakest generator's IS"),
-                   "mean": (objective_mean, "the mean IS of the generators")}
+                   "mean": (objective_mean, "the mean IS of the generators"),
+                   "mixture": (objective_mixture, "the IS of the generators' even mixture")}
 
 
 def objective_rule(name: object) -> str:

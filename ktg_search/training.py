@@ -332,10 +332,12 @@ class Trainer(TrainerCheckpoints):
         return nodes or list(range(self.graph.k))
 
     def score(self, metrics: dict[str, float]) -> float:
-        """The objective of one evaluation (`is_g{i}` per generator): the config's
-        OBJECTIVES rule over the scored nodes; NaN when it has no finite value."""
-        return OBJECTIVES.get(self.config.objective)(
-            [metrics[f"is_g{i}"] for i in self.scored_nodes()])
+        """The config's OBJECTIVES rule over the scored nodes' `is_g{i}` and `is_mix` (the
+        learning nodes' mixture: the scored ones when two or more; one is its own); NaN
+        when it has no finite value."""
+        nodes = self.scored_nodes()
+        mix = metrics.get("is_mix", math.nan) if len(nodes) > 1 else metrics[f"is_g{nodes[0]}"]
+        return OBJECTIVES.get(self.config.objective)([metrics[f"is_g{i}"] for i in nodes], mix)
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate, update the bests; the row the trainable reports."""

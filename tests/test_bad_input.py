@@ -67,7 +67,7 @@ def test_validate_checks_pretrained_files_unless_told_not_to(tmp_path, capsys):
     ({"d_width": 1e6}, "d_width <= 1024"), ({"eval_samples": 1e12}, "eval_samples <="),
     ({"grace_period": 9, "max_epochs": 4}, "grace_period <= max_epochs"),
     ({"dataset": "synthetic:2000000"}, "60000"), ({"lr_g": float("nan")}, "lr_g"),
-    ({"objective": "worst"}, "`objective` is 'worst', but must be one of best, weakest, mean"),
+    ({"objective": "worst"}, "`objective` is 'worst', but must be one of best, weakest, mean, mixture"),
 ])
 def test_search_configs_with_wrong_types_and_ranges(tmp_path, capsys, setting, says):
     conf = tmp_path / "c.json"
@@ -187,7 +187,7 @@ def test_an_unknown_objective_flag_names_the_valid_ones(tmp_path, capsys):
               str(tmp_path / "o")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "'worst'" in err and all(f"'{n}'" in err for n in ("best", "weakest", "mean"))
+    assert "'worst'" in err and all(f"'{n}'" in err for n in ("best", "weakest", "mean", "mixture"))
     assert not (tmp_path / "o").exists()
 
 

@@ -194,6 +194,9 @@ def test_reevaluation_uses_the_requested_sample_count(run, report):
     assert sorted(int(r[1]) for r in rows) == list(range(1, REEVAL_TOP + 1))
     by_reeval = store.sort_values("objective", ascending=False).trial_id.tolist()
     assert [r[2] for r in sorted(rows, key=lambda r: int(r[1]))] == by_reeval
+    # the learning generators' mixture is re-scored too, and shown beside them
+    assert (store.is_mix > 1.0).all() and (store.is_std_mix >= 0).all()
+    assert "IS mixture (± std)" in sec
     # and a progress bar was shown
     assert f"re-evaluate ({REEVAL_N} samples)" in report["stderr"]
 

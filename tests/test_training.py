@@ -158,21 +158,32 @@ def test_one_epoch_beats_an_untrained_generator(digits16, evaluator16, graph):
     assert row["objective"] == pytest.approx(best)
 
 
-@pytest.mark.parametrize("objective, rule", [("best", max), ("weakest", min),
-                                             ("mean", lambda v: sum(v) / len(v))])
+@pytest.mark.parametrize("objective, rule", [
+    ("best", lambda v, mix: max(v)), ("weakest", lambda v, mix: min(v)),
+    ("mean", lambda v, mix: sum(v) / len(v)), ("mixture", lambda v, mix: mix)])
 def test_the_objective_is_the_named_rule_over_the_generators(digits16, evaluator16,
                                                              objective, rule):
     t = Trainer(resolve_graph("mad-gan-3"), cfg(epochs=2, objective=objective),
                 data=digits16, evaluator=evaluator16)
     rows = [t.run_epoch(), t.run_epoch()]
-    now = [rule([r[f"is_g{i}"] for i in range(3)]) for r in rows]
+    now = [rule([r[f"is_g{i}"] for i in range(3)], r["is_mix"]) for r in rows]
     assert [r["objective_now"] for r in rows] == pytest.approx(now)
     # the objective is the best epoch's value, and that epoch's weights are the ones kept
     assert rows[-1]["objective"] == pytest.approx(max(now))
     assert t.best_epoch == 1 + now.index(max(now))
-    # the three rules differ on these scores, so a wrong rule cannot pass
+    # the four rules differ on these scores, so a wrong rule cannot pass
     scores = [rows[0][f"is_g{i}"] for i in range(3)]
-    assert max(scores) > min(scores)
+    assert max(scores) > min(scores) and rows[0]["is_mix"] not in scores
+
+
+def test_the_mixture_objective_of_one_scored_generator_is_its_own_is(digits16, evaluator16):
+    # a target node: the objective looks at it alone, whatever the other nodes mix to
+    d = resolve_graph("mad-gan-3").to_dict()
+    d["target"] = 1
+    t = Trainer(Graph.from_dict(d), cfg(epochs=1, objective="mixture"), data=digits16,
+                evaluator=evaluator16)
+    row = t.run_epoch()
+    assert row["objective_now"] == pytest.approx(row["is_g1"]) and "is_mix" in row
 
 
 def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best():
@@ -184,6 +195,10 @@ def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best
     assert objective_mean([1.0, 2.0, 4.5]) == pytest.approx(2.5)
     assert objective_weakest([4.0, 1.5, 3.0]) == 1.5
     assert all(math.isnan(f([])) for f in (objective_best, objective_weakest, objective_mean))
+    from ktg_search.scoring import objective_mixture
+    assert objective_mixture([1.0, 6.0], 4.25) == 4.25      # the mixture, not the parts
+    assert math.isnan(objective_mixture([5.0, 6.0])) and math.isnan(objective_mixture([], nan))
+    assert objective_best([2.0, 3.0], 9.0) == 3.0           # the others ignore it
 
 
 def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = False) -> float:

@@ -106,14 +106,19 @@ def _score_trial(run: RunView, rank: int, r, data, evaluator, dev: str, bar,
                            "checkpoint_epoch": int(trainer.epoch),
                            "search_rank": rank,
                            "search_objective": float(r.objective)}
-    for i in range(trainer.graph.k):
-        bar.set_postfix(trial=r.trial_id, G=i)
-        s = evaluator.score_generator(_z_stream(trainer, i), num_samples=num_samples)
-        row[f"is_g{i}"] = float(s["is"])
-        row[f"is_std_g{i}"] = float(s.get("is_std", float("nan")) or float("nan"))
+    bar.set_postfix(trial=r.trial_id)
+    k = trainer.graph.k
+    per, mix = evaluator.score_generators([_z_stream(trainer, i) for i in range(k)],
+                                          num_samples=num_samples,
+                                          mixture=[i for i in range(k) if i not in trainer.frozen])
+    for tag, s in [*((f"g{i}", s) for i, s in enumerate(per)), ("mix", mix)]:
+        if s is None:
+            continue
+        row[f"is_{tag}"] = float(s["is"])
+        row[f"is_std_{tag}"] = float(s.get("is_std", float("nan")) or float("nan"))
         fid = s.get("fid")
-        row[f"fid_g{i}"] = float(fid) if fid is not None else float("nan")
-        bar.update(1)
+        row[f"fid_{tag}"] = float(fid) if fid is not None else float("nan")
+    bar.update(k)
     row["objective"] = trainer.score(row)
     row["seconds"] = time.perf_counter() - t0
     row["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")

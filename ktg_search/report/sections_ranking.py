@@ -79,7 +79,8 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
             f"{int(rows.num_samples.iloc[0]):,} samples each.")
     headers = ["search rank", "re-eval rank", "trial", "objective (search)",
                "objective (re-eval)"] + [f"IS G{i} (± std)" for i in range(k)] + \
-        [f"FID G{i}" for i in range(k)] + ["samples"]
+        [f"FID G{i}" for i in range(k)] + (["IS mixture (± std)"] if k > 1 else []) + \
+        ["samples"]
     table = []
     d = is_digits(list(rows.objective) + list(rows.search_objective))
     for _, r in rows.iterrows():
@@ -88,6 +89,7 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
                      [f"{r[f'is_g{i}']:.{d}f} ± {as_float(r.get(f'is_std_g{i}')):.{d}f}"
                       for i in range(k)] +
                      [as_float(r.get(f"fid_g{i}")) for i in range(k)] +
+                     ([_pm(r.get("is_mix"), r.get("is_std_mix"), d)] if k > 1 else []) +
                      [int(r.num_samples)])
     p.table(headers, table)
     moved = rows[rows.search_rank != rows.reeval_rank]
@@ -105,10 +107,18 @@ def reevaluation(run: RunView, opts: Options, p: Part) -> None:
             "search objective against re-evaluated objective")
 
 
+def _pm(value, std, d: int) -> str:
+    """'v ± s', or '-' where a row has no value (stored before the column existed)."""
+    v = as_float(value)
+    return f"{v:.{d}f} ± {as_float(std):.{d}f}" if math.isfinite(v) else "-"
+
+
 def _objective_std(r, nodes: list[int]) -> float:
     """The std of a re-evaluated objective over the scored `nodes`: that of the generator
-    whose IS the objective is (a rule that picks one, as best and weakest do); else, as
-    for the mean, that of the mean of independent estimates."""
+    (or the mixture) whose IS the objective is (a rule that picks one, as best, weakest
+    and mixture do); else, as for the mean, that of the mean of independent estimates."""
+    if len(nodes) > 1 and as_float(r.get("is_mix")) == r.objective:
+        return as_float(r.get("is_std_mix"))
     for i in nodes:
         if r[f"is_g{i}"] == r.objective:
             return as_float(r.get(f"is_std_g{i}"))
