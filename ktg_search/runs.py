@@ -201,10 +201,11 @@ def aggregate(run_dirs_by_graph: dict[str, list[str | Path]], eval_at: str = "be
     generator's mean IS, epochs, wall time, parameter counts and the run directories.
 
     Columns: graph, k, models, seeds, epochs, eval_at, is_mean, is_std, fid_mean, fid_std,
-    is_mix_mean, is_mix_std (the learning generators' even mixture, Evaluator.score_generators;
-    one learning generator: its own IS), best_node (per run), is_values, fid_values (per run, ';'-joined), is_g<i>, params_g<i>,
-    frozen, compression (largest frozen node's parameters / scored generator's), wall_s
-    (mean per run), diverged (runs), runs (';'-joined run directories)."""
+    is_mix_mean, is_mix_std (the learning generators' even mixture, at its own best or
+    last epoch; one learning generator: its own IS), best_node (per run), is_values,
+    fid_values (per run, ';'-joined), is_g<i>, params_g<i>, frozen, compression (largest
+    frozen node's parameters / scored generator's), wall_s (mean per run), diverged
+    (runs), runs (';'-joined run directories)."""
     import pandas as pd
     if eval_at not in EVAL_AT:
         raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")

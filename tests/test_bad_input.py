@@ -67,7 +67,8 @@ def test_validate_checks_pretrained_files_unless_told_not_to(tmp_path, capsys):
     ({"d_width": 1e6}, "d_width <= 1024"), ({"eval_samples": 1e12}, "eval_samples <="),
     ({"grace_period": 9, "max_epochs": 4}, "grace_period <= max_epochs"),
     ({"dataset": "synthetic:2000000"}, "60000"), ({"lr_g": float("nan")}, "lr_g"),
-    ({"objective": "worst"}, "`objective` is 'worst', but must be one of best, weakest, mean, mixture"),
+    ({"objective": "worst"},
+     "`objective` is 'worst', but must be one of best, weakest, mean, mixture"),
 ])
 def test_search_configs_with_wrong_types_and_ranges(tmp_path, capsys, setting, says):
     conf = tmp_path / "c.json"

@@ -108,9 +108,9 @@ def _score_trial(run: RunView, rank: int, r, data, evaluator, dev: str, bar,
                            "search_objective": float(r.objective)}
     bar.set_postfix(trial=r.trial_id)
     k = trainer.graph.k
+    learning = [i for i in range(k) if i not in trainer.frozen]
     per, mix = evaluator.score_generators([_z_stream(trainer, i) for i in range(k)],
-                                          num_samples=num_samples,
-                                          mixture=[i for i in range(k) if i not in trainer.frozen])
+                                          num_samples=num_samples, mixture=learning)
     for tag, s in [*((f"g{i}", s) for i, s in enumerate(per)), ("mix", mix)]:
         if s is None:
             continue
