@@ -19,7 +19,7 @@ import torch
 
 from .errors import KtgError
 from .graph import Graph
-from .scoring import best_index, last_index, mean_std
+from .scoring import best_index, last_index, mean_std, objective_best
 from .models import count_parameters
 from .fileio import atomic_write_bytes, atomic_write_text
 from .config import recipe_of
@@ -50,6 +50,8 @@ class RunSummary:
     # the training settings the run used (config.recipe_of): a reader sees the recipe
     # without opening the checkpoint; empty in summaries written before recipes
     recipe: dict = field(default_factory=dict)
+    # best IS of the learning generators' even mixture (two or more learners; else NaN)
+    best_is_mix: float = math.nan
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
@@ -106,7 +108,8 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
                          last_fid=last_fid,
                          params=[count_parameters(g) for g in trainer.generators],
                          wall_s=time.perf_counter() - t0, frozen=sorted(trainer.frozen),
-                         recipe=recipe_of(config))
+                         recipe=recipe_of(config),
+                         best_is_mix=objective_best(col("is_mix")))
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     # the graph as it was trained: its file's recipe replaced by the one used
     atomic_write_text(out / "graph.json",
@@ -125,6 +128,10 @@ def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
         fid = f"{fm:.2f} +- {fs:.2f}" if math.isfinite(fm) else "-"
         lines.append(f"| G{i}{tag} | {node.model} | {m:.3f} +- {s:.3f} | {fid} | "
                      f"{summaries[0].params[i] if summaries else 0:,} |")
+    m, s = mean_std([r.best_is_mix for r in summaries])
+    if math.isfinite(m):  # two or more learning generators: what they model together
+        lines.append(f"| mixture | images drawn evenly from the learning generators | "
+                     f"{m:.3f} +- {s:.3f} | - | - |")
     return "\n".join(lines)
 
 

@@ -165,6 +165,18 @@ def test_compare_table_equals_statistics_of_the_run_files(compared):
     # k = 1: the mixture is the generator; k = 2: two generators' images, not the best one's
     assert df.is_mix_mean[0] == pytest.approx(df.is_mean[0])
     assert df.is_mix_mean[1] != pytest.approx(df.is_mean[1])
+    # `ktg train`'s per-seed table: a mixture row for the two learners, none for one
+    for label in ("dcgan-sn", "mad-gan-2"):
+        sums = [runs.RunSummary(**rows_of(d)[1]) for d in compared.run_dirs[label]]
+        table = runs.seed_table(resolve_graph(label), sums)
+        if label == "dcgan-sn":
+            assert "mixture" not in table and all(math.isnan(r.best_is_mix) for r in sums)
+            continue
+        best_mix = [max(float(r["is_mix"]) for r in rows_of(d)[0])
+                    for d in compared.run_dirs[label]]
+        assert [r.best_is_mix for r in sums] == pytest.approx(best_mix)
+        assert (f"| {statistics.fmean(best_mix):.3f} +- {statistics.stdev(best_mix):.3f} |"
+                in table.splitlines()[-1]) and table.splitlines()[-1].startswith("| mixture")
 
 
 # ---- 3. distillation --------------------------------------------------------------------------
