@@ -269,6 +269,7 @@ class ResultsBook:
         for i in range(k):
             row[f"is_best_g{i}"] = float("nan")
             row[f"fid_g{i}"] = float("nan")
+        row["is_mix_best"] = float("nan")  # the learning generators' mixture, best epoch
         if hist:
             row["epochs"] = int(hist[-1]["epoch"])
             good = [h for h in hist if math.isfinite(_finite(h.get("objective_now")))]
@@ -281,6 +282,8 @@ class ResultsBook:
                     vals = [v for v in vals if math.isfinite(v)]
                     row[f"is_best_g{i}"] = max(vals) if vals else float("nan")
                     row[f"fid_g{i}"] = _finite(best.get(f"fid_g{i}"))
+                mix = [v for v in (_finite(h.get("is_mix")) for h in good) if math.isfinite(v)]
+                row["is_mix_best"] = max(mix) if mix else float("nan")
         if error:
             status = "error"
         elif last.get("status") == "error":  # the trainable's own report of bad input
@@ -311,7 +314,7 @@ class ResultsBook:
             orig = by_id.get(r.get("duplicate_of") or "")
             if r["status"] == "duplicate" and orig is not None:
                 for col in ["objective", "best_epoch", "epochs"] + \
-                        [c for c in orig if c.startswith(("is_best_g", "fid_g"))]:
+                        [c for c in orig if c.startswith(("is_best_g", "fid_g", "is_mix"))]:
                     r[col] = orig[col]
         df = pd.DataFrame(rows)
         if not df.empty:

@@ -41,7 +41,7 @@ def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
     for col in ["trial_id", "status", "graph", "graph_key", "n_generators", "transfer",
                 "alpha", "model_0", "model_1", "gate_D_0", "gate_D_1", "gate_0_1", "gate_1_0",
                 "objective", "best_epoch", "epochs", "is_best_g0", "is_best_g1", "fid_g0",
-                "fid_g1", "seed", "wall_s", "error"]:
+                "fid_g1", "is_mix_best", "seed", "wall_s", "error"]:
         assert col in df.columns, col
     assert set(df.status) <= {"completed", "stopped", "diverged", "error", "duplicate",
                               "skipped"}
@@ -54,6 +54,7 @@ def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
         assert r.objective == pytest.approx(best)
         assert r.epochs == h.epoch.max()
         assert r.is_best_g0 == pytest.approx(h.is_g0.max())
+        assert r.is_mix_best == pytest.approx(h.is_mix.max())  # both generators learn
     # completed trials ran max_epochs; stopped ones fewer (ASHA stops at least one of the
     # trials that reach a rung below the median of those before them)
     assert (df[df.status == "completed"].epochs == TINY["max_epochs"]).all()
