@@ -309,9 +309,8 @@ class Trainer(TrainerCheckpoints):
             cursor = [0]
 
             def draw(m: int) -> Tensor:
-                z = z_all[cursor[0]:cursor[0] + m]
                 cursor[0] += m
-                return self.sample(i, m, z=z)
+                return self.sample(i, m, z=z_all[cursor[0] - m:cursor[0]])
             return draw
         per, mix = self.evaluator.score_generators(
             [drawer(i) for i in range(self.graph.k)], num_samples=n,
@@ -332,9 +331,8 @@ class Trainer(TrainerCheckpoints):
         return nodes or list(range(self.graph.k))
 
     def score(self, metrics: dict[str, float]) -> float:
-        """The config's OBJECTIVES rule over the scored nodes' `is_g{i}` and `is_mix` (the
-        learning nodes' mixture: the scored ones when two or more; one is its own); NaN
-        when it has no finite value."""
+        """The OBJECTIVES rule over the scored nodes' `is_g{i}` and `is_mix` (the learning
+        nodes' mixture = the scored ones when two or more; one is its own); may be NaN."""
         nodes = self.scored_nodes()
         mix = metrics.get("is_mix", math.nan) if len(nodes) > 1 else metrics[f"is_g{nodes[0]}"]
         return OBJECTIVES.get(self.config.objective)([metrics[f"is_g{i}"] for i in nodes], mix)
