@@ -188,7 +188,8 @@ def test_an_unknown_objective_flag_names_the_valid_ones(tmp_path, capsys):
               str(tmp_path / "o")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "'worst'" in err and all(f"'{n}'" in err for n in ("best", "weakest", "mean", "mixture"))
+    assert "'worst'" in err and all(f"'{n}'" in err
+                                    for n in ("best", "weakest", "mean", "mixture"))
     assert not (tmp_path / "o").exists()
 
 

@@ -47,17 +47,18 @@ def run(ray_session, tmp_path_factory):
 
 
 class EvalSpy:
-    """Wraps `Evaluator.score_generator` and records how many images each call drew."""
+    """Wraps the evaluator's per-generator draw (`Evaluator._collect`, under both
+    `score_generator` and `score_generators`) and records how many images each drew."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
     def install(self, mp: pytest.MonkeyPatch) -> None:
         from ktg_search import metrics
-        real = metrics.Evaluator.score_generator
+        real = metrics.Evaluator._collect
         spy = self
 
-        def score_generator(ev, sample_fn, num_samples=None, *a, **kw):
+        def collect(ev, sample_fn, num_samples):
             drawn, firsts = [], []
 
             def counting(m, *args, **kwargs):
@@ -65,12 +66,11 @@ class EvalSpy:
                 drawn.append(int(x.shape[0]))
                 firsts.append(x[0].clone())
                 return x
-            out = real(ev, counting, num_samples, *a, **kw)
+            out = real(ev, counting, num_samples)
             spy.calls.append({"num_samples": num_samples, "images": sum(drawn),
-                              "batches": len(drawn), "firsts": firsts,
-                              "result": dict(out)})
+                              "batches": len(drawn), "firsts": firsts})
             return out
-        mp.setattr(metrics.Evaluator, "score_generator", score_generator)
+        mp.setattr(metrics.Evaluator, "_collect", collect)
 
 
 def _build(run, spy: EvalSpy | None = None, **kw):
