@@ -15,6 +15,7 @@ import pytest
 from shared_files import TINY_TRAIN, ktg, refused
 
 from ktg_search.report import build_report
+from ktg_search.results import load_history
 
 SECTION = "Searched graphs against the baselines"
 SEEDS = 2
@@ -29,6 +30,17 @@ def _best_is(run_dir: Path) -> float:
     k = len(summary["params"])
     nodes = [i for i in range(k) if i not in summary["frozen"]] or list(range(k))
     return max(max(float(r[f"is_g{i}"]) for r in rows) for i in nodes)
+
+
+def _mix_is(run_dir: Path) -> float:
+    """The run's mixture IS at its best epoch, from metrics.csv alone: the `is_mix`
+    column with two or more learning generators, the one learner's IS otherwise."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    k = len(summary["params"])
+    if k - len(summary["frozen"]) < 2:
+        return _best_is(run_dir)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return max(float(r["is_mix"]) for r in csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,8 @@ def test_the_section_shows_the_compare_means_and_the_recipe_differences(
     out = build_report(shared_run, out=tmp_path / "rep", baselines=cmp_dir, strict=True,
                        progress=False, only=["ranking", "baselines"])
     sec = _section((out / "report.md").read_text())
-    rows = {r[1]: r for r in _rows(sec) if len(r) == 5}
+    main_rows = [r for r in _rows(sec) if r[0].startswith(("search #", "compare"))]
+    rows = {r[1]: r for r in main_rows}
     # every compare graph: mean (+- std) of the best generator's IS over its seed folders
     labels = sorted(p.name for p in cmp_dir.iterdir() if p.is_dir())
     assert labels == sorted(["dcgan-sn", "searched"])
@@ -79,7 +92,13 @@ def test_the_section_shows_the_compare_means_and_the_recipe_differences(
         mean, std = (float(x) for x in rows[label][2].split("±"))
         assert mean == pytest.approx(statistics.fmean(values), abs=6e-5)
         assert std == pytest.approx(statistics.stdev(values), abs=6e-5)
-        assert rows[label][3] == str(SEEDS) and rows[label][4] == "1"
+        assert rows[label][4] == str(SEEDS) and rows[label][5] == "1"
+        # the mixture column: k = 1 (dcgan-sn) is its own generator, k = 2 its is_mix
+        mixes = [_mix_is(d) for d in sorted((cmp_dir / label).glob("seed*"))]
+        mix_mean, mix_std = (float(x) for x in rows[label][3].split("±"))
+        assert mix_mean == pytest.approx(statistics.fmean(mixes), abs=6e-5)
+        assert mix_std == pytest.approx(statistics.stdev(mixes), abs=6e-5)
+    assert rows["dcgan-sn"][3] == rows["dcgan-sn"][2]
     # the searched graph's compare rows say which searched graph they retrain
     assert rows["searched"][0] == "compare: searched #1"
     assert rows["dcgan-sn"][0] == "compare (baseline)"
@@ -87,11 +106,15 @@ def test_the_section_shows_the_compare_means_and_the_recipe_differences(
     # best IS (what a compare row reports), whatever rule the objective used
     ranked = pd.read_parquet(shared_run / "results.parquet") \
         .sort_values("objective", ascending=False, kind="stable")
-    searched = [r for r in _rows(sec) if r[0].startswith("search #")]
+    searched = [r for r in main_rows if r[0].startswith("search #")]
+    history = load_history(shared_run)
     assert [r[0] for r in searched] == [f"search #{i + 1}" for i in range(len(ranked))]
     assert searched[0][1] == f"trial {best.trial_id} ({best.graph_key})"
     for r, (_, t) in zip(searched, ranked.iterrows()):
         assert float(r[2]) == pytest.approx(max(t.is_best_g0, t.is_best_g1), abs=6e-5)
+        # the trial's best mixture IS over its per-epoch history (both generators learn)
+        mixes = history[history.trial_id == t.trial_id]["is_mix"]
+        assert float(r[3]) == pytest.approx(float(mixes.max()), abs=6e-5)
     # the recipe: lr and epochs differ (0.0003 vs 2e-4, 1 vs max_epochs 2); batch does not
     diffs = {r[0]: r for r in _rows(sec) if len(r) == 4}
     assert diffs["learning rate (G)"][1:3] == ["0.0002", "0.0003"]
@@ -102,7 +125,7 @@ def test_the_section_shows_the_compare_means_and_the_recipe_differences(
     # the paper's ordering: +SN (dcgan-sn) <= searched, +SN's missing steps bridged
     means = {label: [_best_is(d) for d in sorted((cmp_dir / label).glob("seed*"))]
              for label in labels}
-    link = [r for r in _rows(sec) if len(r) == 6]
+    link = [r for r in _rows(sec) if len(r) == 6 and r not in main_rows]
     assert [r[:3] for r in link] == [["+SN <= searched", "dcgan-sn", "searched"]]
     diff = statistics.fmean(means["searched"]) - statistics.fmean(means["dcgan-sn"])
     spread = math.hypot(statistics.stdev(means["searched"]), statistics.stdev(means["dcgan-sn"]))

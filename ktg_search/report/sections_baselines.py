@@ -29,7 +29,11 @@ def baselines(run: RunView, opts: Options, p: Part) -> None:
            "compare scores a run, whatever the objective) next to the rows of a "
            "`ktg compare` table (the best generator's IS at its best epoch, mean ± std "
            "over seeds). The two are only comparable when they trained alike: the "
-           "settings that differ are listed below.")
+           "settings that differ are listed below. The mixture column is what the "
+           "learning generators model together (images drawn from each in turn; a "
+           "single learner is its own mixture): MAD-GAN's D makes its generators split "
+           "the data, so each one's IS can trail a single generator's while their "
+           "mixture does not.")
     if opts.baselines is None:
         raise Missing("no compare folder given (`ktg report RUN --baselines DIR`)")
     try:
@@ -61,14 +65,19 @@ def baselines(run: RunView, opts: Options, p: Part) -> None:
                      # whichever rule the search ranked by
                      _pm(objective_best([as_float(r.get(f"is_best_g{i}"))
                                          for i in run.scored_nodes]), float("nan")),
+                     # NaN (shown "-") for one learning generator, or a run from before
+                     # the mixture was measured
+                     _pm(as_float(r.get("is_mix_best")), float("nan")) or "-",
                      1, int(r.epochs)])
     for _, r in table.iterrows():
         what = f"compare: searched #{retrained[r.graph]}" if r.graph in retrained \
             else "compare (baseline)"
-        rows.append([what, r.graph, _pm(as_float(r.is_mean), as_float(r.is_std)),
+        # compare tables written before the mixture was measured have no such columns
+        mix = _pm(as_float(r.get("is_mix_mean")), as_float(r.get("is_mix_std"))) or "-"
+        rows.append([what, r.graph, _pm(as_float(r.is_mean), as_float(r.is_std)), mix,
                      int(r.seeds), int(r.epochs)])
-    p.table(["source", "graph", "IS of the best generator (mean ± std)", "seeds",
-             "epochs"], rows)
+    p.table(["source", "graph", "IS of the best generator (mean ± std)",
+             "IS of the mixture (mean ± std)", "seeds", "epochs"], rows)
     if not retrained:
         p.text("The folder holds no run of the searched graphs: the searched numbers are "
                "single runs from the search, the baselines' means over seeds.")
