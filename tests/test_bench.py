@@ -83,10 +83,14 @@ def test_the_equivalence_check_can_fail(digits16):
     assert sorted(zw["adam_step_mismatch"]) == [f"G{i}.to_image.weight" for i in range(3)]
 
 
-def test_recipe_case_matches_the_reference_and_the_check_can_fail(digits16, monkeypatch):
-    """The issue-10 recipe (standard-CNN SN D, paper_steps, EMA, resolution-aware alpha):
-    the reference implements each piece itself; dropping one of them there is seen."""
-    cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4, **bench.RECIPE)
+@pytest.mark.parametrize("weighting", ["paper_steps", "uniform"])  # quick's, digits'
+def test_recipe_case_matches_the_reference_and_the_check_can_fail(digits16, monkeypatch,
+                                                                   weighting):
+    """The issue-10 recipe (standard-CNN SN D, either D loss weighting, EMA,
+    resolution-aware alpha): the reference implements each piece itself; dropping one of
+    them there is seen."""
+    cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4,
+                        **{**bench.RECIPE, "d_loss_weighting": weighting})
     batches = bench._batches(digits16, 32, 3, seed=1)
     graph = resolve_graph("through-3-image")
     eq = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
