@@ -19,7 +19,7 @@ from .errors import KtgError, one_of
 if TYPE_CHECKING:  # annotations only: no import at run time
     from torch import Tensor
 
-    from .imagedata import ImageData
+    from .data.imagedata import ImageData
 
 T = TypeVar("T")
 
@@ -162,10 +162,10 @@ OBJECTIVES: Registry[Callable[[Sequence[float], float], float]] = Registry("obje
 # ---- built-ins -------------------------------------------------------------------------
 # Imported here, at the bottom, so that `registry` is complete before any implementation
 # module is read, and so that adding a built-in is one line in one file.
-from . import gates as _gates  # noqa: E402
-from . import losses as _losses  # noqa: E402
-from . import models as _models  # noqa: E402
-from . import scoring as _scoring  # noqa: E402
+from .method import gates as _gates  # noqa: E402
+from .method import losses as _losses  # noqa: E402
+from .method import models as _models  # noqa: E402
+from .method import scoring as _scoring  # noqa: E402
 
 GATES.register("through", Gate(_gates.through), "passes the loss unchanged: a")
 GATES.register("cutoff", Gate(_gates.cutoff), "blocks the edge; the loss is never computed: 0")
@@ -196,8 +196,8 @@ DISCRIMINATORS.register("bn-cnn", _models.cnn_discriminator("bn"),
 DISCRIMINATORS.register("sn-resnet", _models.ResNetDiscriminator,
                         "SN-GAN's ResNet discriminator (global sum pooling), spectral norm")
 
-from . import datasets as _data  # noqa: E402
-from . import extractors as _metrics  # noqa: E402
+from .data import datasets as _data  # noqa: E402
+from .data import extractors as _metrics  # noqa: E402
 
 DATASETS.register("digits", DataSet(_data.load_digits),
                   "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")

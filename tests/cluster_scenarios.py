@@ -23,10 +23,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ktg_search.results import load_history, load_results, read_journal  # noqa: E402
-from ktg_search.ledger import ledger_name  # noqa: E402
-from ktg_search.config import SearchConfig  # noqa: E402
-from ktg_search.search import run_search  # noqa: E402
+from ktg_search.results.book import load_history, load_results, read_journal  # noqa: E402
+from ktg_search.search.ledger import ledger_name  # noqa: E402
+from ktg_search.search.config import SearchConfig  # noqa: E402
+from ktg_search.search.driver import run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff"], eval_samples=100, max_iters_per_epoch=6,

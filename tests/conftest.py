@@ -25,13 +25,13 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def digits16():
-    from ktg_search.data import load_dataset
+    from ktg_search.data.loading import load_dataset
     return load_dataset("digits", 16)
 
 
 @pytest.fixture(scope="session")
 def evaluator16(digits16):
-    from ktg_search.metrics import Evaluator
+    from ktg_search.data.metrics import Evaluator
     return Evaluator(digits16, extractor="classifier", num_samples=500, fid=True,
                      device="cpu")
 

@@ -57,11 +57,11 @@ def poisoned_checkpoint(path: Path, marker: Path, shell: bool = False,
 def make_run(root: Path, name: str = "run") -> Path:
     """A finished two-trial run directory: run.json, results.parquet, history.parquet and
     one `checkpoint_000000/trainer.pt` per trial, as a search writes them."""
-    from ktg_search.data import load_dataset
-    from ktg_search.metrics import Evaluator
-    from ktg_search.results import ResultsBook
-    from ktg_search.config import SearchConfig
-    from ktg_search.training import Trainer
+    from ktg_search.data.loading import load_dataset
+    from ktg_search.data.metrics import Evaluator
+    from ktg_search.results.book import ResultsBook
+    from ktg_search.search.config import SearchConfig
+    from ktg_search.method.training import Trainer
     cfg = SearchConfig.from_dict(dict(TINY))
     run = root / name
     run.mkdir(parents=True)

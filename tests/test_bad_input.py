@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ktg_search.cli import build_parser
-from ktg_search.graph import resolve_graph
-from ktg_search.config import load_preset
-from ktg_search.trainconfig import TrainConfig
-from ktg_search.training import Trainer
+from ktg_search.method.graph import resolve_graph
+from ktg_search.search.config import load_preset
+from ktg_search.method.trainconfig import TrainConfig
+from ktg_search.method.training import Trainer
 from shared_files import TINY_TRAIN, ktg, refused
 
 
@@ -46,7 +46,7 @@ def test_validate_checks_pretrained_files_unless_told_not_to(tmp_path, capsys):
     refused(code, err, str(tmp_path / "teacher.pt"), "--no-files")
     assert ktg(["validate", path, "--no-files"], capsys)[0] == 0
     # a real checkpoint of another model is named too
-    from ktg_search.graph import Graph
+    from ktg_search.method.graph import Graph
     medium = Graph.build(["dcgan-medium"], {("D", 0): "through"})
     Trainer(medium, TrainConfig(device="cpu")).export_generator(0, tmp_path / "teacher.pt")
     code, _, err = ktg(["validate", path], capsys)
@@ -92,7 +92,7 @@ def test_every_train_field_a_search_sets_is_reachable_with_set():
     chosen from the field's declared check, arrives in the search's `train` section, by
     its flat key (`lr_g`, and `max_epochs` for `epochs`) and by its section key
     (`train.lr_g`). A TrainConfig field that `--set` cannot reach fails here."""
-    from ktg_search.checks import field_checks
+    from ktg_search.files.checks import field_checks
     checks = field_checks(TrainConfig)
     aliases = {"epochs": "max_epochs"}  # a search trains up to max_epochs
     base = load_preset("quick")
@@ -214,8 +214,8 @@ def test_every_writing_command_takes_o_out_and_the_old_spelling():
 
 # ---- the checkpoints ktg writes are plain data -------------------------------------------------
 def test_checkpoints_ktg_writes_load_with_weights_only(tmp_path, digits16, evaluator16):
-    from ktg_search.extractors import classifier_path
-    from ktg_search.safeload import load_checkpoint
+    from ktg_search.data.extractors import classifier_path
+    from ktg_search.files.safeload import load_checkpoint
     cfg = TrainConfig(device="cpu", batch_size=32, epochs=1, eval_samples=20,
                       max_iters_per_epoch=2, d_width=8)
     t = Trainer(resolve_graph("mad-gan-2"), cfg, data=digits16, evaluator=evaluator16)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ktg_search import bench, reference
-from ktg_search.graph import resolve_graph
-from ktg_search.models import SNDiscriminator, same_sigma
+from ktg_search.studies import bench
+from ktg_search.method import reference
+from ktg_search.method.graph import resolve_graph
+from ktg_search.method.models import SNDiscriminator, same_sigma
 
 
 def test_same_sigma_stops_the_power_iteration_only_inside():

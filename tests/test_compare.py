@@ -15,17 +15,17 @@ import pandas as pd
 import pytest
 import torch
 
-import ktg_search.runs as runs
+import ktg_search.results.runs as runs
 from ktg_search import cli
-from ktg_search.compare import compare
-from ktg_search.runs import aggregate
-from ktg_search.teachers import apply_teacher
+from ktg_search.studies.compare import compare
+from ktg_search.results.runs import aggregate
+from ktg_search.method.teachers import apply_teacher
 from ktg_search.errors import KtgError
-from ktg_search.graph import builtin_graphs, resolve_graph
-from ktg_search.models import count_parameters
+from ktg_search.method.graph import builtin_graphs, resolve_graph
+from ktg_search.method.models import count_parameters
 from ktg_search.registry import GENERATORS
-from ktg_search.trainconfig import TrainConfig
-from ktg_search.training import Trainer
+from ktg_search.method.trainconfig import TrainConfig
+from ktg_search.method.training import Trainer
 
 torch.set_num_threads(2)
 

@@ -13,18 +13,12 @@ import pytest
 from shared_files import ktg, refused
 
 import ktg_search
-from ktg_search.config import (
-    ALIASES,
-    SECTIONS,
-    SearchConfig,
-    load_config_file,
-    load_preset,
-    presets,
-)
+from ktg_search.search.config import (ALIASES, SECTIONS, SearchConfig, load_config_file,
+                                      load_preset, presets)
 from ktg_search.errors import KtgError
-from ktg_search.runinfo import read_run_info, resume_info
-from ktg_search.space import SpaceSpec
-from ktg_search.trainconfig import TrainConfig
+from ktg_search.search.runinfo import read_run_info, resume_info
+from ktg_search.search.space import SpaceSpec
+from ktg_search.method.trainconfig import TrainConfig
 
 # the `config` of a run.json as ktg wrote it before the sections (the quick preset,
 # dataclasses.asdict of the flat SearchConfig of commit 56c7fe6)
@@ -66,7 +60,7 @@ def test_the_sections_are_a_trainconfig_and_a_spacespec():
     assert isinstance(cfg.train, TrainConfig) and isinstance(cfg.space, SpaceSpec)
     # each section's values are the file's (read here as plain JSON); a search trains
     # each graph for at most train.epochs
-    raw = json.loads((Path(ktg_search.__file__).parent / "presets" / "quick.json").read_text())
+    raw = json.loads((Path(ktg_search.__file__).parent / "search" / "presets" / "quick.json").read_text())
     assert cfg.train.epochs == raw["train"]["epochs"] and cfg.space.k == raw["space"]["k"]
     assert cfg.num_trials == raw["num_trials"] and cfg.grace_period == raw["grace_period"]
     assert cfg.space.alpha_values == tuple(raw["space"]["alphas"])
@@ -196,7 +190,7 @@ def test_alpha_and_alphas_stay_as_written():
 def test_the_listing_commands_show_every_preset_and_graph(capsys):
     """`ktg presets` / `ktg graphs --format json`: one row per file, values read from it."""
     from ktg_search.cli import main
-    from ktg_search.graph import builtin_graphs
+    from ktg_search.method.graph import builtin_graphs
     assert main(["presets", "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(presets())

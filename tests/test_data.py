@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ktg_search.data import dataset_names, load_dataset
-from ktg_search.imagedata import ImageData, cache_dir, data_root
+from ktg_search.data.loading import dataset_names, load_dataset
+from ktg_search.data.imagedata import ImageData, cache_dir, data_root
 from ktg_search.errors import KtgError
 from ktg_search.registry import DATASETS
 

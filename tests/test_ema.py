@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from ktg_search.ema import GeneratorEMA
-from ktg_search.graph import resolve_graph
-from ktg_search.trainconfig import TrainConfig
-from ktg_search.training import Trainer
+from ktg_search.method.ema import GeneratorEMA
+from ktg_search.method.graph import resolve_graph
+from ktg_search.method.trainconfig import TrainConfig
+from ktg_search.method.training import Trainer
 
 torch.set_num_threads(1)
 

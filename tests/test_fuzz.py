@@ -21,8 +21,8 @@ from fuzz_inputs import (GRAPH, config_mutations, graph_mutations, junk_bytes,
                          table_mutations, truncations, with_setting)
 from ktg_search.cli import main
 from ktg_search.errors import KtgError
-from ktg_search.results import HISTORY_COLUMNS, RESULTS_COLUMNS
-from ktg_search.config import SearchConfig, load_config_file, load_preset
+from ktg_search.results.book import HISTORY_COLUMNS, RESULTS_COLUMNS
+from ktg_search.search.config import SearchConfig, load_config_file, load_preset
 from shared_files import TINY
 
 NO_RAY = "no-such-ray-host:1"
@@ -166,7 +166,7 @@ def _pq(df) -> bytes:
 
 def _library_refuses(argv: list[str], d: Path) -> bool:
     """For search inputs: the library refuses it (so the CLI cannot start Ray)."""
-    from ktg_search.runinfo import read_run_info
+    from ktg_search.search.runinfo import read_run_info
     try:
         if "--config" in argv:
             load_config_file(argv[argv.index("--config") + 1])

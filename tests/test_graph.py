@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ktg_search.errors import KtgError
-from ktg_search.graph import Graph, Node, builtin_graphs, resolve_graph
+from ktg_search.method.graph import Graph, Node, builtin_graphs, resolve_graph
 from ktg_search.registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 
 torch.set_num_threads(1)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ktg_search.losses import (discriminator_loss, feature_transfer_loss,
-                               generator_adversarial_loss, image_transfer_loss)
+from ktg_search.method.losses import (discriminator_loss, feature_transfer_loss,
+                                      generator_adversarial_loss, image_transfer_loss)
 from ktg_search.registry import GENERATORS, TRANSFERS
 
 torch.set_num_threads(1)

@@ -17,11 +17,11 @@ import pytest
 import scipy.linalg
 import torch
 
-from ktg_search import extractors, metrics
-from ktg_search.data import load_dataset
-from ktg_search.imagedata import cache_dir
+from ktg_search.data import extractors, metrics
+from ktg_search.data.loading import load_dataset
+from ktg_search.data.imagedata import cache_dir
 from ktg_search.errors import KtgError
-from ktg_search.metrics import Evaluator, get_extractor, to_uint8
+from ktg_search.data.metrics import Evaluator, get_extractor, to_uint8
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from ktg_search.cli import main
-from ktg_search.progress import snapshot
-from ktg_search.results import ResultsBook
+from ktg_search.search.progress import snapshot
+from ktg_search.results.book import ResultsBook
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=5, max_epochs=2, grace_period=1, reduction_factor=2,
@@ -123,7 +123,7 @@ def test_a_search_whose_every_trial_fails_exits_non_zero(ray_session, tmp_path, 
                str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1 and "every trial failed (2 of 2)" in err and "batch_size" in err
-    from ktg_search.results import load_results
+    from ktg_search.results.book import load_results
     df = load_results(tmp_path / "f")
     # the second trial samples the same graph; its original failed, so it trains it
     assert list(df.status) == ["error", "error"]

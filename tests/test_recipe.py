@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from shared_files import ktg, refused
 
-from ktg_search.config import MACHINE_FIELDS, RECIPE_FIELDS, load_preset, recipe_of
-from ktg_search.graph import resolve_graph
-from ktg_search.safeload import load_checkpoint
+from ktg_search.search.config import MACHINE_FIELDS, RECIPE_FIELDS, load_preset, recipe_of
+from ktg_search.method.graph import resolve_graph
+from ktg_search.files.safeload import load_checkpoint
 
 # machine-local flags only: the training settings come from the recipe under test
 MACHINE = ["--device", "cpu", "--max-iters-per-epoch", "1"]
@@ -173,7 +173,7 @@ def test_ktg_presets_does_not_import_ray():
     code = ("import sys\n"
             "from ktg_search.cli import main\n"
             "assert main(['presets']) == 0\n"
-            "import ktg_search.config\n"
+            "import ktg_search.search.config\n"
             "loaded = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n"
             "assert not loaded, loaded[:5]\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -17,9 +17,9 @@ import torch
 from ktg_search.errors import KtgError
 from ktg_search.report import (REEVAL_FILE, add_report_parser, asha_rungs, build_report,
                                gate_shares, restore_best)
-from ktg_search.results import load_history, load_results
-from ktg_search.config import SearchConfig
-from ktg_search.search import run_search
+from ktg_search.results.book import load_history, load_results
+from ktg_search.search.config import SearchConfig
+from ktg_search.search.driver import run_search
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "cutoff", "linear_up"], num_trials=10, max_epochs=3,
@@ -33,7 +33,7 @@ REEVAL_TOP = 2
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
     import ray
-    from ktg_search.ledger import start_ledger
+    from ktg_search.search.ledger import start_ledger
     root = tmp_path_factory.mktemp("report-runs")
     # Hold a handle on the search's duplicate ledger (run_search drops its own, and Ray
     # then collects the actor: every trial fails to find it). This file tests the
@@ -54,7 +54,7 @@ class EvalSpy:
         self.calls: list[dict] = []
 
     def install(self, mp: pytest.MonkeyPatch) -> None:
-        from ktg_search import metrics
+        from ktg_search.data import metrics
         real = metrics.Evaluator._collect
         spy = self
 
@@ -204,8 +204,8 @@ def test_reevaluation_uses_the_requested_sample_count(run, report):
 def test_reevaluated_weights_are_the_best_epochs(run, report):
     """Scored again with the search's own z and sample count, the restored weights give
     the history's IS of the best epoch (not of the last epoch)."""
-    from ktg_search.data import load_dataset
-    from ktg_search.metrics import Evaluator
+    from ktg_search.data.loading import load_dataset
+    from ktg_search.data.metrics import Evaluator
     df, hist = load_results(run), load_history(run)
     data = load_dataset("digits", 16)
     ev = Evaluator(data, num_samples=TINY["eval_samples"], fid=True, device="cpu")

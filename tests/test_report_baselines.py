@@ -15,7 +15,7 @@ import pytest
 from shared_files import TINY_TRAIN, ktg, refused
 
 from ktg_search.report import build_report
-from ktg_search.results import load_history
+from ktg_search.results.book import load_history
 
 SECTION = "Searched graphs against the baselines"
 SEEDS = 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ktg_search.results import ResultsBook, load_history, load_results, read_journal
+from ktg_search.results.book import ResultsBook, load_history, load_results, read_journal
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=10, max_epochs=3, grace_period=1, reduction_factor=2,
@@ -119,7 +119,7 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
 
 # ---- the parts, one at a time -------------------------------------------------------------
 def _book(tmp_path, **over):
-    from ktg_search.config import SearchConfig
+    from ktg_search.search.config import SearchConfig
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     (run / "run.json").write_text("{}")
@@ -152,8 +152,8 @@ def test_a_torn_journal_line_loses_nothing_before_or_after_it(tmp_path):
 
 
 def _searcher(tmp_path, reruns=None):
-    from ktg_search.config import SearchConfig
-    from ktg_search.study import StudySearcher, open_optuna_storage
+    from ktg_search.search.config import SearchConfig
+    from ktg_search.search.study import StudySearcher, open_optuna_storage
     space = SearchConfig.from_dict(TINY).space
     storage = open_optuna_storage(f"sqlite:///{tmp_path / 'study.db'}")
     s = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
@@ -184,8 +184,8 @@ def test_the_study_records_every_outcome_and_each_epoch_once(tmp_path):
 
 
 def test_plan_resume_rebuilds_rows_and_reruns_from_the_journal_and_study(tmp_path):
-    from ktg_search.resume import plan_resume
-    from ktg_search.study import Rerun
+    from ktg_search.search.resume import plan_resume
+    from ktg_search.search.study import Rerun
     book = _book(tmp_path)
     s, storage = _searcher(tmp_path)
     ids = ["told_no_row", "row_not_told", "running", "asked_only"]
@@ -238,7 +238,7 @@ def test_resumed_asha_cuts_at_the_percentile_of_the_seeded_rung():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from ktg_search.resume import ResumableASHA
+    from ktg_search.search.resume import ResumableASHA
     values = {f"t{i}": v for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 5.0])}
     sched = ResumableASHA(time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2)
     sched.seed({tid: [(1, v), (2, v + 0.1)] for tid, v in values.items()})
@@ -260,8 +260,8 @@ def test_resumed_asha_cuts_at_the_percentile_of_the_seeded_rung():
 
 def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
     from ktg_search.errors import KtgError
-    from ktg_search.runinfo import resume_info as read_run_info
-    from ktg_search.config import SearchConfig
+    from ktg_search.search.runinfo import resume_info as read_run_info
+    from ktg_search.search.config import SearchConfig
     run = tmp_path / "copied-run"
     run.mkdir()
     base = {"name": "x", "config": SearchConfig.from_dict(TINY).to_dict(), "study_name": "x",
@@ -282,7 +282,7 @@ def test_a_received_run_json_cannot_redirect_the_resume(tmp_path):
 
 
 def test_a_trial_killed_half_sampled_is_completed_as_the_same_optuna_trial(tmp_path):
-    from ktg_search.resume import plan_resume
+    from ktg_search.search.resume import plan_resume
     book = _book(tmp_path)
     s, storage = _searcher(tmp_path)
     study = optuna.load_study(study_name="s", storage=storage)

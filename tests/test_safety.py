@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ktg_search.errors import KtgError
-from ktg_search.graph import resolve_graph
+from ktg_search.method.graph import resolve_graph
 from shared_files import (TINY_TRAIN, ktg, png_header, poisoned_checkpoint, refused,
                           tree)
 
@@ -55,8 +55,8 @@ def test_1_train_refuses_a_poisoned_teacher_and_runs_nothing(tmp_path, capsys, s
 
 
 def test_1_truncated_teacher_is_a_message(tmp_path, capsys):
-    from ktg_search.trainconfig import TrainConfig
-    from ktg_search.training import Trainer
+    from ktg_search.method.trainconfig import TrainConfig
+    from ktg_search.method.training import Trainer
     t = Trainer(resolve_graph("dcgan-sn"), TrainConfig(device="cpu", eval_samples=10))
     t.export_generator(0, tmp_path / "t.pt")
     whole = (tmp_path / "t.pt").read_bytes()
@@ -83,15 +83,15 @@ def test_2_report_refuses_poisoned_trial_checkpoints(run, tmp_path, capsys, reev
     assert "refused" in samples and "trainer.pt" in samples
     if reeval:
         assert md.count("was refused") >= 3  # both re-evaluations and the samples
-    from ktg_search.training import Trainer
+    from ktg_search.method.training import Trainer
     with pytest.raises(KtgError, match="refused"):
         Trainer.restore(next(run.glob("*/checkpoint_*/trainer.pt")))
     assert not marker.exists()
 
 
 def test_5_inception_weights_are_loaded_as_data(run, tmp_path, capsys):
-    from ktg_search.data import load_dataset
-    from ktg_search.metrics import get_extractor
+    from ktg_search.data.loading import load_dataset
+    from ktg_search.data.metrics import get_extractor
     marker = tmp_path / "PWNED"
     weights = poisoned_checkpoint(tmp_path / "w.pth", marker,
                                   inner={"fc.weight": torch.zeros(1008, 2048)})

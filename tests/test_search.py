@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from ktg_search.cli import main
-from ktg_search.graph import Graph
-from ktg_search.results import load_history, load_results
-from ktg_search.config import SearchConfig, load_preset
-from ktg_search.search import run_search
+from ktg_search.method.graph import Graph
+from ktg_search.results.book import load_history, load_results
+from ktg_search.search.config import SearchConfig, load_preset
+from ktg_search.search.driver import run_search
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=10, max_epochs=3, grace_period=1, reduction_factor=2,

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from ktg_search.errors import KtgError
-from ktg_search.space import SpaceSpec, graph_from_params
+from ktg_search.search.space import SpaceSpec, graph_from_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from ktg_search.graph import Graph, resolve_graph
-from ktg_search.trainconfig import TrainConfig
-from ktg_search.training import Trainer
+from ktg_search.method.graph import Graph, resolve_graph
+from ktg_search.method.trainconfig import TrainConfig
+from ktg_search.method.training import Trainer
 
 torch.set_num_threads(2)
 
@@ -106,7 +106,7 @@ def test_evaluation_scores_the_learning_generators_mixture(digits16, evaluator16
     """`is_mix`: image j from learning generator j mod m, on the evaluation's z_j; checked
     against the evaluator on images interleaved here. A frozen teacher is not part of it,
     and one learning generator has no mixture row (it is the mixture)."""
-    from ktg_search.training import EVAL_SEED
+    from ktg_search.method.training import EVAL_SEED
     t = Trainer(resolve_graph("through-3"), cfg(epochs=1), data=digits16,
                 evaluator=evaluator16)
     t.train_epoch()
@@ -187,7 +187,7 @@ def test_the_mixture_objective_of_one_scored_generator_is_its_own_is(digits16, e
 
 
 def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best():
-    from ktg_search.scoring import objective_best, objective_mean, objective_weakest
+    from ktg_search.method.scoring import objective_best, objective_mean, objective_weakest
     nan = float("nan")
     assert objective_best([2.0, nan, 3.0]) == 3.0
     assert math.isnan(objective_weakest([2.0, nan, 3.0]))
@@ -195,7 +195,7 @@ def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best
     assert objective_mean([1.0, 2.0, 4.5]) == pytest.approx(2.5)
     assert objective_weakest([4.0, 1.5, 3.0]) == 1.5
     assert all(math.isnan(f([])) for f in (objective_best, objective_weakest, objective_mean))
-    from ktg_search.scoring import objective_mixture
+    from ktg_search.method.scoring import objective_mixture
     assert objective_mixture([1.0, 6.0], 4.25) == 4.25      # the mixture, not the parts
     assert math.isnan(objective_mixture([5.0, 6.0])) and math.isnan(objective_mixture([], nan))
     assert objective_best([2.0, 3.0], 9.0) == 3.0           # the others ignore it
@@ -301,7 +301,7 @@ def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, ga
     # each step: the D step over real + 2 fake parts, then the G step over the judged parts
     assert sizes == [3 * b, judged * b] * len(batches)
     # and the losses are those of the literal reference, which runs D on every generator
-    from ktg_search import reference
+    from ktg_search.method import reference
     eq = reference.equivalence(g, cfg(), digits16, batches, stepwise=True)
     assert eq["max_loss_diff"] < 1e-4 and not eq["adam_step_mismatch"]
 
@@ -313,18 +313,18 @@ def test_d_judges_only_the_images_an_active_edge_reads(digits16, evaluator16, ga
     ("bn", "sn", "bn"), ("bn-cnn", "sn", "bn"), ("sn", "bn", "sn")])
 def test_recipe_discriminator_rule(graph_d, recipe_d, built):
     # the graph keeps its normalisation, the recipe gives the architecture
-    from ktg_search.trainconfig import effective_discriminator
+    from ktg_search.method.trainconfig import effective_discriminator
     assert effective_discriminator(graph_d, recipe_d) == built
 
 
 def test_recipe_discriminator_without_a_twin_is_one_clear_message():
-    from ktg_search.trainconfig import effective_discriminator
+    from ktg_search.method.trainconfig import effective_discriminator
     with pytest.raises(Exception, match="'sn-resnet' has no 'bn' twin.*'bn-resnet'"):
         effective_discriminator("bn", "sn-resnet")
 
 
 def test_baselines_train_with_the_recipes_discriminator(digits16, evaluator16):
-    from ktg_search.models import CNNDiscriminator, SNDiscriminator
+    from ktg_search.method.models import CNNDiscriminator, SNDiscriminator
     from torch import nn
     sn = Trainer(resolve_graph("dcgan-sn"), cfg(discriminator="sn-cnn", d_width=8),
                  data=digits16, evaluator=evaluator16)

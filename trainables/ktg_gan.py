@@ -25,14 +25,14 @@ import torch
 from ray import tune
 
 from ktg_search.errors import KtgError
-from ktg_search.ledger import ledger_name
-from ktg_search.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
-from ktg_search.safeload import load_checkpoint
-from ktg_search.config import SearchConfig
-from ktg_search.space import can_learn
-from ktg_search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
-from ktg_search.training import Trainer
-from ktg_search.workers import data_and_evaluator
+from ktg_search.search.ledger import ledger_name
+from ktg_search.files.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
+from ktg_search.files.safeload import load_checkpoint
+from ktg_search.search.config import SearchConfig
+from ktg_search.search.space import can_learn
+from ktg_search.search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
+from ktg_search.method.training import Trainer
+from ktg_search.search.workers import data_and_evaluator
 
 def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
     """Load the newest readable checkpoint of this graph; False when there is none (a
@@ -43,7 +43,7 @@ def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
             with ckpt.as_directory() as d:
                 # loaded as data: tensors and plain values only (safeload.py)
                 state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
-            from ktg_search.graph import Graph
+            from ktg_search.method.graph import Graph
             if Graph.from_dict(state["graph"]).canonical_key() != key:
                 continue
             trainer.load_state_dict(state)

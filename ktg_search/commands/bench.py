@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench import format_bench, run_bench
+    from ..studies.bench import format_bench, run_bench
     if not 1 <= args.steps <= MAX_BENCH_STEPS:
         raise KtgError(f"The value of `--steps` is {args.steps}, but must be an integer with "
                        f"1 <= --steps <= {MAX_BENCH_STEPS}")

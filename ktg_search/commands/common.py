@@ -56,7 +56,7 @@ def check_seeds(seeds: int) -> None:
 
 def check_dataset(name: str) -> None:
     from .. import registry  # noqa: F401  (the data set loaders registered)
-    from ..data import check_dataset_name
+    from ..data.loading import check_dataset_name
     check_dataset_name(name)
 
 
@@ -80,7 +80,7 @@ _ARG_TYPES = {"int": int, "float": float, "text": str, "device": str}
 
 
 def _dataset_help() -> str:
-    from ..data import dataset_names
+    from ..data.loading import dataset_names
     return "one of " + ", ".join(dataset_names())
 
 
@@ -89,9 +89,9 @@ def add_training_args(sp: argparse.ArgumentParser, preset: bool = False) -> None
     TrainConfig's fields (table above); `preset` adds `--preset NAME`."""
     from dataclasses import MISSING, fields
 
-    from ..trainconfig import TrainConfig
+    from ..method.trainconfig import TrainConfig
     if preset:
-        from ..config import presets
+        from ..search.config import presets
         sp.add_argument("--preset", metavar="NAME",
                         help="take the training settings of this search preset ("
                              + ", ".join(presets()) + "); flags still override them")
@@ -135,7 +135,7 @@ def given_flags(args) -> dict:
     """The TrainConfig fields the user set with a flag (table above), by field name."""
     from dataclasses import fields
 
-    from ..trainconfig import TrainConfig
+    from ..method.trainconfig import TrainConfig
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _NO_FLAG and getattr(args, f.name, None) is not None}
     if getattr(args, "lr", None) is not None:
@@ -155,7 +155,7 @@ def base_recipe(args, graph_recipe: dict | None = None, graph_where: str = "") \
     defaults). Flags > --preset > graph recipe > defaults."""
     name = getattr(args, "preset", None)
     if name is not None:
-        from ..config import preset_recipe, presets
+        from ..search.config import preset_recipe, presets
         if name not in presets():
             raise KtgError(f"--preset {name[:80]!r} is unknown; valid: "
                            f"{', '.join(presets())}")
@@ -168,7 +168,7 @@ def base_recipe(args, graph_recipe: dict | None = None, graph_where: str = "") \
 def recipe_line(source: str, args) -> str:
     """One line for the person running: which recipe, and which of its settings flags
     override (machine-local flags such as --device are no part of a recipe)."""
-    from ..config import RECIPE_FIELDS
+    from ..search.config import RECIPE_FIELDS
     given = sorted(k for k in given_flags(args) if k in RECIPE_FIELDS)
     return (f"recipe: {source}" + (f"; flags override: {', '.join(given)}" if given
                                    else ""))
@@ -177,7 +177,7 @@ def recipe_line(source: str, args) -> str:
 def train_config(args, seed: int, recipe: dict | None = None):
     """The TrainConfig of one run: the flags given, over `recipe` (see `base_recipe`),
     over TrainConfig's defaults; every field checked (KtgError naming a bad one)."""
-    from ..trainconfig import TrainConfig
+    from ..method.trainconfig import TrainConfig
     d = {**(recipe or {}), **given_flags(args), "seed": seed}
     cfg = TrainConfig(**d)
     cfg.validate()

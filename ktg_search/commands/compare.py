@@ -6,8 +6,8 @@ from .common import add_training_args, base_recipe, recipe_line, train_config
 
 
 def add_parser(sub) -> None:
-    from ..outputs import add_out_args
-    from ..runs import EVAL_AT
+    from ..files.outputs import add_out_args
+    from ..results.runs import EVAL_AT
     sp = sub.add_parser(
         "compare", help="train graphs over several seeds; one table of IS / FID mean +- std",
         description="Train every GRAPH with every seed (independent runs, in parallel on "
@@ -35,10 +35,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compare import compare
-    from ..runs import TABLE_CSV, TABLE_MD
-    from ..config import check_recipe
-    from ..graph import resolve_graph
+    from ..studies.compare import compare
+    from ..results.runs import TABLE_CSV, TABLE_MD
+    from ..search.config import check_recipe
+    from ..method.graph import resolve_graph
     # one table needs one recipe: --preset and flags (not the graphs' own recipes, which
     # may differ); a graph file's recipe is still checked, as every field read from a file
     for spec in args.graphs:

@@ -9,7 +9,7 @@ from ..errors import KtgError
 
 
 def add_parser(sub) -> None:
-    from ..outputs import add_out_args
+    from ..files.outputs import add_out_args
     sp = sub.add_parser("export", help="write a trial's graph as a graph file")
     sp.add_argument("run", help="a run directory")
     who = sp.add_mutually_exclusive_group(required=True)
@@ -20,12 +20,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import recipe_of
-    from ..graph import Graph
-    from ..outputs import output_file
-    from ..results import load_results
-    from ..scoring import objective_rule
-    from ..runinfo import read_run_info
+    from ..search.config import recipe_of
+    from ..method.graph import Graph
+    from ..files.outputs import output_file
+    from ..results.book import load_results
+    from ..method.scoring import objective_rule
+    from ..search.runinfo import read_run_info
     out = output_file(args.out, args.force)
     df = load_results(args.run)
     info = read_run_info(args.run)  # run.json, every field checked

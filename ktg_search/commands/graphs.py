@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
 
 
 def rows() -> list[dict]:
-    from ..graph import Graph, builtin_graphs
+    from ..method.graph import Graph, builtin_graphs
     out = []
     for name, path in builtin_graphs().items():
         g = Graph.load(path)

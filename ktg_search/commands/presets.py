@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
 
 
 def rows() -> list[dict]:
-    from ..config import load_preset, preset_description, presets
+    from ..search.config import load_preset, preset_description, presets
     out = []
     for name in presets():
         c = load_preset(name)

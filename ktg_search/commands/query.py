@@ -20,10 +20,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..results import load_results
+    from ..results.book import load_results
     df = load_results(args.run)
     if args.where is not None:
-        from ..where import filter_rows
+        from ..results.where import filter_rows
         df = filter_rows(df, args.where)  # our own small language: never Python
     if args.sort:
         if args.sort not in df.columns:

@@ -30,9 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..results import load_results
-    from ..config import SearchConfig, load_config_file, load_preset
-    from ..search import run_search
+    from ..results.book import load_results
+    from ..search.config import SearchConfig, load_config_file, load_preset
+    from ..search.driver import run_search
     if args.resume:
         run_dir = run_search(SearchConfig(), resume=args.resume, address=args.address,
                              verbose=args.verbose,

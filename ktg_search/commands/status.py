@@ -12,5 +12,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..status import run_status
+    from ..search.status import run_status
     return run_status(args.run, watch=args.watch, top=args.top)

@@ -6,12 +6,12 @@ import shutil
 from pathlib import Path
 
 from ..errors import KtgError
-from .common import add_training_args, base_recipe, check_seeds, epoch_bar, recipe_line, \
-    train_config
+from .common import (add_training_args, base_recipe, check_seeds, epoch_bar, recipe_line,
+                     train_config)
 
 
 def add_parser(sub) -> None:
-    from ..outputs import add_out_args
+    from ..files.outputs import add_out_args
     sp = sub.add_parser("train", help="train one graph on a data set with several seeds")
     sp.add_argument("graph", help="a graph JSON file or a built-in graph name")
     add_training_args(sp, preset=True)
@@ -24,12 +24,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import load_dataset
-    from ..graph import resolve_graph
-    from ..metrics import Evaluator
-    from ..outputs import output_folder
-    from ..runs import seed_table, train_one
-    from ..config import check_recipe
+    from ..data.loading import load_dataset
+    from ..method.graph import resolve_graph
+    from ..data.metrics import Evaluator
+    from ..files.outputs import output_folder
+    from ..results.runs import seed_table, train_one
+    from ..search.config import check_recipe
     check_seeds(args.seeds)
     graph = resolve_graph(args.graph)
     # the graph's recipe is checked even when --preset or flags replace it: a graph file
@@ -38,7 +38,7 @@ def run(args) -> int:
         check_recipe(graph.recipe, where=f"{args.graph}: recipe")
     base, source = base_recipe(args, recipe, str(args.graph))
     if args.teacher:
-        from ..teachers import apply_teacher
+        from ..method.teachers import apply_teacher
         if not Path(args.teacher).expanduser().is_file():
             raise KtgError(f"--teacher {args.teacher!r} does not exist; valid: a checkpoint "
                            f"file written by `ktg pretrain --model M --dataset D -o PATH`")
@@ -53,7 +53,7 @@ def run(args) -> int:
     evaluator = Evaluator(data, extractor=cfg0.extractor, num_samples=cfg0.eval_samples,
                           fid=cfg0.fid, device="cpu" if cfg0.device == "auto"
                           else cfg0.device, inception_weights=cfg0.inception_weights)
-    from ..teachers import check_teachers
+    from ..method.teachers import check_teachers
     check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
     created = not out.exists()
     made: list[Path] = []  # the seed folders this call creates (removed if it fails)
@@ -83,7 +83,7 @@ def run(args) -> int:
                 shutil.rmtree(d, ignore_errors=True)
         raise
     table = seed_table(graph, summaries)
-    from ..fileio import atomic_write_text
+    from ..files.fileio import atomic_write_text
     atomic_write_text(out / "table.md", table + "\n")
     print(graph.draw())
     print(table)

@@ -12,13 +12,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import check_recipe
-    from ..graph import resolve_graph
+    from ..search.config import check_recipe
+    from ..method.graph import resolve_graph
     g = resolve_graph(args.graph)
     recipe = None if g.recipe is None else \
         check_recipe(g.recipe, where=f"{args.graph}: recipe")
     if not args.no_files:
-        from ..safeload import check_pretrained_files
+        from ..files.safeload import check_pretrained_files
         check_pretrained_files(g)
     print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
     print(g.draw())

@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .errors import KtgError
+from ..errors import KtgError
 from .imagedata import ImageData, resize_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

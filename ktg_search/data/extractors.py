@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from .imagedata import ImageData, cache_dir, cache_key
-from .errors import KtgError
-from .fileio import atomic_write
+from ..errors import KtgError
+from ..files.fileio import atomic_write
 
 # torch-fidelity's inception weights (what `inception-v3-compat` downloads when it can)
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -185,7 +185,7 @@ def _matches(record: dict, data: ImageData) -> bool:
 
 def _load_checkpoint(path: pathlib.Path) -> dict | None:
     """The checkpoint, or None when missing or unreadable (then it is retrained over)."""
-    from .safeload import load_checkpoint
+    from ..files.safeload import load_checkpoint
     try:
         ckpt = load_checkpoint(path, "classifier cache")  # as data, like every checkpoint
     except KtgError:  # missing, truncated or foreign
@@ -319,7 +319,7 @@ def _build_inception(weights: str | None) -> nn.Module:
                            f"torch-fidelity's {INCEPTION_WEIGHTS_URL.rsplit('/', 1)[1]} "
                            f"(from {INCEPTION_WEIGHTS_URL})") from None
     else:
-        from .safeload import load_inception_state
+        from ..files.safeload import load_inception_state
         state = load_inception_state(weights)
     buf = io.BytesIO()
     torch.save({k: v for k, v in state.items()}, buf)

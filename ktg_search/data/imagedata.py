@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import KtgError
+from ..errors import KtgError
 
 SIZES = (16, 32, 64)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pathlib
 
-from .errors import KtgError
+from ..errors import KtgError
 from .imagedata import ImageData, check_size, data_root
-from .registry import DATASETS
+from ..registry import DATASETS
 
 
 def check_dataset_name(name: object, what: str = "data set") -> str:

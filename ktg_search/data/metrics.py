@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import KtgError
+from ..errors import KtgError
 from .extractors import FeatureExtractor, clear_extractors
-from .fileio import atomic_write
+from ..files.fileio import atomic_write
 from .imagedata import ImageData, cache_dir, cache_key
 
 REAL_SUBSET_SEED = 0           # which real images the statistics use, when not all
@@ -37,7 +37,7 @@ def clear_caches() -> None:
 def get_extractor(name: str, dataset: ImageData, device: str = "cpu",
                   inception_weights: str | None = None) -> FeatureExtractor:
     """The feature extractor `name` (registry "feature extractor") for `dataset`."""
-    from .registry import EXTRACTORS
+    from ..registry import EXTRACTORS
     return EXTRACTORS.get(name)(dataset, device, inception_weights)
 
 

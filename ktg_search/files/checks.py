@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import KtgError
+from ..errors import KtgError
 
 MAX_TEXT = 4096  # paths, names, storage URLs
 

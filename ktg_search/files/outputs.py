@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import KtgError
+from ..errors import KtgError
 
 REPORT_MARKER = ".ktg-report"   # in every report folder ktg writes; JSON: what and when
 # what `ktg report` wrote before it had a marker: a default RUN/report holding only these

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import KtgError
+from ..errors import KtgError
 
 MAX_JSON_BYTES = 16 * 2 ** 20  # graph files, configs and run.json are a few kB
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from .errors import KtgError
-from .fileio import atomic_write
+from ..errors import KtgError
+from ..files.fileio import atomic_write
 
 
 class TrainerCheckpoints:
@@ -40,7 +40,7 @@ class TrainerCheckpoints:
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
         """Put a `state_dict()` in place; KtgError (naming `where`) when it does not fit
         this trainer's graph and config."""
-        from .safeload import check_trainer_state
+        from ..files.safeload import check_trainer_state
         check_trainer_state(state, where)
         if len(state["generators"]) != self.graph.k:
             raise KtgError(f"{where} holds {len(state['generators'])} generator(s), but "

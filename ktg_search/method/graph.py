@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import KtgError
+from ..errors import KtgError
 from .losses import DEFAULT_ALPHA
-from .registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+from ..registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 
 Src = Union[str, int]  # "D" or a node index
 BUILTIN_DIR = Path(__file__).with_name("graphs")
@@ -239,12 +239,12 @@ class Graph:
 
     @classmethod
     def from_json(cls, text: str, where: str = "graph") -> "Graph":
-        from .safeload import parse_json
+        from ..files.safeload import parse_json
         return cls.from_dict(parse_json(text, where), where)
 
     @classmethod
     def load(cls, path: str | Path) -> "Graph":
-        from .safeload import read_json
+        from ..files.safeload import read_json
         p = Path(path)
         g = cls.from_dict(read_json(p, "graph file"), where=str(p))
         # a relative `pretrained` path is relative to the graph file, like an include
@@ -278,7 +278,7 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | Path) -> None:
-        from .fileio import atomic_write_text
+        from ..files.fileio import atomic_write_text
         atomic_write_text(Path(path), self.to_json() + "\n")
 
     # ---- identity ----------------------------------------------------------------------

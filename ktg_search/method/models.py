@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-from .imagedata import SIZES
+from ..data.imagedata import SIZES
 
 GENERATOR_WIDTHS = {"small": 16, "medium": 32, "large": 64}
 # the side of each tap's square map (the four block outputs), by image size

@@ -51,7 +51,7 @@ from .graph import Graph
 from .losses import (discriminator_loss, feature_transfer_loss, generator_adversarial_loss,
                      image_transfer_loss)
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GENERATORS, TRANSFERS
+from ..registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .trainconfig import TrainConfig
 from .training import Trainer
 

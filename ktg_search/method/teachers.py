@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from .errors import KtgError
+from ..errors import KtgError
 from .graph import Graph, Node, resolve_graph
-from .registry import GENERATORS
-from .safeload import generator_checkpoint, tensor_dict
-from .workers import data_and_evaluator
+from ..registry import GENERATORS
+from ..files.safeload import generator_checkpoint, tensor_dict
+from ..search.workers import data_and_evaluator
 
 KEEP = ("best", "last")  # which epoch's weights `ktg pretrain` writes
 
@@ -89,9 +89,9 @@ def pretrain(model: str, config, output: str | Path, keep: str = "best",
                        f"{', '.join(GENERATORS.names())}")
     if keep not in KEEP:
         raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(KEEP)}")
-    from .outputs import output_file
+    from ..files.outputs import output_file
     output = output_file(output, force, example="teacher.pt")
-    from .data import check_dataset_name
+    from ..data.loading import check_dataset_name
     check_dataset_name(config.dataset)
     config.validate()
     spec = resolve_graph("dcgan-sn").to_dict()

@@ -16,20 +16,11 @@ from typing import Any
 
 import torch
 
-from .checks import (
-    Bool,
-    Choice,
-    Device,
-    Float,
-    Int,
-    Text,
-    check_fields,
-    check_instance,
-    setting,
-)
-from .errors import KtgError
-from .imagedata import SIZES
-from .registry import DISCRIMINATORS, EXTRACTORS, OBJECTIVES
+from ..files.checks import (Bool, Choice, Device, Float, Int, Text, check_fields,
+                            check_instance, setting)
+from ..errors import KtgError
+from ..data.imagedata import SIZES
+from ..registry import DISCRIMINATORS, EXTRACTORS, OBJECTIVES
 
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
@@ -127,7 +118,7 @@ class TrainConfig:
         """Every field's type and range (the checks beside the fields) and the data set
         name; KtgError names the first bad value and the valid ones."""
         check_instance(self, where)
-        from .data import check_dataset_name
+        from ..data.loading import check_dataset_name
         try:
             check_dataset_name(self.dataset)
         except KtgError as e:

@@ -31,11 +31,11 @@ from torch import Tensor, nn
 
 from .checkpoints import TrainerCheckpoints
 from .ema import GeneratorEMA
-from .errors import KtgError
+from ..errors import KtgError
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .models import same_sigma
-from .registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
+from ..registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
 from .teachers import load_pretrained
 from .trainconfig import TrainConfig, effective_discriminator, resolve_device
 
@@ -55,7 +55,7 @@ class Trainer(TrainerCheckpoints):
         self.graph, self.config = graph, config
         self.device = resolve_device(config.device)
         if data is None:
-            from .data import load_dataset
+            from ..data.loading import load_dataset
             data = load_dataset(config.dataset, config.image_size, root=config.data_root)
         self.data = data
         self._evaluator = evaluator
@@ -266,7 +266,7 @@ class Trainer(TrainerCheckpoints):
     @property
     def evaluator(self):
         if self._evaluator is None:
-            from .metrics import Evaluator
+            from ..data.metrics import Evaluator
             self._evaluator = Evaluator(self.data, extractor=self.config.extractor,
                                         num_samples=self.config.eval_samples,
                                         fid=self.config.fid, device=str(self.device),
@@ -390,7 +390,7 @@ class Trainer(TrainerCheckpoints):
     def restore(cls, path: str | Path, data=None, evaluator=None) -> Trainer:
         """A trainer from a `save()` file, loaded as data (safeload.py); KtgError naming
         the file when it is truncated, refused or not a trainer checkpoint."""
-        from .safeload import check_trainer_state, load_checkpoint
+        from ..files.safeload import check_trainer_state, load_checkpoint
         where = f"checkpoint {str(path)!r}"
         state = check_trainer_state(load_checkpoint(path), path)
         t = cls(Graph.from_dict(state["graph"], where=where),

@@ -46,8 +46,8 @@ from .render import Part, render_html, render_markdown
 from .run import Missing, RunView, open_run, restore_best
 from .sections import SECTION_KEYS, SECTIONS, Section
 from .sections_samples import SAMPLE_SEED, TSNE_PER_SOURCE
-from .tables import TOP_FRAC, asha_rungs, edge_columns, edge_label, gate_shares, \
-    is_digits, ranked_trials, rung_rank_correlation, rung_times, spearman
+from .tables import (TOP_FRAC, asha_rungs, edge_columns, edge_label, gate_shares, is_digits,
+                     ranked_trials, rung_rank_correlation, rung_times, spearman)
 
 PARTS = SECTIONS  # the name the report's table had before it was a package
 

@@ -44,8 +44,8 @@ def read_baselines(folder: str | Path) -> Baselines:
     """Read a `ktg compare` output folder; KtgError naming it when it does not exist or
     is not one (no table.csv, a table compare did not write, runs outside it)."""
     import pandas as pd
-    from ..runs import TABLE_CSV
-    from ..safeload import check_frame
+    from ..results.runs import TABLE_CSV
+    from ..files.safeload import check_frame
     p = Path(folder).expanduser()
     what = f"--baselines {str(p)!r}"
     if not p.is_dir():
@@ -80,8 +80,8 @@ def read_baselines(folder: str | Path) -> Baselines:
 def run_config(run_dir: Path):
     """The TrainConfig a compare run trained with, from its checkpoint.pt; KtgError when
     the checkpoint is missing or refused."""
-    from ..safeload import check_trainer_state, load_checkpoint
-    from ..trainconfig import TrainConfig
+    from ..files.safeload import check_trainer_state, load_checkpoint
+    from ..method.trainconfig import TrainConfig
     ckpt = run_dir / "checkpoint.pt"
     state = check_trainer_state(load_checkpoint(ckpt), ckpt)
     return TrainConfig.from_dict(state["config"], where=str(ckpt))
@@ -89,7 +89,7 @@ def run_config(run_dir: Path):
 
 def graph_key(run_dir: Path) -> str:
     """The canonical key (equal up to renumbering) of a compare run's graph.json."""
-    from ..graph import Graph
+    from ..method.graph import Graph
     f = run_dir / "graph.json"
     return Graph.from_json(f.read_text(), where=str(f)).canonical_key()
 

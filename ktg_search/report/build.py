@@ -41,7 +41,7 @@ def build_report(run: str | Path, out: str | Path | None = None, top: int = 10,
     view = open_run(run)
     if baselines is not None:
         read_baselines(baselines)  # a wrong folder is the reader's error, said before work
-    from ..outputs import building_folder, mark_report, report_folder, swap_in
+    from ..files.outputs import building_folder, mark_report, report_folder, swap_in
     default = out is None
     out = report_folder(view.path / REPORT_DIR if default else out, view.path, default)
     tmp = building_folder(out)

@@ -120,7 +120,7 @@ def need_trials(run: RunView) -> None:
 
 def graph_of(row):
     """The Graph of one results row; Missing when the row records none."""
-    from ..graph import Graph
+    from ..method.graph import Graph
     if not row.get("graph"):
         raise Missing(f"trial {row['trial_id']} has no graph recorded")
     return Graph.from_json(row["graph"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import KtgError
-from ..fileio import atomic_write_bytes, latest_checkpoint
+from ..files.fileio import atomic_write_bytes, latest_checkpoint
 from .run import Missing, RunView, load_run_data, restore_best
 
 REEVAL_FILE = "reevaluation.parquet"
@@ -54,8 +54,8 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
         else:
             ready.append((rank, r))
     if ready:
-        from ..metrics import Evaluator
-        from ..trainconfig import resolve_device
+        from ..data.metrics import Evaluator
+        from ..method.trainconfig import resolve_device
         c = run.cfg.train
         data = data if data is not None else load_run_data(run)
         dev = str(resolve_device(device))
@@ -157,7 +157,7 @@ def _in_search_order(rows):
 
 def read_reevaluations(path: Path):
     """RUN/reevaluation.parquet, checked like every table read from a run."""
-    from ..safeload import read_parquet
+    from ..files.safeload import read_parquet
     return read_parquet(path, "re-evaluation table", {
         "trial_id": "str", "num_samples": "num", "best_epoch": "num", "objective": "num",
         "search_objective": "num"})

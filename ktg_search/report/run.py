@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import SearchConfig
+from ..search.config import SearchConfig
 from ..errors import KtgError
-from ..fileio import latest_checkpoint
-from ..results import load_history, load_results
+from ..files.fileio import latest_checkpoint
+from ..results.book import load_history, load_results
 from .tables import ranked_trials
 
 
@@ -78,7 +78,7 @@ def open_run(run: str | Path) -> RunView:
     if not p.is_dir():
         raise KtgError(f"{str(p)!r} is a file, not a run directory; a run directory is "
                        f"what `ktg search` prints as 'run dir'")
-    from ..runinfo import read_run_info
+    from ..search.runinfo import read_run_info
     info = read_run_info(p)  # every field checked (types, ranges)
     results = load_results(p)
     history = load_history(p)
@@ -88,7 +88,7 @@ def open_run(run: str | Path) -> RunView:
 
 def load_run_data(run: RunView):
     """The data set the run searched on (its name, image size and data root)."""
-    from ..data import load_dataset
+    from ..data.loading import load_dataset
     c = run.cfg.train
     return load_dataset(c.dataset, c.image_size, root=c.data_root)
 
@@ -97,7 +97,7 @@ def restore_best(run_dir: str | Path, trial_id: str, data=None, evaluator=None):
     """(trainer, checkpoint path): the trial's newest checkpoint with the generator
     weights of its best epoch in place (`Trainer.load_best`). Missing when Tune kept
     no checkpoint for it."""
-    from ..training import Trainer
+    from ..method.training import Trainer
     ckpt = latest_checkpoint(run_dir, trial_id)
     if ckpt is None:
         raise Missing(f"trial {trial_id} has no checkpoint in the run directory")

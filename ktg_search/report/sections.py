@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from . import sections_asha, sections_baselines, sections_graphs, sections_matters, \
-    sections_ranking, sections_samples
+from . import (sections_asha, sections_baselines, sections_graphs, sections_matters,
+               sections_ranking, sections_samples)
 from .context import Options
 from .render import Part
 from .run import RunView

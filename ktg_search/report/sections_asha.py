@@ -25,7 +25,7 @@ class Clock:
 
 def clock(run: RunView) -> Clock:
     """ASHA's settings and budget as the run's history measures them."""
-    from ..config import TIME_ATTRS
+    from ..search.config import TIME_ATTRS
     c, h = run.cfg, run.history
     grace, rf, unit = c.grace_period, c.reduction_factor, c.time_unit
     col = TIME_ATTRS.get(unit, "epoch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import KtgError
-from ..scoring import objective_best
+from ..method.scoring import objective_best
 from .baselines import RECIPE, graph_key, read_baselines, recipe_differences, run_config
 from .context import Options, need_trials, section
 from .render import Part

@@ -4,8 +4,8 @@ the gate on each D -> t edge (Fig. 7)."""
 from __future__ import annotations
 
 from ..registry import OBJECTIVES
-from .context import Options, graph_of, need_trials, searched_gates, section, top_digits, \
-    top_trials
+from .context import (Options, graph_of, need_trials, searched_gates, section, top_digits,
+                      top_trials)
 from .figures import boxes, curves_figure, draw_graph, gate_colour, graph_figsize, plt, png
 from .render import Part
 from .run import Missing, RunView

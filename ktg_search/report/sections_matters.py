@@ -127,7 +127,7 @@ def _open_study(run: RunView, opts: Options):
     url, name = info.get("storage"), info.get("study_name")
     if not url or not name:
         raise Missing("run.json names no Optuna storage or study")
-    from ..runinfo import own_study_storage
+    from ..search.runinfo import own_study_storage
     url, inside = own_study_storage(url, run.path)
     if not inside and not opts.allow_external_storage:
         raise Missing(f"run.json names a study outside the run directory ({url!r}); a "
@@ -138,7 +138,7 @@ def _open_study(run: RunView, opts: Options):
         if not db.exists():  # opening it would create an empty database in the run
             raise Missing(f"the Optuna study's database {str(db)!r} does not exist yet "
                           f"(no trial has started)")
-    from ..study import open_optuna_storage
+    from ..search.study import open_optuna_storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         return optuna.load_study(study_name=name, storage=open_optuna_storage(url))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..registry import OBJECTIVES
-from ..scoring import objective_rule
+from ..method.scoring import objective_rule
 from .context import Options, need_trials, section, top_digits, top_trials
 from .figures import plt, png
 from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations

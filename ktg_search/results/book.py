@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import KtgError
-from .fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE, find_checkpoints,
-                     latest_checkpoint, write_parquet)
-from .scoring import objective_rule
+from ..errors import KtgError
+from ..files.fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE,
+                            find_checkpoints, latest_checkpoint, write_parquet)
+from ..method.scoring import objective_rule
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]
@@ -41,7 +41,7 @@ def load_results(run_dir: str | Path):
     if not (run / RUN_FILE).is_file():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run directory "
                        f"is what `ktg search` prints as 'run dir'")
-    from .safeload import check_frame
+    from ..files.safeload import check_frame
     df = ResultsBook(run).table()
     if df.empty:
         return pd.DataFrame(columns=list(RESULTS_COLUMNS))
@@ -57,7 +57,7 @@ def load_results(run_dir: str | Path):
 def load_history(run_dir: str | Path):
     """One row per trial and epoch, as reported to Tune (the journal included)."""
     import pandas as pd
-    from .safeload import check_frame
+    from ..files.safeload import check_frame
     df = ResultsBook(Path(run_dir)).history_frame()
     if df.empty:
         return pd.DataFrame(columns=list(HISTORY_COLUMNS))
@@ -139,7 +139,7 @@ class ResultsBook:
     def reload(self) -> None:
         self.rows, self.history, self.last, self.events = {}, {}, {}, []
         self.started, self.last_time = set(), 0.0
-        from .safeload import read_parquet
+        from ..files.safeload import read_parquet
         f, h = self.run_dir / RESULTS_FILE, self.run_dir / HISTORY_FILE
         if f.exists():
             self.rows = {r["trial_id"]: r for r in read_parquet(
@@ -242,8 +242,8 @@ class ResultsBook:
 
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
-        from .graph import Graph
-        from .space import graph_from_params
+        from ..method.graph import Graph
+        from ..search.space import graph_from_params
         cfg, space = self.cfg, self.cfg.space
         k = space.k
         row: dict[str, Any] = {"trial_id": trial_id}

@@ -17,14 +17,14 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import KtgError
-from .graph import Graph
-from .scoring import best_index, last_index, mean_std, objective_best
-from .models import count_parameters
-from .fileio import atomic_write_bytes, atomic_write_text
-from .config import recipe_of
-from .trainconfig import TrainConfig
-from .training import Trainer
+from ..errors import KtgError
+from ..method.graph import Graph
+from ..method.scoring import best_index, last_index, mean_std, objective_best
+from ..method.models import count_parameters
+from ..files.fileio import atomic_write_bytes, atomic_write_text
+from ..search.config import recipe_of
+from ..method.trainconfig import TrainConfig
+from ..method.training import Trainer
 
 GRID_SEED = 7
 EVAL_AT = ("best", "last")

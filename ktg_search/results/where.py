@@ -24,7 +24,7 @@ import ast
 import operator
 from typing import Any
 
-from .errors import KtgError
+from ..errors import KtgError
 
 MAX_LENGTH = 2000   # characters
 MAX_NODES = 400     # syntax tree nodes: a filter is a line, not a program

@@ -24,19 +24,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .checks import (
-    Choice,
-    Float,
-    Int,
-    Text,
-    check_fields,
-    check_instance,
-    field_checks,
-    setting,
-)
-from .errors import KtgError
+from ..files.checks import (Choice, Float, Int, Text, check_fields, check_instance,
+                            field_checks, setting)
+from ..errors import KtgError
 from .space import SpaceSpec
-from .trainconfig import TrainConfig
+from ..method.trainconfig import TrainConfig
 
 # ASHA's time unit -> the key of the trainable's reports that counts it
 TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}
@@ -228,7 +220,7 @@ def load_config_file(path: str) -> SearchConfig:
     """A search config file (JSON, nested or flat): the fields it names over its preset's
     (default quick); every field checked (KtgError names the file and the first bad
     value)."""
-    from .safeload import read_json
+    from ..files.safeload import read_json
     p = Path(path)
     d = read_json(p, "search config")
     if not isinstance(d, dict):

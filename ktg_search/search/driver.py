@@ -23,11 +23,11 @@ from ray.tune import Callback
 
 from . import failpoints
 from .config import TIME_ATTRS, SearchConfig  # TIME_ATTRS: report.py's import too
-from .errors import KtgError
+from ..errors import KtgError
 from .progress import ProgressView
 from .raylog import ray_output_to
-from .fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
-from .results import ResultsBook, error_text
+from ..files.fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
+from ..results.book import ResultsBook, error_text
 from .study import RESUME_KEYS, logical_id
 
 
@@ -167,7 +167,8 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from .ledger import start_ledger
     from .workers import init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
-    from .study import StudySearcher, load_study, open_optuna_storage, warn_sqlite_on_cluster
+    from .study import (StudySearcher, load_study, open_optuna_storage,
+                        warn_sqlite_on_cluster)
     space = cfg.space
     started_ray = init_ray(address)
     warn_sqlite_on_cluster(storage_url, out)

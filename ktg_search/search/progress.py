@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from .results import ResultsBook
+from ..results.book import ResultsBook
 
 
 @dataclass

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import optuna
 from ray.tune.schedulers import ASHAScheduler
 
-from .results import ResultsBook, find_checkpoints
+from ..results.book import ResultsBook, find_checkpoints
 from .study import TRIAL_ATTR, Rerun, full_params, load_study, tell
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import KtgError
-from .fileio import is_uri
+from ..errors import KtgError
+from ..files.fileio import is_uri
 
-from .fileio import RUN_FILE
+from ..files.fileio import RUN_FILE
 MAX_RUN_JSON_BYTES = 4 * 2 ** 20
 # top-level text fields -> required?; the config and space_size are checked on their own
 _TEXT_FIELDS = {"name": True, "storage": False, "study_name": False, "tune_path": False,
@@ -27,8 +27,8 @@ _TEXT_FIELDS = {"name": True, "storage": False, "study_name": False, "tune_path"
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     """`RUN/run.json` as a dict whose `config` is the checked `SearchConfig`; KtgError
     naming the file and the first bad field."""
-    from .checks import Text
-    from .safeload import read_json
+    from ..files.checks import Text
+    from ..files.safeload import read_json
     run = Path(run_dir)
     f = run / RUN_FILE
     if not f.is_file():

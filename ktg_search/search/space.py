@@ -14,20 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import (
-    Bool,
-    Choice,
-    Float,
-    Floats,
-    Int,
-    Names,
-    check_fields,
-    check_instance,
-    setting,
-)
-from .errors import KtgError
-from .graph import Graph
-from .registry import GATES, GENERATORS, TRANSFERS
+from ..files.checks import (Bool, Choice, Float, Floats, Int, Names, check_fields,
+                            check_instance, setting)
+from ..errors import KtgError
+from ..method.graph import Graph
+from ..registry import GATES, GENERATORS, TRANSFERS
 
 PAPER_GATES = ("through", "cutoff", "linear_up", "linear_down")
 

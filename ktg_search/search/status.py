@@ -11,10 +11,10 @@ import math
 import time
 from pathlib import Path
 
-from .errors import KtgError
+from ..errors import KtgError
 from .progress import snapshot_of_run
-from .results import ResultsBook
-from .scoring import objective_rule
+from ..results.book import ResultsBook
+from ..method.scoring import objective_rule
 
 
 def planned_trials(run: Path) -> tuple[str, int, object]:

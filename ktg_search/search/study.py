@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from .errors import KtgError
+from ..errors import KtgError
 
 TRIAL_ATTR = "trial_id"  # user attribute: the (logical) trial id that a study trial runs as
 RESUME_OF = "resume_of"  # trial config keys of a re-run: which trial, from which checkpoints

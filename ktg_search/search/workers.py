@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator
 
-from .errors import KtgError
+from ..errors import KtgError
 
 _CACHE: dict[tuple, tuple] = {}
 
@@ -40,9 +40,9 @@ def data_and_evaluator(cfg: Any):
     """(ImageData, Evaluator) of a TrainConfig (its fields dataset, image_size,
     data_root, extractor, eval_samples, fid, inception_weights, device), built once per
     process; one config at a time keeps memory flat."""
-    from .data import load_dataset
-    from .metrics import Evaluator
-    from .trainconfig import resolve_device
+    from ..data.loading import load_dataset
+    from ..data.metrics import Evaluator
+    from ..method.trainconfig import resolve_device
     key = (cfg.dataset, cfg.image_size, cfg.data_root, cfg.extractor, cfg.eval_samples,
            cfg.fid, cfg.inception_weights, cfg.device)
     if key not in _CACHE:

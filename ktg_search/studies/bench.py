@@ -50,11 +50,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .data import load_dataset
-from .graph import Graph, resolve_graph
-from .reference import ReferenceTrainer, equivalence
-from .trainconfig import TrainConfig
-from .training import Trainer
+from ..data.loading import load_dataset
+from ..method.graph import Graph, resolve_graph
+from ..method.reference import ReferenceTrainer, equivalence
+from ..method.trainconfig import TrainConfig
+from ..method.training import Trainer
 
 # The embedded-scale recipe of issue 10 (every setting that changes the step): the
 # standard-CNN SN discriminator, its learning rates and betas, paper_steps D weighting

@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import KtgError
-from .graph import Graph, Node, builtin_graphs, resolve_graph
-from .runs import EVAL_AT, TABLE_CSV, TABLE_MD, aggregate, format_markdown
-from .teachers import apply_teacher, check_teachers
-from .workers import data_and_evaluator
+from ..errors import KtgError
+from ..method.graph import Graph, Node, builtin_graphs, resolve_graph
+from ..results.runs import EVAL_AT, TABLE_CSV, TABLE_MD, aggregate, format_markdown
+from ..method.teachers import apply_teacher, check_teachers
+from ..search.workers import data_and_evaluator
 
 
 
@@ -127,9 +127,9 @@ def _train_task(graph_spec: dict, config_dict: dict, teachers: dict[str, bytes]
 
     import torch
 
-    from .runs import train_one
-    from .trainconfig import TrainConfig
-    from .workers import data_and_evaluator
+    from ..results.runs import train_one
+    from ..method.trainconfig import TrainConfig
+    from ..search.workers import data_and_evaluator
     torch.set_num_threads(1)  # one CPU per task: several runs share a machine
     config = TrainConfig.from_dict(config_dict)
     data, ev = data_and_evaluator(config)
@@ -165,7 +165,7 @@ def is_run_folder(d: Path) -> bool:
 
 
 def _write_run(files: dict[str, bytes], run_dir: Path) -> None:
-    from .fileio import atomic_write_bytes
+    from ..files.fileio import atomic_write_bytes
     run_dir.mkdir(parents=True, exist_ok=True)
     # summary.json last: a run directory with a summary is complete
     for name in sorted(files, key=lambda n: n == "summary.json"):
@@ -181,7 +181,7 @@ def _run_label(job: _Job) -> str:
 
 
 def _run_sequential(jobs: list[_Job], config, data, evaluator, bar) -> None:
-    from .runs import train_one
+    from ..results.runs import train_one
     for job in jobs:
         train_one(job.graph, replace(config, seed=job.seed), job.run_dir, data=data,
                   evaluator=evaluator)
@@ -191,7 +191,7 @@ def _run_sequential(jobs: list[_Job], config, data, evaluator, bar) -> None:
 
 def _run_ray(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
              bar, log_file: Path) -> None:
-    from .raylog import ray_output_to
+    from ..search.raylog import ray_output_to
     with ray_output_to(log_file):  # Ray's banners and worker lines: OUT/compare.log
         _fan_out(jobs, config, address, gpus_per_run, bar)
 
@@ -200,7 +200,7 @@ def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
              bar) -> None:
     import ray
 
-    from .workers import fan_out, init_ray
+    from ..search.workers import fan_out, init_ray
     started = init_ray(address)  # here: the teachers go to the object store first
     try:
         teachers = {n.pretrained: Path(n.pretrained).read_bytes() for job in jobs
@@ -243,11 +243,11 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
         raise KtgError(f"--device {config.device} on Ray needs --gpus-per-run > 0 (Ray hides "
                        f"GPUs from tasks that ask for none); or use --device auto")
     pairs = load_graphs(list(graphs), teacher)
-    from .data import check_dataset_name
+    from ..data.loading import check_dataset_name
     check_dataset_name(config.dataset)
     config.validate()
     replace(config, seed=seed0 + seeds - 1).validate()  # the last seed is in range too
-    from .outputs import output_folder
+    from ..files.outputs import output_folder
     out, _ = output_folder(out, force)
     jobs = [_Job(label, g, s, out / label / f"seed{s}") for label, g in pairs
             for s in range(seed0, seed0 + seeds)]
@@ -294,7 +294,7 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
                    f"extractor {config.extractor}. IS (mixture): the learning generators' "
                    f"images drawn evenly, at the mixture's own {eval_at} epoch.")
         markdown = format_markdown(table, caption)
-        from .fileio import atomic_write_text
+        from ..files.fileio import atomic_write_text
         atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
         atomic_write_text(out / TABLE_MD, markdown + "\n")
     except BaseException:
