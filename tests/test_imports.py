@@ -1,10 +1,13 @@
-"""No import cycles in ktg_search/ and trainables/ (DESIGN.md: imports inside functions
-count), read from the source with `ast`, without importing anything.
+"""The package's import rules, read from the source with `ast`, without importing anything.
 
-Top-level imports must form no cycle at all. An import inside a function that closes a
-cycle (with any other imports, top-level or not) fails too, unless the cycle goes through
-a module of ALLOWED below, each with its reason. `fileio.py` is the bottom layer: it
-imports nothing from ktg_search.
+1. No import cycles in ktg_search/ and trainables/ by the strict rule: imports inside
+   functions count, and a package's `from . import x` is an import of the module x.
+   There is no allow-list.
+2. Layers point one way (DESIGN.md; each subpackage's `__init__` says the same): LAYERS
+   lists what each layer may import. The method imports nothing from the search, results,
+   report or commands; the data nothing from the method; `files/fileio.py` nothing from
+   ktg_search at all.
+3. Only the search (and the Tune trainables) import Ray.
 """
 from __future__ import annotations
 
@@ -15,16 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ktg_search", "trainables")
-
-# module -> why a function-level cycle through it is tolerated for now
-ALLOWED: dict[str, str] = {
-    # training -> teachers (load_pretrained) -> training (Trainer, inside pretrain)
-    "ktg_search.method.teachers": "teachers.py holds both halves of teacher handling (issue 13): "
-                           "`load_pretrained`, which Trainer needs to build a graph's "
-                           "teachers, and `pretrain`, which drives a Trainer; the import "
-                           "of Trainer inside `pretrain` is the one place this closes",
-}
-
 
 def _modules() -> dict[str, Path]:
     mods = {}
@@ -126,17 +119,9 @@ def test_top_level_imports_form_no_cycle():
 
 
 def test_imports_inside_functions_close_no_cycle():
-    cycles = [c for c in _cycles(ALL, INNER) if not set(c) & set(ALLOWED)]
+    cycles = _cycles(ALL, INNER)
     assert not cycles, "import cycles through imports inside functions: " + "; ".join(
         " -> ".join(c) for c in cycles)
-
-
-def test_every_allowed_module_still_needs_its_place():
-    # an entry that no longer lets a cycle through is stale: remove it
-    for module in ALLOWED:
-        assert module in MODULES, module
-        assert any(module in c for c in _cycles(ALL, INNER)), \
-            f"{module} is in ALLOWED but no cycle goes through it any more"
 
 
 def test_the_cycle_finder_finds_a_function_level_cycle():
@@ -145,6 +130,93 @@ def test_the_cycle_finder_finds_a_function_level_cycle():
     graph = {m: top[m] | inner[m] for m in top}
     assert _cycles(graph, inner) == [["b", "a", "b"]]
     assert _cycles(top, top) == []
+
+
+def test_a_package_from_dot_import_is_an_import_of_the_module():
+    # `from . import bench, ...` in commands/__init__.py reads the module commands.bench
+    assert "ktg_search.commands.bench" in TOP["ktg_search.commands"]
+
+
+# ---- layers ------------------------------------------------------------------------------
+_BASE = {"errors", "registry"}
+# layer -> the layers it may import (its own always). `registry` is the one hub: every
+# layer looks kinds up there, and it names the implementations in method/ and data/.
+LAYERS: dict[str, set[str]] = {
+    "errors": set(),
+    "files": {"errors"},
+    "registry": {"errors", "files", "data", "method"},
+    "data": _BASE | {"files"},
+    "method": _BASE | {"files", "data"},
+    "results": _BASE | {"files", "data", "method"},
+    "search": _BASE | {"files", "data", "method", "results", "trainables"},
+    "trainables": _BASE | {"files", "data", "method", "search"},
+    "studies": _BASE | {"files", "data", "method", "results", "search"},
+    "report": _BASE | {"files", "data", "method", "results", "search"},
+    "commands": _BASE | {"files", "data", "method", "results", "search", "studies",
+                         "report"},
+    "cli": {"errors", "commands"},
+    "__init__": _BASE | {"files", "data", "method", "results", "search"},
+}
+RAY_LAYERS = {"search", "trainables"}
+
+
+def layer_of(module: str) -> str:
+    """ktg_search.method.graph -> method; ktg_search.cli -> cli; trainables.x -> trainables."""
+    parts = module.split(".")
+    if parts[0] != "ktg_search":
+        return parts[0]
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_breaks(imports: dict[str, set[str]]) -> list[str]:
+    """Every import that goes against LAYERS, as 'a -> b (layer x may not import y)'."""
+    out = []
+    for module, targets in sorted(imports.items()):
+        mine = layer_of(module)
+        for target in sorted(targets):
+            theirs = layer_of(target)
+            if theirs != mine and theirs not in LAYERS[mine]:
+                out.append(f"{module} -> {target} ({mine} may not import {theirs})")
+    return out
+
+
+def test_every_module_belongs_to_a_layer():
+    assert {layer_of(m) for m in MODULES} <= set(LAYERS)
+
+
+def test_layers_point_one_way():
+    breaks = layer_breaks(ALL)
+    assert not breaks, "imports against the layers: " + "; ".join(breaks)
+
+
+def test_the_layer_check_can_fail():
+    # teeth: the method reaching into the search, and the data into the method
+    made_up = {"ktg_search.method.training": {"ktg_search.search.driver"},
+               "ktg_search.data.metrics": {"ktg_search.method.graph"},
+               "ktg_search.files.fileio": {"ktg_search.files.checks"}}
+    assert layer_breaks(made_up) == [
+        "ktg_search.data.metrics -> ktg_search.method.graph (data may not import method)",
+        "ktg_search.method.training -> ktg_search.search.driver "
+        "(method may not import search)"]
+
+
+def _third_party(path: Path) -> set[str]:
+    """The top-level names of the non-project modules a file imports, anywhere in it."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_only_the_search_imports_ray():
+    bad = [m for m, path in MODULES.items()
+           if "ray" in _third_party(path) and layer_of(m) not in RAY_LAYERS]
+    assert not bad, f"modules outside {sorted(RAY_LAYERS)} that import Ray: {bad}"
+    # teeth: the search's driver does import Ray, and the check sees it
+    assert "ray" in _third_party(MODULES["ktg_search.search.driver"])
 
 
 @pytest.mark.parametrize("module", ["ktg_search.files.fileio"])

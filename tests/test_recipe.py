@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from shared_files import ktg, refused
 
-from ktg_search.search.config import MACHINE_FIELDS, RECIPE_FIELDS, load_preset, recipe_of
+from ktg_search.method.trainconfig import MACHINE_FIELDS, RECIPE_FIELDS, recipe_of
+from ktg_search.search.config import load_preset
 from ktg_search.method.graph import resolve_graph
 from ktg_search.files.safeload import load_checkpoint
 

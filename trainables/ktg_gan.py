@@ -32,7 +32,7 @@ from ktg_search.search.config import SearchConfig
 from ktg_search.search.space import can_learn
 from ktg_search.search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
 from ktg_search.method.training import Trainer
-from ktg_search.search.workers import data_and_evaluator
+from ktg_search.method.evaluation import data_and_evaluator
 
 def _restore(trainer: Trainer, checkpoints: list, key: str) -> bool:
     """Load the newest readable checkpoint of this graph; False when there is none (a

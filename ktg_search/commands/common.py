@@ -168,7 +168,7 @@ def base_recipe(args, graph_recipe: dict | None = None, graph_where: str = "") \
 def recipe_line(source: str, args) -> str:
     """One line for the person running: which recipe, and which of its settings flags
     override (machine-local flags such as --device are no part of a recipe)."""
-    from ..search.config import RECIPE_FIELDS
+    from ..method.trainconfig import RECIPE_FIELDS
     given = sorted(k for k in given_flags(args) if k in RECIPE_FIELDS)
     return (f"recipe: {source}" + (f"; flags override: {', '.join(given)}" if given
                                    else ""))

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..studies.compare import compare
     from ..results.runs import TABLE_CSV, TABLE_MD
-    from ..search.config import check_recipe
+    from ..method.trainconfig import check_recipe
     from ..method.graph import resolve_graph
     # one table needs one recipe: --preset and flags (not the graphs' own recipes, which
     # may differ); a graph file's recipe is still checked, as every field read from a file

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..search.config import recipe_of
+    from ..method.trainconfig import recipe_of
     from ..method.graph import Graph
     from ..files.outputs import output_file
     from ..results.book import load_results

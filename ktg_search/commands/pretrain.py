@@ -7,7 +7,7 @@ from .common import add_training_args, train_config
 def add_parser(sub) -> None:
     from .. import registry
     from ..files.outputs import add_out_args
-    from ..method.teachers import KEEP
+    from ..results.runs import KEEP
     sp = sub.add_parser(
         "pretrain", help="train one generator as a distillation teacher",
         description="Train a single generator with its own spectral-norm discriminator and "
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..method.teachers import pretrain
+    from ..results.runs import pretrain
     cfg = train_config(args, args.seed)
     info = pretrain(args.model, cfg, args.out, keep=args.keep, force=args.force)
     which = (f"best epoch {info['best_epoch']}, IS {info['best_is']:.3f}" if args.keep ==

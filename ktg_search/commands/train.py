@@ -29,7 +29,7 @@ def run(args) -> int:
     from ..data.metrics import Evaluator
     from ..files.outputs import output_folder
     from ..results.runs import seed_table, train_one
-    from ..search.config import check_recipe
+    from ..method.trainconfig import check_recipe
     check_seeds(args.seeds)
     graph = resolve_graph(args.graph)
     # the graph's recipe is checked even when --preset or flags replace it: a graph file

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..search.config import check_recipe
+    from ..method.trainconfig import check_recipe
     from ..method.graph import resolve_graph
     g = resolve_graph(args.graph)
     recipe = None if g.recipe is None else \

@@ -14,8 +14,8 @@ out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `ta
 (the node the search scores; default: every generator, by the recipe's objective rule),
 `recipe` (the training settings the graph was found with, written by `ktg export`: a
 JSON object of TrainConfig fields, used by `ktg train` as defaults). Here a recipe is
-only required to be an object; its fields are checked by `config.check_recipe` (config.py
-imports this module through space.py, so the recipe checks cannot be called from here).
+only required to be an object; its fields are checked by `trainconfig.check_recipe` where
+a run is built from it.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class Graph:
     target: int | None = None
     name: str = ""
     description: str = ""
-    recipe: dict | None = None  # training settings (config.check_recipe), not in the key
+    recipe: dict | None = None  # training settings (trainconfig.check_recipe), not in the key
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -337,6 +337,29 @@ class Graph:
                     cells.append(("." if g == "cutoff" else g).ljust(w))
             lines.append(f"  {name:<6}" + "".join(cells).rstrip())
         return "\n".join(lines)
+
+
+def edge_param(src, dst: int) -> str:
+    """`gate_D_2` is the gate on D -> 2; `gate_0_1` the gate on 0 -> 1 (DESIGN.md)."""
+    return f"gate_{src}_{dst}"
+
+
+def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
+                      target: int | None = None) -> Graph:
+    """The graph a sampled parameter dict describes (KtgError names a missing key).
+
+    The transfer weight is the params' `alpha` when they have one (a searched or fixed
+    value of `SpaceSpec.alpha_values`), else the `alpha` argument."""
+    alpha = params.get("alpha", alpha)
+    try:
+        models = [params[f"model_{i}"] for i in range(k)]
+        gates = {(s, t): params[edge_param(s, t)] for s, t in Graph.edge_list(k)}
+        transfer = params["transfer"]
+    except KeyError as e:
+        raise KtgError(f"sampled parameters lack {e.args[0]!r}; have: "
+                       f"{', '.join(sorted(params))}") from None
+    return Graph.build(models, {e: g for e, g in gates.items() if g != "cutoff"},
+                       transfer=transfer, alpha=alpha, target=target)
 
 
 def builtin_graphs() -> dict[str, Path]:

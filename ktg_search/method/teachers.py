@@ -1,5 +1,5 @@
 """Teachers: generators that teach but never learn (KTG's frozen nodes, the KD paper's
-teacher), and `ktg pretrain`, which makes one.
+teacher). `ktg pretrain` makes one (results/runs.py: `pretrain`).
 
 A node whose every incoming edge is cutoff and that names a `pretrained` checkpoint is a
 frozen teacher (graph.py). The checkpoint is a generator written by `ktg pretrain` (or
@@ -7,21 +7,14 @@ frozen teacher (graph.py). The checkpoint is a generator written by `ktg pretrai
 """
 from __future__ import annotations
 
-import math
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from ..errors import KtgError
-from .graph import Graph, Node, resolve_graph
+from .graph import Graph, Node
 from ..registry import GENERATORS
 from ..files.safeload import generator_checkpoint, tensor_dict
-from ..search.workers import data_and_evaluator
-
-KEEP = ("best", "last")  # which epoch's weights `ktg pretrain` writes
 
 
 def apply_teacher(graph: Graph, teacher: str | Path) -> Graph:
@@ -74,51 +67,3 @@ def check_teachers(graphs: list[tuple[str, Graph]], config, channels: int) -> No
                                f"make the teacher with `ktg pretrain --model "
                                f"{g.nodes[i].model}`, or copy the graph file and set node "
                                f"{i}'s model to {seen[path]!r}")
-
-
-def pretrain(model: str, config, output: str | Path, keep: str = "best",
-             progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Train one `model` generator with its own SN discriminator (the `dcgan-sn` graph
-    with the model replaced) and write it as a checkpoint a graph node can name as
-    `pretrained`. `keep`: the weights of the best-IS epoch or of the last epoch."""
-    from tqdm import tqdm
-
-    from .training import Trainer  # pretrain drives the trainer, which loads teachers
-    if model not in GENERATORS:
-        raise KtgError(f"unknown generator model {model!r}; valid: "
-                       f"{', '.join(GENERATORS.names())}")
-    if keep not in KEEP:
-        raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(KEEP)}")
-    from ..files.outputs import output_file
-    output = output_file(output, force, example="teacher.pt")
-    from ..data.loading import check_dataset_name
-    check_dataset_name(config.dataset)
-    config.validate()
-    spec = resolve_graph("dcgan-sn").to_dict()
-    spec.update(name=f"pretrain-{model}", nodes=[{"model": model}],
-                description=f"teacher: one {model} generator with its own SN discriminator")
-    graph = Graph.from_dict(spec)
-    data, evaluator = data_and_evaluator(config)
-    trainer = Trainer(graph, config, data=data, evaluator=evaluator)
-    bar = tqdm(total=config.epochs, desc=f"pretrain {model}", unit="epoch", file=sys.stderr,
-               dynamic_ncols=True, disable=not progress)
-
-    def tick(row: dict) -> None:
-        bar.set_postfix(IS=f"{row.get('is_g0', float('nan')):.2f}")
-        bar.update(1)
-    t0 = time.perf_counter()
-    try:
-        trainer.fit(tick)
-    finally:
-        bar.close()
-    if not math.isfinite(trainer.best_is[0]):
-        raise KtgError(f"pretraining {model} diverged before its first evaluation (non-"
-                       f"finite loss); nothing written; try a lower learning rate")
-    last_is = trainer.history[-1].get("is_g0", float("nan"))
-    if keep == "best":
-        trainer.load_best()
-    trainer.export_generator(0, output)
-    return {"output": str(output), "model": model, "keep": keep,
-            "best_is": trainer.best_is[0], "best_epoch": trainer.best_epoch,
-            "last_is": last_is, "epochs": trainer.epoch, "status": trainer.status,
-            "wall_s": time.perf_counter() - t0}

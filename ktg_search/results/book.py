@@ -243,7 +243,7 @@ class ResultsBook:
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
         from ..method.graph import Graph
-        from ..search.space import graph_from_params
+        from ..method.graph import graph_from_params
         cfg, space = self.cfg, self.cfg.space
         k = space.k
         row: dict[str, Any] = {"trial_id": trial_id}

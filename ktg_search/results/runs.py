@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,12 +23,17 @@ from ..method.graph import Graph
 from ..method.scoring import best_index, last_index, mean_std, objective_best
 from ..method.models import count_parameters
 from ..files.fileio import atomic_write_bytes, atomic_write_text
-from ..search.config import recipe_of
-from ..method.trainconfig import TrainConfig
+from ..data.loading import check_dataset_name
+from ..files.outputs import output_file
+from ..method.evaluation import data_and_evaluator
+from ..method.graph import resolve_graph
+from ..method.trainconfig import TrainConfig, recipe_of
 from ..method.training import Trainer
+from ..registry import GENERATORS
 
 GRID_SEED = 7
 EVAL_AT = ("best", "last")
+KEEP = ("best", "last")  # which epoch's weights `ktg pretrain` writes
 TABLE_MD, TABLE_CSV = "table.md", "table.csv"
 RUN_FILES = ("summary.json", "metrics.csv", "graph.json")
 
@@ -299,3 +305,48 @@ def format_markdown(df, caption: str = "") -> str:
                      f"{r['is_mean']:.3f} +- {r['is_std']:.3f} | {fid} | {mix} | {per_is} | "
                      f"{params} | {r['wall_s']:.0f} |")
     return "\n".join(lines)
+
+
+def pretrain(model: str, config, output: str | Path, keep: str = "best",
+             progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Train one `model` generator with its own SN discriminator (the `dcgan-sn` graph
+    with the model replaced) and write it as a checkpoint a graph node can name as
+    `pretrained`. `keep`: the weights of the best-IS epoch or of the last epoch."""
+    from tqdm import tqdm
+
+    if model not in GENERATORS:
+        raise KtgError(f"unknown generator model {model!r}; valid: "
+                       f"{', '.join(GENERATORS.names())}")
+    if keep not in KEEP:
+        raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(KEEP)}")
+    output = output_file(output, force, example="teacher.pt")
+    check_dataset_name(config.dataset)
+    config.validate()
+    spec = resolve_graph("dcgan-sn").to_dict()
+    spec.update(name=f"pretrain-{model}", nodes=[{"model": model}],
+                description=f"teacher: one {model} generator with its own SN discriminator")
+    graph = Graph.from_dict(spec)
+    data, evaluator = data_and_evaluator(config)
+    trainer = Trainer(graph, config, data=data, evaluator=evaluator)
+    bar = tqdm(total=config.epochs, desc=f"pretrain {model}", unit="epoch", file=sys.stderr,
+               dynamic_ncols=True, disable=not progress)
+
+    def tick(row: dict) -> None:
+        bar.set_postfix(IS=f"{row.get('is_g0', float('nan')):.2f}")
+        bar.update(1)
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(tick)
+    finally:
+        bar.close()
+    if not math.isfinite(trainer.best_is[0]):
+        raise KtgError(f"pretraining {model} diverged before its first evaluation (non-"
+                       f"finite loss); nothing written; try a lower learning rate")
+    last_is = trainer.history[-1].get("is_g0", float("nan"))
+    if keep == "best":
+        trainer.load_best()
+    trainer.export_generator(0, output)
+    return {"output": str(output), "model": model, "keep": keep,
+            "best_is": trainer.best_is[0], "best_epoch": trainer.best_epoch,
+            "last_is": last_is, "epochs": trainer.epoch, "status": trainer.status,
+            "wall_s": time.perf_counter() - t0}

@@ -28,7 +28,7 @@ from ..files.checks import (Choice, Float, Int, Text, check_fields, check_instan
                             field_checks, setting)
 from ..errors import KtgError
 from .space import SpaceSpec
-from ..method.trainconfig import TrainConfig
+from ..method.trainconfig import TrainConfig, recipe_of
 
 # ASHA's time unit -> the key of the trainable's reports that counts it
 TIME_ATTRS = {"epochs": "epoch", "steps": "iteration", "images": "images"}
@@ -236,35 +236,6 @@ def load_config_file(path: str) -> SearchConfig:
         else:
             base[key] = value
     return SearchConfig.from_dict(base, where=str(p))
-
-
-# ---- the recipe a graph file carries ------------------------------------------------------
-# TrainConfig fields a recipe leaves out: where and how this machine runs (device, data and
-# weights paths), the per-run seed, and the test/benchmark cap on an epoch. Everything else
-# (data set, size, batch, optimiser, D, EMA, transfer scale, evaluation) is the recipe.
-MACHINE_FIELDS = ("seed", "device", "data_root", "inception_weights", "max_iters_per_epoch")
-RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in MACHINE_FIELDS)
-
-
-def recipe_of(cfg: TrainConfig) -> dict[str, Any]:
-    """The recipe of a training config: its fields minus the machine-local ones."""
-    return {k: v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}
-
-
-def check_recipe(recipe: Any, where: str = "recipe") -> dict[str, Any]:
-    """A recipe read from a file: a JSON object of TrainConfig fields (any subset of
-    `RECIPE_FIELDS`), each value type- and range-checked and converted; a machine-local
-    or unknown key is refused. KtgError names the bad key or value and the valid ones."""
-    if not isinstance(recipe, dict):
-        raise KtgError(f"{where}: must be a JSON object of training settings, got "
-                       f"{type(recipe).__name__}")
-    bad = [k for k in recipe if k not in RECIPE_FIELDS]
-    if bad:
-        raise KtgError(f"{where}: unknown recipe setting {str(bad[0])[:80]!r}; valid: "
-                       f"{', '.join(sorted(RECIPE_FIELDS))}")
-    d = check_fields(TrainConfig, recipe, where, what="recipe setting")
-    TrainConfig(**d).validate(where)  # the data set name and anything between fields
-    return d
 
 
 def preset_recipe(name: str) -> dict[str, Any]:

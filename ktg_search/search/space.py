@@ -4,9 +4,9 @@ One categorical per gated edge (`gate_D_t` for D -> t, `gate_s_t` for s -> t), o
 per auxiliary node (`model_i`, i >= 1; node 0 is the target node and its model is fixed),
 the transfer kind, fixed or searched (`transfer`), and the transfer weight, fixed or
 searched (`alpha`, from `alphas`: how strong transfer should be depends on the map size
-and the discriminator, so it is the search's to find, issue 10). `graph_from_params` turns a sampled
-parameter dict (the same dict Ray Tune hands the trainable, and the columns of the results
-table) back into a `Graph`.
+and the discriminator, so it is the search's to find, issue 10).
+`graph.graph_from_params` turns a sampled parameter dict (the same dict Ray Tune hands
+the trainable, and the columns of the results table) back into a `Graph`.
 """
 from __future__ import annotations
 
@@ -17,15 +17,10 @@ from typing import Any
 from ..files.checks import (Bool, Choice, Float, Floats, Int, Names, check_fields,
                             check_instance, setting)
 from ..errors import KtgError
-from ..method.graph import Graph
+from ..method.graph import Graph, edge_param, graph_from_params
 from ..registry import GATES, GENERATORS, TRANSFERS
 
 PAPER_GATES = ("through", "cutoff", "linear_up", "linear_down")
-
-
-def edge_param(src, dst: int) -> str:
-    """`gate_D_2` is the gate on D -> 2; `gate_0_1` the gate on 0 -> 1 (DESIGN.md)."""
-    return f"gate_{src}_{dst}"
 
 
 @dataclass
@@ -133,24 +128,6 @@ class SpaceSpec:
     def graph(self, params: dict) -> Graph:
         return graph_from_params(params, self.k, self.alpha_values[0],
                                  target=0 if self.target_node else None)
-
-
-def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
-                      target: int | None = None) -> Graph:
-    """The graph a sampled parameter dict describes (KtgError names a missing key).
-
-    The transfer weight is the params' `alpha` when they have one (a searched or fixed
-    value of `SpaceSpec.alpha_values`), else the `alpha` argument."""
-    alpha = params.get("alpha", alpha)
-    try:
-        models = [params[f"model_{i}"] for i in range(k)]
-        gates = {(s, t): params[edge_param(s, t)] for s, t in Graph.edge_list(k)}
-        transfer = params["transfer"]
-    except KeyError as e:
-        raise KtgError(f"sampled parameters lack {e.args[0]!r}; have: "
-                       f"{', '.join(sorted(params))}") from None
-    return Graph.build(models, {e: g for e, g in gates.items() if g != "cutoff"},
-                       transfer=transfer, alpha=alpha, target=target)
 
 
 def can_learn(graph: Graph) -> bool:

@@ -1,10 +1,6 @@
-"""Ray outside the search's own Tuner: starting Ray, the per-process cache of a data set
-and its evaluator, and a fan-out of independent tasks (`ktg compare`'s runs).
-
-Ray reuses worker processes across tasks and Tune trials (`reuse_actors=True`), so what
-is read-only and costly to build (the data set, the evaluator with its classifier and
-real-image statistics) is built once per process here, for the trainable and for
-`ktg compare` alike.
+"""Ray outside the search's own Tuner: starting Ray, and a fan-out of independent tasks
+(`ktg compare`'s runs). The per-process cache of a data set and its evaluator that those
+tasks and the trainable use is `method/evaluation.py`.
 """
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ from typing import Any, Callable, Iterator
 
 from ..errors import KtgError
 
-_CACHE: dict[tuple, tuple] = {}
 
 
 def init_ray(address: str | None) -> bool:
@@ -36,30 +31,12 @@ def init_ray(address: str | None) -> bool:
     return True
 
 
-def data_and_evaluator(cfg: Any):
-    """(ImageData, Evaluator) of a TrainConfig (its fields dataset, image_size,
-    data_root, extractor, eval_samples, fid, inception_weights, device), built once per
-    process; one config at a time keeps memory flat."""
-    from ..data.loading import load_dataset
-    from ..data.metrics import Evaluator
-    from ..method.trainconfig import resolve_device
-    key = (cfg.dataset, cfg.image_size, cfg.data_root, cfg.extractor, cfg.eval_samples,
-           cfg.fid, cfg.inception_weights, cfg.device)
-    if key not in _CACHE:
-        data = load_dataset(cfg.dataset, cfg.image_size, root=cfg.data_root)
-        ev = Evaluator(data, extractor=cfg.extractor, num_samples=cfg.eval_samples,
-                       fid=cfg.fid, device=str(resolve_device(cfg.device)),
-                       inception_weights=cfg.inception_weights)
-        _CACHE.clear()
-        _CACHE[key] = (data, ev)
-    return _CACHE[key]
-
-
 def fan_out(task: Callable, calls: list[tuple], labels: list[str] | None = None,
             address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
-            max_retries: int = 1) -> Iterator[tuple[int, Any]]:
+            max_retries: int = 1, shared: Any = None) -> Iterator[tuple[int, Any]]:
     """Run `task(*args)` for every args tuple of `calls` as Ray tasks; yield
-    (index into calls, result) as each finishes. A KtgError raised in a task is raised
+    (index into calls, result) as each finishes. `shared`, when given, is put in Ray's
+    object store once and passed to every task as its last argument. A KtgError raised in a task is raised
     here as one message prefixed with the call's label (bad input); on any error the
     tasks still queued or running are cancelled. Ray is started here (and stopped after)
     unless it runs already."""
@@ -70,6 +47,9 @@ def fan_out(task: Callable, calls: list[tuple], labels: list[str] | None = None,
     try:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus,
                             max_retries=max_retries)(task)
+        if shared is not None:
+            shared_ref = ray.put(shared)
+            calls = [(*args, shared_ref) for args in calls]
         refs = {remote.remote(*args): i for i, args in enumerate(calls)}
         pending = list(refs)
         while pending:

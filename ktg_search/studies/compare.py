@@ -41,7 +41,7 @@ from ..errors import KtgError
 from ..method.graph import Graph, Node, builtin_graphs, resolve_graph
 from ..results.runs import EVAL_AT, TABLE_CSV, TABLE_MD, aggregate, format_markdown
 from ..method.teachers import apply_teacher, check_teachers
-from ..search.workers import data_and_evaluator
+from ..method.evaluation import data_and_evaluator
 
 
 
@@ -129,7 +129,6 @@ def _train_task(graph_spec: dict, config_dict: dict, teachers: dict[str, bytes]
 
     from ..results.runs import train_one
     from ..method.trainconfig import TrainConfig
-    from ..search.workers import data_and_evaluator
     torch.set_num_threads(1)  # one CPU per task: several runs share a machine
     config = TrainConfig.from_dict(config_dict)
     data, ev = data_and_evaluator(config)
@@ -198,24 +197,17 @@ def _run_ray(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
 
 def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
              bar) -> None:
-    import ray
-
-    from ..search.workers import fan_out, init_ray
-    started = init_ray(address)  # here: the teachers go to the object store first
-    try:
-        teachers = {n.pretrained: Path(n.pretrained).read_bytes() for job in jobs
-                    for i, n in enumerate(job.graph.nodes) if i in job.graph.frozen_nodes()}
-        teachers_ref = ray.put(teachers)
-        calls = [(job.graph.to_dict(), asdict(replace(config, seed=job.seed)), teachers_ref)
-                 for job in jobs]
-        labels = [f"{job.label}/seed{job.seed}" for job in jobs]
-        for i, files in fan_out(_train_task, calls, labels, address, num_gpus=gpus_per_run):
-            _write_run(files, jobs[i].run_dir)
-            bar.set_postfix_str(_run_label(jobs[i]))
-            bar.update(1)
-    finally:
-        if started:
-            ray.shutdown()
+    from ..search.workers import fan_out
+    # the teachers' files go to the object store once, not once per run
+    teachers = {n.pretrained: Path(n.pretrained).read_bytes() for job in jobs
+                for i, n in enumerate(job.graph.nodes) if i in job.graph.frozen_nodes()}
+    calls = [(job.graph.to_dict(), asdict(replace(config, seed=job.seed))) for job in jobs]
+    labels = [f"{job.label}/seed{job.seed}" for job in jobs]
+    for i, files in fan_out(_train_task, calls, labels, address, num_gpus=gpus_per_run,
+                            shared=teachers):
+        _write_run(files, jobs[i].run_dir)
+        bar.set_postfix_str(_run_label(jobs[i]))
+        bar.update(1)
 
 
 def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: int = 0,
