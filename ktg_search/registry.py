@@ -4,11 +4,17 @@ One `Registry` per kind: gates, transfer losses, generator models, discriminator
 sets, feature extractors and objectives (how an epoch's IS per generator becomes a
 trial's score). Names are explicit, duplicates are rejected, and the same
 registries feed the Python API and the CLI's `choices`. The built-ins are registered at
-the bottom of this file (torch-fidelity's `registry.py` pattern); implementation modules
-never import this module at import time, so there is no import cycle.
+the bottom of this file (torch-fidelity's `registry.py` pattern).
+
+A built-in is registered by where it lives (`Ref("ktg_search.method.gates:through")`),
+and imported the first time it is used: names, help texts and the checks of a graph file
+or a config need no torch, so `ktg --help`, `ktg graphs`, `ktg validate`, `ktg status`
+and `ktg query` start without it. Lookups go one way, registry -> implementations:
+implementation modules never import this module.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generic, Iterator, Protocol, Sequence, TypeVar, \
@@ -24,6 +30,37 @@ if TYPE_CHECKING:  # annotations only: no import at run time
 T = TypeVar("T")
 
 
+class Ref:
+    """A registered implementation named by where it lives, `"package.module:attr"`
+    (`attr` may be dotted: `Class.method`), imported on first use. With `args`, the
+    entry is `attr(*args)` (a factory's product, e.g. a generator of one width).
+
+    Calling a Ref calls what it names, so a `Gate` or `DataSet` holding one works as if
+    it held the function."""
+    __slots__ = ("path", "args", "_target")
+
+    def __init__(self, path: str, *args: object) -> None:
+        module, colon, attr = path.partition(":")
+        if not colon or not module or not attr:
+            raise ValueError(f"a Ref is 'package.module:attr', got {path!r}")
+        self.path, self.args, self._target = path, args, None
+
+    def resolve(self):
+        if self._target is None:
+            module, _, attr = self.path.partition(":")
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._target = obj(*self.args) if self.args else obj
+        return self._target
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Ref({self.path!r}{''.join(', ' + repr(a) for a in self.args)})"
+
+
 class Registry(Generic[T]):
     """A named table of one pluggable kind; unknown names raise `KtgError`."""
 
@@ -32,7 +69,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
-    def register(self, name: str, entry: T, help: str = "") -> T:
+    def register(self, name: str, entry: "T | Ref", help: str = "") -> "T | Ref":
         if not isinstance(name, str) or not name:
             raise KtgError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self._entries:
@@ -42,14 +79,24 @@ class Registry(Generic[T]):
         return entry
 
     def get(self, name: str) -> T:
+        """The entry (a `Ref` imported now, on first use); KtgError for an unknown name."""
         try:
-            return self._entries[name]
+            entry = self._entries[name]
         except (KeyError, TypeError):
             raise one_of(self.kind, name, self.names()) from None
+        if isinstance(entry, Ref):
+            entry = self._entries[name] = entry.resolve()
+        return entry
+
+    def check(self, name: object) -> str:
+        """`name` when it is registered, else KtgError naming the valid ones; imports
+        nothing (a config's or graph file's check)."""
+        if name not in self:
+            raise one_of(self.kind, name, self.names())
+        return name
 
     def help(self, name: str) -> str:
-        self.get(name)
-        return self._help[name]
+        return self._help[self.check(name)]
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -160,64 +207,65 @@ OBJECTIVES: Registry[Callable[[Sequence[float], float], float]] = Registry("obje
 
 
 # ---- built-ins -------------------------------------------------------------------------
-# Imported here, at the bottom, so that `registry` is complete before any implementation
-# module is read, and so that adding a built-in is one line in one file.
-from .method import gates as _gates  # noqa: E402
-from .method import losses as _losses  # noqa: E402
-from .method import models as _models  # noqa: E402
-from .method import scoring as _scoring  # noqa: E402
+# One line each, by where the implementation lives (imported on first use, see `Ref`).
+_M = "ktg_search.method."
+_D = "ktg_search.data."
 
-GATES.register("through", Gate(_gates.through), "passes the loss unchanged: a")
-GATES.register("cutoff", Gate(_gates.cutoff), "blocks the edge; the loss is never computed: 0")
-GATES.register("linear_up", Gate(_gates.linear_up), "KTG's positive linear gate: p * a")
-GATES.register("linear_down", Gate(_gates.linear_down),
+GATES.register("through", Gate(Ref(_M + "gates:through")), "passes the loss unchanged: a")
+GATES.register("cutoff", Gate(Ref(_M + "gates:cutoff")),
+               "blocks the edge; the loss is never computed: 0")
+GATES.register("linear_up", Gate(Ref(_M + "gates:linear_up")),
+               "KTG's positive linear gate: p * a")
+GATES.register("linear_down", Gate(Ref(_M + "gates:linear_down")),
                "KTG's negative linear gate: (1 - p) * a")
-GATES.register("correct", Gate(_gates.correct, needs_verdict=True),
+GATES.register("correct", Gate(Ref(_M + "gates:correct"), needs_verdict=True),
                "a only where the source is right (see gates.py)")
 
-TRANSFERS.register("image", _losses.IMAGE_TRANSFER, "generated images, eq. 5")
-TRANSFERS.register("feature_in", _losses.FEATURE_IN_TRANSFER,
+TRANSFERS.register("image", Ref(_M + "losses:IMAGE_TRANSFER"), "generated images, eq. 5")
+TRANSFERS.register("feature_in", Ref(_M + "losses:FEATURE_IN_TRANSFER"),
                    "attention maps of generator layers 2 and 3, eqs. 3-4")
-TRANSFERS.register("feature_out", _losses.FEATURE_OUT_TRANSFER,
+TRANSFERS.register("feature_out", Ref(_M + "losses:FEATURE_OUT_TRANSFER"),
                    "attention maps of generator layers 3 and 4, eqs. 3-4")
 
-for _width, _ngf in _models.GENERATOR_WIDTHS.items():
-    GENERATORS.register(f"dcgan-{_width}", _models.dcgan_factory(_ngf),
+# DCGAN generators by base width (ngf): the width is the model key's whole difference
+for _width, _ngf in {"small": 16, "medium": 32, "large": 64}.items():
+    GENERATORS.register(f"dcgan-{_width}", Ref(_M + "models:dcgan_factory", _ngf),
                         f"DCGAN generator, base width {_ngf}, 16/32/64 px")
-DISCRIMINATORS.register("sn", _models.SNDiscriminator,
+DISCRIMINATORS.register("sn", Ref(_M + "models:SNDiscriminator"),
                         "k+1-way softmax discriminator with spectral normalization")
-DISCRIMINATORS.register("bn", _models.BNDiscriminator,
+DISCRIMINATORS.register("bn", Ref(_M + "models:BNDiscriminator"),
                         "plain batch-norm discriminator (the 'DCGAN without SN' baseline)")
-DISCRIMINATORS.register("sn-cnn", _models.cnn_discriminator("sn"),
+DISCRIMINATORS.register("sn-cnn", Ref(_M + "models:cnn_discriminator", "sn"),
                         "SN-GAN's standard CNN (conv3x3 + conv4x4 s2 pairs), spectral norm")
-DISCRIMINATORS.register("bn-cnn", _models.cnn_discriminator("bn"),
+DISCRIMINATORS.register("bn-cnn", Ref(_M + "models:cnn_discriminator", "bn"),
                         "the standard CNN with batch norm and no spectral norm (sn-cnn's "
                         "'without SN' twin)")
-DISCRIMINATORS.register("sn-resnet", _models.ResNetDiscriminator,
+DISCRIMINATORS.register("sn-resnet", Ref(_M + "models:ResNetDiscriminator"),
                         "SN-GAN's ResNet discriminator (global sum pooling), spectral norm")
 
-from .data import datasets as _data  # noqa: E402
-from .data import extractors as _metrics  # noqa: E402
-
-DATASETS.register("digits", DataSet(_data.load_digits),
+DATASETS.register("digits", DataSet(Ref(_D + "datasets:load_digits")),
                   "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")
-DATASETS.register("cifar10", DataSet(_data.load_cifar10),
+DATASETS.register("cifar10", DataSet(Ref(_D + "datasets:load_cifar10")),
                   "CIFAR-10 train split (torchvision), 3 channels")
-DATASETS.register("mnist", DataSet(_data.load_mnist),
+DATASETS.register("mnist", DataSet(Ref(_D + "datasets:load_mnist")),
                   "MNIST train split (torchvision), 1 channel")
-DATASETS.register("fashion-mnist", DataSet(_data.load_fashion_mnist),
+DATASETS.register("fashion-mnist", DataSet(Ref(_D + "datasets:load_fashion_mnist")),
                   "Fashion-MNIST train split (torchvision), 1 channel")
-DATASETS.register("folder", DataSet(_data.load_folder, arg="PATH", arg_required=True),
+DATASETS.register("folder", DataSet(Ref(_D + "datasets:load_folder"), arg="PATH",
+                                    arg_required=True),
                   "folder:PATH, a folder of images; class sub-folders are the labels")
-DATASETS.register("synthetic", DataSet(_data.load_synthetic, arg="N",
-                                       check_arg=_data.synthetic_size),
+DATASETS.register("synthetic", DataSet(Ref(_D + "datasets:load_synthetic"), arg="N",
+                                       check_arg=Ref(_D + "datasets:synthetic_size")),
                   "synthetic[:N], N (512) coloured shapes of 10 classes, made on the fly")
 
-EXTRACTORS.register("classifier", _metrics.ClassifierExtractor.load,
+EXTRACTORS.register("classifier", Ref(_D + "extractors:ClassifierExtractor.load"),
                     "small CNN trained on the data set's own labels (offline default)")
-EXTRACTORS.register("inception-v3-compat", _metrics.InceptionExtractor.load,
+EXTRACTORS.register("inception-v3-compat", Ref(_D + "extractors:InceptionExtractor.load"),
                     "torch-fidelity's InceptionV3 (the papers' IS/FID); needs a weights file "
                     "offline")
+
+# the objective rules are plain arithmetic (no torch): registered from their one table
+from .method import scoring as _scoring  # noqa: E402
 
 for _name, (_reduce, _phrase) in _scoring.OBJECTIVE_RULES.items():
     OBJECTIVES.register(_name, _reduce, _phrase)

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
+from ktg_search.commands import report as report_command
 from ktg_search.errors import KtgError
-from ktg_search.report import (REEVAL_FILE, add_report_parser, asha_rungs, build_report,
-                               gate_shares, restore_best)
+from ktg_search.report import (REEVAL_FILE, asha_rungs, build_report, gate_shares,
+                               restore_best)
 from ktg_search.results.book import load_history, load_results
 from ktg_search.search.config import SearchConfig
 from ktg_search.search.driver import run_search
@@ -375,7 +376,7 @@ def test_report_folder_is_replaced_whole(run, report, tmp_path):
 def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="ktg")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_report_parser(sub)
+    report_command.add_parser(sub)
     args = parser.parse_args(["report", str(tmp_path), "--top", "5", "--no-reeval"])
     assert (args.top, args.no_reeval, args.reeval_samples) == (5, True, 10_000)
     with pytest.raises(KtgError, match="not a run directory.*run.json"):

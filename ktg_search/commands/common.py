@@ -16,16 +16,38 @@ def add_format_arg(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--format", choices=FORMATS, default="table")
 
 
-def add_listing(sub, name: str, help: str, rows: Callable[[], list[dict]]) -> None:
-    """A subcommand `name` that prints `rows()` as a table (with `--format`)."""
+def add_listing(sub, name: str, help: str, run: Callable) -> None:
+    """A subcommand `name` that lists something, with `--format`; `run(args)` prints it
+    (`print_listing`)."""
     sp = sub.add_parser(name, help=help)
     add_format_arg(sp)
-
-    def run(args) -> int:
-        import pandas as pd
-        print_frame(pd.DataFrame(rows()), args.format)
-        return 0
     sp.set_defaults(func=run)
+
+
+def print_listing(rows: list[dict], fmt: str) -> None:
+    """Rows of a listing: JSON or CSV whole; as a table, one line per row, text left-aligned
+    and the last column cut to the terminal's width (the full text is in --format json)."""
+    if fmt != "table":
+        import pandas as pd
+        print_frame(pd.DataFrame(rows), fmt)
+        return
+    if not rows:
+        print("(no rows)")
+        return
+    import shutil
+    cols = list(rows[0])
+    cells = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    room = max(20, shutil.get_terminal_size((120, 24)).columns - sum(widths[:-1])
+               - 2 * (len(cols) - 1))
+
+    def line(values: list[str]) -> str:
+        last = values[-1] if len(values[-1]) <= room else values[-1][:room - 3] + "..."
+        return "  ".join([v.ljust(w) for v, w in zip(values[:-1], widths[:-1],
+                                                       strict=True)] + [last]).rstrip()
+    print(line(cols))
+    for row in cells:
+        print(line(row))
 
 
 def print_frame(df, fmt: str) -> None:

@@ -7,7 +7,7 @@ from .common import add_training_args, base_recipe, recipe_line, train_config
 
 def add_parser(sub) -> None:
     from ..files.outputs import add_out_args
-    from ..results.runs import EVAL_AT
+    from ..method.scoring import EPOCH_RULES
     sp = sub.add_parser(
         "compare", help="train graphs over several seeds; one table of IS / FID mean +- std",
         description="Train every GRAPH with every seed (independent runs, in parallel on "
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     add_training_args(sp, preset=True)
     sp.add_argument("--seeds", type=int, default=5, help="seeds per graph (default 5)")
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
-    sp.add_argument("--eval-at", choices=EVAL_AT, default="best",
+    sp.add_argument("--eval-at", choices=EPOCH_RULES, default="best",
                     help="score a run at its best epoch (default) or at its last")
     add_out_args(sp, "output folder (default ktg_runs/compare)", default="ktg_runs/compare")
     sp.add_argument("--teacher", metavar="PATH",
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..studies.compare import compare
-    from ..results.runs import TABLE_CSV, TABLE_MD
+    from ..files.fileio import TABLE_CSV, TABLE_MD
     from ..method.trainconfig import check_recipe
     from ..method.graph import resolve_graph
     # one table needs one recipe: --preset and flags (not the graphs' own recipes, which

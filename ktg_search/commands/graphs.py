@@ -1,11 +1,16 @@
 """`ktg graphs`: the built-in graphs."""
 from __future__ import annotations
 
-from .common import add_listing
+from .common import add_listing, print_listing
 
 
 def add_parser(sub) -> None:
-    add_listing(sub, "graphs", "list the built-in graphs", rows)
+    add_listing(sub, "graphs", "list the built-in graphs", run)
+
+
+def run(args) -> int:
+    print_listing(rows(), args.format)
+    return 0
 
 
 def rows() -> list[dict]:

@@ -1,11 +1,16 @@
 """`ktg presets`: the search presets."""
 from __future__ import annotations
 
-from .common import add_listing
+from .common import add_listing, print_listing
 
 
 def add_parser(sub) -> None:
-    add_listing(sub, "presets", "list the search presets", rows)
+    add_listing(sub, "presets", "list the search presets", run)
+
+
+def run(args) -> int:
+    print_listing(rows(), args.format)
+    return 0
 
 
 def rows() -> list[dict]:

@@ -7,7 +7,7 @@ from .common import add_training_args, train_config
 def add_parser(sub) -> None:
     from .. import registry
     from ..files.outputs import add_out_args
-    from ..results.runs import KEEP
+    from ..method.scoring import EPOCH_RULES
     sp = sub.add_parser(
         "pretrain", help="train one generator as a distillation teacher",
         description="Train a single generator with its own spectral-norm discriminator and "
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     add_training_args(sp)
     add_out_args(sp, "checkpoint file to write", required=True)
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--keep", choices=KEEP, default="best",
+    sp.add_argument("--keep", choices=EPOCH_RULES, default="best",
                     help="export the weights of the best-IS epoch (default) or the last")
     sp.set_defaults(func=run)
 

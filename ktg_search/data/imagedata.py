@@ -10,13 +10,16 @@ import hashlib
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Iterator
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import KtgError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+# torch is imported inside the functions that use it: the sizes and paths here are read by
+# the config and graph checks, which `ktg validate`, `status` and `--help` run without it.
 
 SIZES = (16, 32, 64)
 
@@ -69,6 +72,7 @@ class ImageData:
     num_classes: int            # 0 when unlabelled
 
     def __post_init__(self) -> None:
+        import torch
         # Internal invariants (loaders build these), so plain asserts-as-errors.
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 \
                 or self.images.shape[2] != self.images.shape[3]:
@@ -101,6 +105,7 @@ class ImageData:
         generator gives the same batches on every machine; the generator's state moves
         on, so the next epoch is shuffled differently.
         """
+        import torch
         if batch_size < 1:
             raise KtgError(f"The value of `batch_size` is {batch_size}, but must be "
                            f"`batch_size >= 1`")
@@ -118,6 +123,7 @@ class ImageData:
         Used for the classifier's held-out accuracy. Both parts keep the name and the
         class count; the permutation comes from `seed` alone.
         """
+        import torch
         if not 0.0 < fraction < 1.0:
             raise KtgError(f"The value of `fraction` is {fraction}, but must be "
                            f"`0 < fraction < 1`")
@@ -149,6 +155,8 @@ def resize_uint8(images: Tensor, image_size: int, chunk: int = 4096) -> Tensor:
     Chunked so that resizing 50,000 CIFAR images to 64 px never holds them all as float.
     Square inputs only (the loaders crop first).
     """
+    import torch
+    import torch.nn.functional as F
     if images.shape[-1] == image_size and images.shape[-2] == image_size:
         return images.contiguous()
     out = torch.empty(images.shape[0], images.shape[1], image_size, image_size,

@@ -22,6 +22,9 @@ LOG_FILE = "search.log"               # Ray's and Tune's own output, unless --ve
 # a trial's checkpoint directory
 CHECKPOINT_FILE = "trainer.pt"        # the whole training state (Trainer.state_dict)
 CHECKPOINT_INFO = "trial.json"        # beside it: whose checkpoint, which epoch
+# a run outside a search (`ktg train`, `ktg compare`): its files, and a comparison's table
+RUN_FILES = ("summary.json", "metrics.csv", "graph.json")
+TABLE_MD, TABLE_CSV = "table.md", "table.csv"
 
 
 def is_uri(path: str) -> bool:

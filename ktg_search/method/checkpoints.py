@@ -46,7 +46,7 @@ class TrainerCheckpoints:
             raise KtgError(f"{where} holds {len(state['generators'])} generator(s), but "
                            f"the graph has {self.graph.k}")
         try:
-            for g, sd in zip(self.generators, state["generators"]):
+            for g, sd in zip(self.generators, state["generators"], strict=True):
                 g.load_state_dict(sd)
             self.D.load_state_dict(state["D"])
             self.opt_d.load_state_dict(state["opt_d"])

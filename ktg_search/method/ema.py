@@ -65,7 +65,7 @@ class GeneratorEMA:
             src = self.sources[i]
             avg += list(c.parameters())
             new += [p.detach() for p in src.parameters()]
-            for b_ema, b in zip(c.buffers(), src.buffers()):
+            for b_ema, b in zip(c.buffers(), src.buffers(), strict=True):
                 if b.is_floating_point() and self.buffers == "average":
                     avg.append(b_ema)
                     new.append(b)
@@ -78,7 +78,7 @@ class GeneratorEMA:
         elif avg:
             # ema + (1 - w) * (new - ema) = w * ema + (1 - w) * new, one fused call
             torch._foreach_lerp_(avg, new, 1.0 - w)
-        for a, b in zip(copy_to, copy_from):
+        for a, b in zip(copy_to, copy_from, strict=True):
             a.copy_(b)
 
     def to(self, device: Any) -> "GeneratorEMA":

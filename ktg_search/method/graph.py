@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import KtgError
-from .losses import DEFAULT_ALPHA
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 
 Src = Union[str, int]  # "D" or a node index
@@ -39,7 +38,8 @@ MAX_RECIPE_KEYS = 100  # a TrainConfig has ~25 fields; the rest is refused by ch
 _NODE_KEYS = {"model", "pretrained"}
 _EDGE_KEYS = {"src", "dst", "gate"}
 MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
-MAX_ALPHA = 1e9  # transfer loss weight; the paper's is 1000
+DEFAULT_ALPHA = 1000.0  # the transfer loss weight, the paper's (losses.py's default too)
+MAX_ALPHA = 1e9
 MAX_NAME, MAX_DESCRIPTION, MAX_PATH = 200, 10_000, 4096
 
 

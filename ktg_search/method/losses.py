@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .graph import DEFAULT_ALPHA
 from .models import TAP_SIDES
 
-DEFAULT_ALPHA = 1000.0
 REFERENCE_SIZE = 64  # the paper's image size: the resolution-aware alpha's reference
 
 
@@ -40,7 +40,7 @@ def normalized_distance(src: Sequence[Tensor], dst: Sequence[Tensor],
     (the paper's eqs. 4-5: each vector's own position count) unless `positions` gives
     other divisors (the resolution-aware scale: `reference_positions`)."""
     total = None
-    for m, (a, b) in enumerate(zip(src, dst)):
+    for m, (a, b) in enumerate(zip(src, dst, strict=True)):
         sq = (a - b).pow(2)
         term = sq.mean(dim=1) if positions is None else sq.sum(dim=1) / positions[m]
         total = term if total is None else total + term
@@ -60,7 +60,7 @@ def _check_feature_pairs(src_feats: Sequence[Tensor], dst_feats: Sequence[Tensor
     if len(src_feats) != len(dst_feats) or not src_feats:
         raise ValueError(f"feature transfer needs the same non-zero number of layers, got "
                          f"{len(src_feats)} and {len(dst_feats)}")
-    for fs, fd in zip(src_feats, dst_feats):
+    for fs, fd in zip(src_feats, dst_feats, strict=True):
         if fs.shape[0] != fd.shape[0] or fs.shape[2:] != fd.shape[2:]:
             raise ValueError(f"feature maps differ in batch or spatial size: "
                              f"{tuple(fs.shape)} vs {tuple(fd.shape)}")

@@ -26,7 +26,6 @@ from torch.nn.utils import spectral_norm
 
 from ..data.imagedata import SIZES
 
-GENERATOR_WIDTHS = {"small": 16, "medium": 32, "large": 64}
 # the side of each tap's square map (the four block outputs), by image size
 TAP_SIDES = {16: (2, 4, 8, 16), 32: (4, 8, 16, 32), 64: (4, 8, 16, 32)}
 
@@ -48,7 +47,7 @@ class DCGANGenerator(nn.Module):
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
         first_kernel = 2 if image_size == 16 else 4
         blocks = [self._block(nz, widths[0], first_kernel, 1, 0)]
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
             blocks.append(self._block(cin, cout, 4, 2, 1))
         self.blocks = nn.ModuleList(blocks)
         if image_size == 64:
@@ -155,7 +154,7 @@ class CNNDiscriminator(nn.Module):
         wrap = _sn_or_plain(norm)
         widths = [ndf * 2 ** i for i in range(len(_down_widths(image_size, ndf)) + 1)]
         convs = [(channels, widths[0], 3, 1, 1)]
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
             convs += [(cin, cout, 4, 2, 1), (cout, cout, 3, 1, 1)]
         layers = []
         for i, (cin, cout, k, s, p) in enumerate(convs):
@@ -241,7 +240,7 @@ def same_sigma(module: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, f in zip(mods, flags):
+        for m, f in zip(mods, flags, strict=True):
             m.training = f
 
 

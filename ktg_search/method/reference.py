@@ -141,17 +141,17 @@ class ReferenceTrainer:
                                                           torch.optim.Optimizer]]:
         """(name, engine parameter, our parameter, engine optimizer, our optimizer)."""
         pairs = [(f"D.{n}", pe, pr, engine.opt_d, self.opt_d) for (n, pe), pr in
-                 zip(engine.D.named_parameters(), self.D.parameters())]
+                 zip(engine.D.named_parameters(), self.D.parameters(), strict=True)]
         for t, opt in self.opt_g.items():
             pairs += [(f"G{t}.{n}", pe, pr, engine.opt_g, opt) for (n, pe), pr in
                       zip(engine.generators[t].named_parameters(),
-                          self.generators[t].parameters())]
+                          self.generators[t].parameters(), strict=True)]
         return pairs
 
     def sync_from(self, engine: Trainer) -> None:
         """Take over the engine's whole state: weights, BN statistics, SN vectors, Adam
         moments and step counts, the z generator's state and the iteration."""
-        for g, ge in zip(self.generators, engine.generators):
+        for g, ge in zip(self.generators, engine.generators, strict=True):
             g.load_state_dict(ge.state_dict())
         self.D.load_state_dict(engine.D.state_dict())
         if self.ema is not None:
@@ -253,7 +253,7 @@ class ReferenceTrainer:
         if self.transfer.layers is None:
             return image_transfer_loss(src[0], dst[0], alpha * self.alpha_scale[0])
         return sum(feature_transfer_loss([src[1][m]], [dst[1][m]], alpha * sc)
-                   for m, sc in zip(self.transfer.layers, self.alpha_scale)) \
+                   for m, sc in zip(self.transfer.layers, self.alpha_scale, strict=True)) \
             / len(self.alpha_scale)
 
     @torch.no_grad()

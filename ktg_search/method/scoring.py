@@ -63,6 +63,9 @@ def objective_mixture(scores: Sequence[float], mixture: float = math.nan) -> flo
 
 
 # name -> (reducer, a short noun phrase that status lines and report captions embed)
+# which epoch of a finished run counts (`ktg compare --eval-at`, `ktg pretrain --keep`)
+EPOCH_RULES = ("best", "last")
+
 OBJECTIVE_RULES = {"best": (objective_best, "the best generator's IS"),
                    "weakest": (objective_weakest, "the weakest generator's IS"),
                    "mean": (objective_mean, "the mean IS of the generators"),

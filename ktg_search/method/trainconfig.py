@@ -12,15 +12,16 @@ code.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..files.checks import (Bool, Choice, Device, Float, Int, Text, check_fields,
                             check_instance, setting)
 from ..errors import KtgError
 from ..data.imagedata import SIZES
 from ..registry import DISCRIMINATORS, EXTRACTORS, OBJECTIVES
+
+if TYPE_CHECKING:  # torch is imported by resolve_device, when a run starts
+    import torch
 
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
@@ -148,8 +149,9 @@ def effective_discriminator(graph_d: str, recipe_d: str | None) -> str:
     return name
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> "torch.device":
     """`auto` picks the GPU when there is one; cudnn autotuning is on for GPUs."""
+    import torch
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):

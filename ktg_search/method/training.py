@@ -193,7 +193,8 @@ class Trainer(TrainerCheckpoints):
                         outs.append(self.generators[i](z))
             if judged_order:
                 out = self.discriminate([outs[i][0] for i in judged_order]).float()
-                logits = dict(zip(judged_order, out.view(len(judged_order), b, k + 1)))
+                logits = dict(zip(judged_order, out.view(len(judged_order), b, k + 1),
+                                  strict=True))
             else:
                 logits = {}
         # "the source is right on this sample" (gates.py): for s -> t, D calls G_s's image

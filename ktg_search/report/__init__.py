@@ -32,12 +32,12 @@ The modules, each depending only on those above it:
     context.py         `Options`, the `section` decorator, values sections derive
     sections_*.py      the sections `(run, options) -> Part`, grouped by question
     sections.py        the table of sections (key, title, function) and their runner
-    build.py           `build_report` and the `ktg report` command
+    build.py           `build_report` (the command is commands/report.py)
 Code outside the report imports from `ktg_search.report` only, never from its modules.
 """
 from __future__ import annotations
 
-from .build import REPORT_DIR, add_report_parser, build_report, cmd_report
+from .build import REPORT_DIR, build_report
 from .baselines import Baselines, read_baselines, recipe_differences
 from .context import Options, section
 from .figures import GATE_COLOURS, draw_graph, gate_colour, graph_figsize
@@ -49,14 +49,11 @@ from .sections_samples import SAMPLE_SEED, TSNE_PER_SOURCE
 from .tables import (TOP_FRAC, asha_rungs, edge_columns, edge_label, gate_shares, is_digits,
                      ranked_trials, rung_rank_correlation, rung_times, spearman)
 
-PARTS = SECTIONS  # the name the report's table had before it was a package
-
 __all__ = [
-    "Baselines", "GATE_COLOURS", "Missing", "Options", "PARTS", "Part", "REEVAL_FILE",
+    "Baselines", "GATE_COLOURS", "Missing", "Options", "Part", "REEVAL_FILE",
     "REEVAL_SEED", "REPORT_DIR", "RunView", "SAMPLE_SEED", "SECTIONS", "SECTION_KEYS",
-    "Section", "TOP_FRAC", "TSNE_PER_SOURCE", "add_report_parser", "asha_rungs",
-    "build_report", "cmd_report", "draw_graph", "edge_columns", "edge_label", "gate_colour",
-    "gate_shares", "graph_figsize", "is_digits", "open_run", "ranked_trials",
+    "Section", "TOP_FRAC", "TSNE_PER_SOURCE", "asha_rungs", "build_report", "draw_graph",
+    "edge_columns", "edge_label", "gate_colour", "gate_shares", "graph_figsize", "is_digits", "open_run", "ranked_trials",
     "read_baselines", "read_reevaluations", "recipe_differences", "reevaluate",
     "render_html", "render_markdown", "restore_best", "rung_rank_correlation", "rung_times",
     "section", "spearman",

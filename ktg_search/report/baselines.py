@@ -44,7 +44,7 @@ def read_baselines(folder: str | Path) -> Baselines:
     """Read a `ktg compare` output folder; KtgError naming it when it does not exist or
     is not one (no table.csv, a table compare did not write, runs outside it)."""
     import pandas as pd
-    from ..results.runs import TABLE_CSV
+    from ..files.fileio import TABLE_CSV
     from ..files.safeload import check_frame
     p = Path(folder).expanduser()
     what = f"--baselines {str(p)!r}"
@@ -64,7 +64,7 @@ def read_baselines(folder: str | Path) -> Baselines:
         raise KtgError(f"{what}: {TABLE_CSV} has no rows")
     root = p.resolve()
     runs: dict[str, list[Path]] = {}
-    for graph, cell in zip(df["graph"], df["runs"]):
+    for graph, cell in zip(df["graph"], df["runs"], strict=True):
         dirs = []
         for rel in str(cell).split(";"):
             d = (p / rel).resolve()

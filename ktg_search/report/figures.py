@@ -188,12 +188,13 @@ def boxes(ax, groups, labels, colours, positions=None, alpha=0.6) -> None:
     import numpy as np
     positions = positions if positions is not None else list(range(len(groups)))
     rng = np.random.default_rng(0)
-    filled = [(g, pos, c) for g, pos, c in zip(groups, positions, colours) if len(g)]
+    filled = [(g, pos, c) for g, pos, c in zip(groups, positions, colours, strict=True)
+              if len(g)]
     if filled:
         bp = ax.boxplot([g for g, _, _ in filled], positions=[q for _, q, _ in filled],
                         widths=0.6, patch_artist=True, showfliers=False,
                         medianprops=dict(color="k"))
-        for box, (_, _, c) in zip(bp["boxes"], filled):
+        for box, (_, _, c) in zip(bp["boxes"], filled, strict=True):
             box.set_facecolor(c)
             box.set_alpha(alpha)
         for g, q, c in filled:

@@ -60,9 +60,9 @@ def asha(run: RunView, opts: Options, p: Part) -> None:
     labels = [f"{unit[:-1]} {e:,}\n(" + ", ".join(
                   (["rung"] if kind == "rung" else []) +
                   (["max"] if e == ck.max_t else [])) + ")"
-              for e, kind in zip(table.epoch, table.kind)]
+              for e, kind in zip(table.epoch, table.kind, strict=True)]
     bars = ax.bar(range(len(table)), table.trials, color="#4c72b0", width=0.6)
-    for b, v in zip(bars, table.trials):
+    for b, v in zip(bars, table.trials, strict=True):
         ax.text(b.get_x() + b.get_width() / 2, v, str(v), ha="center", va="bottom",
                 fontsize=9)
     ax.set_xticks(range(len(table)))
@@ -74,7 +74,7 @@ def asha(run: RunView, opts: Options, p: Part) -> None:
     p.image(p.file("asha.png", png(fig)), "trials per ASHA rung")
     p.table([unit[:-1], "kind", "trials reached", "share of trained"],
             [[int(e), kind, int(v), f"{v / n:.0%}" if n else ""]
-             for e, kind, v in zip(table.epoch, table.kind, table.trials)])
+             for e, kind, v in zip(table.epoch, table.kind, table.trials, strict=True)])
 
 
 @section('early-stops', 'Do early stops predict the final rank?')

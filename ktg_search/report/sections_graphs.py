@@ -74,7 +74,7 @@ def distributions(run: RunView, opts: Options, p: Part) -> None:
                                    gridspec_kw={"width_ratios": [max(1, len(kinds)),
                                                                  max(2, len(dcols) * 2)]})
     groups = [r[r.transfer == t].objective.dropna().values for t in kinds]
-    boxes(a1, groups, [f"{t}\n(n={len(v)})" for t, v in zip(kinds, groups)],
+    boxes(a1, groups, [f"{t}\n(n={len(v)})" for t, v in zip(kinds, groups, strict=True)],
           ["#8fb8de"] * len(groups))
     a1.set_title("by transfer kind", fontsize=10)
     a1.set_ylabel(f"objective ({OBJECTIVES.help(run.cfg.train.objective)})")

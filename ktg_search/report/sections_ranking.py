@@ -48,7 +48,8 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
            f"stops weak trials early; max {c.train.epochs}).")
     if len(dup):
         pairs = ", ".join(f"{a} -> {b}" for a, b in
-                          zip(dup.trial_id.head(12), dup.duplicate_of.head(12)))
+                          zip(dup.trial_id.head(12), dup.duplicate_of.head(12),
+                              strict=True))
         p.text(f"Duplicates left out (duplicate -> original): {pairs}"
                f"{' ...' if len(dup) > 12 else ''}.")
 
@@ -136,7 +137,7 @@ def _reevaluation_figure(rows, nodes: list[int], eval_samples, objective: str):
     ax.errorbar(rows.objective, y, xerr=[0 if math.isnan(e) else e for e in err],
                 fmt="D", color="#d62728", ms=7, capsize=4, zorder=4,
                 label=f"re-evaluation ({int(rows.num_samples.iloc[0]):,} samples, ± std)")
-    for yy, (_, r) in zip(y, rows.iterrows()):
+    for yy, (_, r) in zip(y, rows.iterrows(), strict=True):
         ax.plot([r.search_objective, r.objective], [yy, yy], color="#ccc", zorder=1)
     ax.set_yticks(y)
     ax.set_yticklabels([f"#{int(r.search_rank)} {r.trial_id} -> #{int(r.reeval_rank)}"

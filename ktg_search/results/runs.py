@@ -20,9 +20,9 @@ import torch
 
 from ..errors import KtgError
 from ..method.graph import Graph
-from ..method.scoring import best_index, last_index, mean_std, objective_best
+from ..method.scoring import EPOCH_RULES, best_index, last_index, mean_std, objective_best
 from ..method.models import count_parameters
-from ..files.fileio import atomic_write_bytes, atomic_write_text
+from ..files.fileio import RUN_FILES, atomic_write_bytes, atomic_write_text
 from ..data.loading import check_dataset_name
 from ..files.outputs import output_file
 from ..method.evaluation import data_and_evaluator
@@ -32,10 +32,6 @@ from ..method.training import Trainer
 from ..registry import GENERATORS
 
 GRID_SEED = 7
-EVAL_AT = ("best", "last")
-KEEP = ("best", "last")  # which epoch's weights `ktg pretrain` writes
-TABLE_MD, TABLE_CSV = "table.md", "table.csv"
-RUN_FILES = ("summary.json", "metrics.csv", "graph.json")
 
 
 @dataclass
@@ -155,8 +151,8 @@ def _floats(rows: list[dict], col: str) -> list[float]:
 def score_run(run_dir: str | Path, eval_at: str = "best") -> dict[str, Any]:
     """One run's scores from its files: each generator's IS (and FID) at its best epoch or
     at the last evaluated epoch, and which generator is the run's best."""
-    if eval_at not in EVAL_AT:
-        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
+    if eval_at not in EPOCH_RULES:
+        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EPOCH_RULES)}")
     run = Path(run_dir)
     missing = [f for f in RUN_FILES if not (run / f).exists()]
     if missing:
@@ -220,8 +216,8 @@ def aggregate(run_dirs_by_graph: dict[str, list[str | Path]], eval_at: str = "be
     frozen node's parameters / scored generator's), wall_s (mean per run), diverged
     (runs), runs (';'-joined run directories)."""
     import pandas as pd
-    if eval_at not in EVAL_AT:
-        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
+    if eval_at not in EPOCH_RULES:
+        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EPOCH_RULES)}")
     scored = {label: [score_run(d, eval_at) for d in dirs]
               for label, dirs in run_dirs_by_graph.items()}
     empty = [label for label, runs in scored.items() if not runs]
@@ -317,8 +313,8 @@ def pretrain(model: str, config, output: str | Path, keep: str = "best",
     if model not in GENERATORS:
         raise KtgError(f"unknown generator model {model!r}; valid: "
                        f"{', '.join(GENERATORS.names())}")
-    if keep not in KEEP:
-        raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(KEEP)}")
+    if keep not in EPOCH_RULES:
+        raise KtgError(f"unknown --keep {keep!r}; valid: {', '.join(EPOCH_RULES)}")
     output = output_file(output, force, example="teacher.pt")
     check_dataset_name(config.dataset)
     config.validate()

@@ -157,7 +157,7 @@ class _Eval:
     def compare(self, node: ast.Compare) -> Any:
         out = None
         left = self.value(node.left)
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             if isinstance(op, (ast.In, ast.NotIn)):
                 if not isinstance(right_node, (ast.List, ast.Tuple, ast.Set)):
                     raise self.refuse(right_node, "`in` takes a literal list, e.g. "

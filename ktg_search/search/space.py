@@ -59,10 +59,10 @@ class SpaceSpec:
                 raise KtgError(f"the search needs at least one {what}; valid: "
                                f"{', '.join(reg.names())}")
             for v in values:
-                reg.get(v)
+                reg.check(v)
             if len(set(values)) != len(values):
                 raise KtgError(f"the {what} list {list(values)} repeats a value")
-        GENERATORS.get(self.target_model)
+        GENERATORS.check(self.target_model)
         self.alphas = tuple(self.alphas)
         for name, values in (("alpha", (self.alpha,)), ("alphas", self.alphas)):
             for a in values:

@@ -237,7 +237,7 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
     # the ratio of each adjacent pair of steps, then the median: a burst of load from
     # other processes on a shared machine hits both sides of a pair alike, and the median
     # ignores the pairs it did not
-    out["speedup"] = statistics.median(r / e for e, r in zip(t_engine, t_ref))
+    out["speedup"] = statistics.median(r / e for e, r in zip(t_engine, t_ref, strict=True))
     out["speedup_of_totals"] = sum(t_ref) / sum(t_engine)
     out["step_s"] = {"engine": t_engine, "reference": t_ref}
     # the arithmetic of one step on each side, the rate the engine reached, and the
@@ -315,7 +315,7 @@ def format_bench(result: dict) -> str:
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if j == 0 else c.rjust(w)
-                         for j, (c, w) in enumerate(zip(cells, widths)))
+                         for j, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     def ok(b: bool) -> str:
         return "ok" if b else "MISSED"

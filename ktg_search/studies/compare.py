@@ -39,7 +39,9 @@ from typing import Any
 
 from ..errors import KtgError
 from ..method.graph import Graph, Node, builtin_graphs, resolve_graph
-from ..results.runs import EVAL_AT, TABLE_CSV, TABLE_MD, aggregate, format_markdown
+from ..files.fileio import TABLE_CSV, TABLE_MD
+from ..method.scoring import EPOCH_RULES
+from ..results.runs import aggregate, format_markdown
 from ..method.teachers import apply_teacher, check_teachers
 from ..method.evaluation import data_and_evaluator
 
@@ -223,8 +225,8 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     """
     from tqdm import tqdm
     t0 = time.perf_counter()
-    if eval_at not in EVAL_AT:
-        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EVAL_AT)}")
+    if eval_at not in EPOCH_RULES:
+        raise KtgError(f"unknown --eval-at {eval_at!r}; valid: {', '.join(EPOCH_RULES)}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 1000:
         raise KtgError(f"The value of `--seeds` is {seeds!r}, but must be an integer, "
                        f"`--seeds >= 1` and <= 1000")
