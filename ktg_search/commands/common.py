@@ -135,7 +135,7 @@ def add_training_args(sp: argparse.ArgumentParser, preset: bool = False) -> None
             d = {x.name: x.default for x in fields(TrainConfig)}
             sp.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"),
                             help=f"Adam betas (default: {d['beta1']:g} {d['beta2']:g}, the "
-                                 f"paper's; 0 0.9 learns faster at digits scale, see README)")
+                                 f"paper's; 0 0.9 learns faster at digits scale, see docs/recipe.md)")
         elif check.kind == "bool":
             sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                             help=f"{text} (default: {'on' if shown else 'off'})")

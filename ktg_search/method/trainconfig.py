@@ -95,10 +95,10 @@ class TrainConfig:
     fid: bool = setting(True, Bool(), help="compute FID each epoch")
     # what an epoch scores (OBJECTIVES, scoring.py): the best epoch's weights, a search's
     # ranking and ASHA's stops all follow it. "best" is the paper's; "weakest" makes a
-    # search prefer graphs in which every generator learns (README, training notes)
+    # search prefer graphs in which every generator learns (docs/early-stops.md)
     objective: str = setting("best", Choice(OBJECTIVES.names),
                              help="an epoch's score from the IS of the generators: best, "
-                                  "weakest or mean")
+                                  "weakest, mean or mixture")
     inception_weights: str | None = setting(None, Text(optional=True),
                                             help="torch-fidelity Inception weights file")
     data_root: str | None = setting(None, Text(optional=True),
