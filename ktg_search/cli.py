@@ -9,6 +9,7 @@
     ktg report RUN                   the ranked graph report (HTML + Markdown)
     ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
     ktg bench                        engine speed against the literal reference
+    ktg gpu-check                    check a GPU machine end to end (make gpu-check)
 
 Commands that write files take `-o/--out` and refuse an existing output without `--force`;
 files from elsewhere (graphs, configs, run directories, checkpoints) are read as data

@@ -115,10 +115,17 @@ def zero_weight_graph() -> Graph:
 
 # ---- the cases --------------------------------------------------------------------------
 def _config(dataset: str, image_size: int, batch_size: int, eval_samples: int = 1000,
-            **kw: Any) -> TrainConfig:
+            device: str = "cpu", amp: str = "off", **kw: Any) -> TrainConfig:
     return TrainConfig(dataset=dataset, image_size=image_size, batch_size=batch_size,
-                       epochs=1, device="cpu", eval_samples=eval_samples,
+                       epochs=1, device=device, amp=amp, eval_samples=eval_samples,
                        extractor="classifier", fid=True, **kw)
+
+
+def _sync(device: str) -> None:
+    """Wait for the device: a step's time on a GPU is when its kernels end, not when
+    Python has queued them."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def _batches(data, batch_size: int, n: int, seed: int) -> list[Tensor]:
@@ -148,13 +155,15 @@ def step_flops(trainer: Any, real: Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's practical peak: FLOP/s of an n x n float32 matrix product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """The device's practical peak: FLOP/s of an n x n float32 matrix product."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b  # warm-up
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(device)
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
@@ -165,8 +174,14 @@ def _peak_rss_mb() -> float:
 
 def bench_case(name: str, steps: int = 20, batch_size: int = 64,
                progress: Callable[[str], None] | None = None,
-               eval_samples: int = 1000, probes: bool = True) -> dict[str, Any]:
-    """One case: equivalence (through-3, mixed gates, probes), speed, RSS, evaluation."""
+               eval_samples: int = 1000, probes: bool = True, device: str = "cpu",
+               amp: str = "off", evaluate: bool = True) -> dict[str, Any]:
+    """One case: equivalence (through-3, mixed gates, probes), speed, RSS, evaluation.
+
+    `device`/`amp` run the engine (and the reference, on the engine's device) there; with
+    amp="bf16" the engine autocasts and the reference stays float32, so the loss
+    differences are bf16's own error, not a target. `evaluate=False` skips the
+    evaluation (it needs torch-fidelity)."""
     say = progress or (lambda msg: None)
     if name not in CASES:
         raise ValueError(f"unknown bench case {name!r}; valid: {', '.join(CASES)}")
@@ -183,7 +198,7 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
                            "channels": data.channels, "graph": GRAPH, "recipe": recipe}
 
     say(f"{name}: equivalence, {n_eq} steps on {GRAPH} and mixed-3")
-    cfg = _config(dataset, size, batch_size, **short, **recipe)
+    cfg = _config(dataset, size, batch_size, device=device, amp=amp, **short, **recipe)
     runs = {f"{gname}{' free' if not sw else ''}": equivalence(g, cfg, data, batches[:n_eq],
                                                               stepwise=sw)
             for gname, g in ((GRAPH, through), ("mixed-3", mixed)) for sw in (True, False)}
@@ -217,8 +232,8 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
                                                 batches[:n_eq], stepwise=True)["max_loss_diff"]
 
     say(f"{name}: timing {steps} steps (+{WARMUP_STEPS} warm-up), interleaved")
-    engine = Trainer(through, _config(dataset, size, batch_size, eval_samples, **recipe),
-                     data=data)
+    engine = Trainer(through, _config(dataset, size, batch_size, eval_samples, device, amp,
+                                      **recipe), data=data)
     ref = ReferenceTrainer(engine)
     t_engine, t_ref = [], []
     for i, real in enumerate(batches[:WARMUP_STEPS + steps]):
@@ -226,8 +241,10 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
         order = (engine, ref) if i % 2 == 0 else (ref, engine)
         times = {}
         for who in order:
+            _sync(device)
             t0 = time.perf_counter()
             who.train_step(real)
+            _sync(device)
             times[id(who)] = time.perf_counter() - t0
         if i >= WARMUP_STEPS:
             t_engine.append(times[id(engine)])
@@ -244,11 +261,15 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
     # machine's matrix-product rate measured now: how far any engine could go here
     out["engine_gflop"] = step_flops(engine, batches[0]) / 1e9
     out["reference_gflop"] = step_flops(ref, batches[0]) / 1e9
-    out["matmul_gflops"] = matmul_flops_per_s() / 1e9
+    out["matmul_gflops"] = matmul_flops_per_s(device=device) / 1e9
     t_e, t_r = statistics.median(t_engine), statistics.median(t_ref)
     out["engine_gflops"] = out["engine_gflop"] / t_e
     out["speedup_bound"] = t_r / (out["engine_gflop"] / out["matmul_gflops"])
     del ref
+    out["peak_rss_mb"] = _peak_rss_mb()
+    if not evaluate:
+        out["eval_s"] = None
+        return out
 
     say(f"{name}: evaluation ({eval_samples} samples per generator, 3 generators)")
     t0 = time.perf_counter()
@@ -264,8 +285,10 @@ def bench_case(name: str, steps: int = 20, batch_size: int = 64,
 
 def run_bench(steps: int = 20, batch_size: int = 64, cases: list[str] | None = None,
               progress: Callable[[str], None] | None = None, *,
-              eval_samples: int = 1000, probes: bool = True) -> dict:
-    """Benchmark every case; the dict `format_bench` prints and `ktg bench --json` dumps."""
+              eval_samples: int = 1000, probes: bool = True, device: str = "cpu",
+              amp: str = "off", evaluate: bool = True) -> dict:
+    """Benchmark every case; the dict `format_bench` prints and `ktg bench --json` dumps.
+    `device`, `amp` and `evaluate` as in `bench_case`."""
     if steps < 1:
         raise ValueError(f"The value of `steps` is {steps}, but must be `steps >= 1`")
     if batch_size < 2:
@@ -275,12 +298,13 @@ def run_bench(steps: int = 20, batch_size: int = 64, cases: list[str] | None = N
     for c in cases:
         if c not in CASES:
             raise ValueError(f"unknown bench case {c!r}; valid: {', '.join(CASES)}")
-    rows = [bench_case(c, steps, batch_size, progress, eval_samples, probes) for c in cases]
+    rows = [bench_case(c, steps, batch_size, progress, eval_samples, probes, device, amp,
+                       evaluate) for c in cases]
     return {
         "steps": steps, "batch_size": batch_size, "warmup_steps": WARMUP_STEPS,
         "equivalence_steps": EQUIVALENCE_STEPS, "graph": GRAPH,
         "mixed_graph": {f"{s}->{t}": g for (s, t), g in MIXED_GATES.items()},
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device, "amp": amp,
         "d_width": TrainConfig().d_width, "generator": "dcgan-small",
         "cases": rows,
         "max_loss_diff": max(r["max_loss_diff"] for r in rows),
@@ -310,7 +334,8 @@ def format_bench(result: dict) -> str:
              f"{r['ema_diff']:.1e}" if r.get("ema_diff") is not None else "-",
              f"{r['probe_sn_per_call_loss_diff']:.1e}" if "probe_zero_weight" in r else "-",
              f"{r['probe_bn_loss_diff']:.1e}" if "probe_bn_loss_diff" in r else "-",
-             f"{r['peak_rss_mb']:.0f}", f"{r['eval_s']:.1f}"] for r in result["cases"]]
+             f"{r['peak_rss_mb']:.0f}",
+             "-" if r["eval_s"] is None else f"{r['eval_s']:.1f}"] for r in result["cases"]]
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
 
     def fmt(cells: list[str]) -> str:

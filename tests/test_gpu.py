@@ -1,0 +1,63 @@
+"""Tests that need a CUDA GPU (marked `gpu`; skipped without one). `make gpu-check` runs
+this file with `-m gpu` on a machine that has only torch and pytest: no Ray, Optuna,
+torch-fidelity or filelock, so nothing here may need them."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
+
+
+def _trainer(amp: str = "off", graph: str = "through-3"):
+    from ktg_search.data.loading import load_dataset
+    from ktg_search.method.graph import resolve_graph
+    from ktg_search.method.trainconfig import TrainConfig
+    from ktg_search.method.training import Trainer
+    data = load_dataset("digits", 16)
+    cfg = TrainConfig(dataset="digits", image_size=16, batch_size=32, epochs=1,
+                      device="cuda", amp=amp, seed=0, max_iters_per_epoch=4,
+                      discriminator="sn-cnn", d_width=32)
+    return Trainer(resolve_graph(graph), cfg, data=data)
+
+
+def _batch(trainer) -> torch.Tensor:
+    return next(iter(trainer.data.batches(32, torch.Generator().manual_seed(1)))).float()
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_steps_on_the_gpu_give_finite_losses_and_move_the_weights(amp):
+    t = _trainer(amp)
+    assert all(p.is_cuda for p in t.D.parameters())
+    before = [p.detach().clone() for p in t.generators[0].parameters()]
+    real = _batch(t)
+    for _ in range(3):
+        losses = t.train_step(real)
+    assert t.status == "running"
+    assert all(math.isfinite(float(v)) for v in losses.values()), losses
+    assert any(not torch.equal(a, b) for a, b in
+               zip(before, t.generators[0].parameters(), strict=True))
+
+
+def test_samples_come_back_to_the_host_in_range():
+    t = _trainer()
+    x = t.sample(0, 8, seed=3)
+    assert x.device.type == "cpu" and x.shape == (8, 1, 16, 16)
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+def test_a_checkpoint_made_on_the_gpu_resumes_exactly(tmp_path):
+    from ktg_search.method.training import Trainer
+    t = _trainer()
+    real = _batch(t)
+    t.train_step(real)
+    path = tmp_path / "state.pt"
+    t.save(path)
+    u = Trainer.restore(path, data=t.data)
+    a, b = t.train_step(real), u.train_step(real)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-4), key
