@@ -228,6 +228,7 @@ def test_checkpoints_ktg_writes_load_with_weights_only(tmp_path, digits16, evalu
     back = Trainer.restore(tmp_path / "trainer.pt", data=digits16, evaluator=evaluator16)
     assert back.epoch == t.epoch and back.history == t.history
     assert torch.equal(back.rng.get_state(), t.rng.get_state())
+    assert len(back.generators) == len(t.generators) == 2  # mad-gan-2's two generators
     for a, b in zip(back.generators, t.generators):
         for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
             assert ka == kb and torch.equal(va, vb)

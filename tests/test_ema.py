@@ -61,6 +61,7 @@ def test_ema_follows_the_schedule(decay, start, buffers):
         ema.update(n)
         got = dict(ema.module(1).named_parameters())
         got.update(dict(ema.module(1).named_buffers()))
+        assert len(got) == len(hist[0]), sorted(got)  # Tiny's 4 parameters and 3 buffers
         for name, t in got.items():
             seq = [h[name] for h in hist]
             if name == "bn.num_batches_tracked" or (buffers == "copy" and name.startswith(

@@ -61,6 +61,7 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     conf.write_text(json.dumps(TINY))
     run = tmp_path / "runs" / "k"
     rows_seen: dict[str, dict] = {}
+    rechecked = 0  # rows that a later session saw again (the loop below checks those)
     for i, (point, n) in enumerate(KILLS):
         args = (["search", "--config", str(conf), "--name", "k", "--storage-path",
                  str(tmp_path / "runs")] if i == 0 else ["search", "--resume", str(run)])
@@ -70,12 +71,14 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
         now = load_results(run)
         for _, r in now.iterrows():
             if r.trial_id in rows_seen:
+                rechecked += 1
                 assert r.epochs == rows_seen[r.trial_id]["epochs"]
                 assert r.status == rows_seen[r.trial_id]["status"]
         rows_seen.update({r.trial_id: r.to_dict() for _, r in now.iterrows()})
         if point == "mid-result":  # the trial whose epoch 2 was the last word
             victim = [e for e in read_journal(run) if e.get("event") == "result"][-1]
             assert victim["result"]["epoch"] == 2, victim
+    assert rechecked > 0, "no row was seen by two sessions: none was checked unchanged"
     assert _ktg(["search", "--resume", str(run)], None, tmp_path) == 0
 
     df = load_results(run)
@@ -91,6 +94,7 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
                      and e["result"].get("status") not in ("duplicate", "skipped"))
     assert max(epochs.values()) == 1, [k for k, v in epochs.items() if v > 1]
     hist = load_history(run)
+    assert len(trained) > 0, "no trained trial to check"
     for _, r in trained.iterrows():
         h = hist[hist.trial_id == r.trial_id]
         assert sorted(h.epoch) == list(range(1, int(r.epochs) + 1)), r.trial_id
