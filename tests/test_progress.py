@@ -20,7 +20,7 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
             eval_samples=100, max_iters_per_epoch=3, fid=False, d_width=16, seed=4)
 
 TRIAL_LINE = re.compile(r"^\[\d+/5\] \S+\s+(completed|stopped|diverged|error|duplicate|"
-                        r"skipped)\b")
+                        r"untrainable|skipped)\b")
 STATUS_LINE = re.compile(r"^\d+/5 finished · \d+ running · ")
 
 
