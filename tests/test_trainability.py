@@ -185,3 +185,18 @@ def test_space_trainable_size():
     assert spec.size() == 4 ** 9 * 3
     # issue 27's 1 - (3/4)^3 = 57.8% counted a node with every incoming edge cut as dead
     # too; such a node does not learn at all (not untrainable by the rule): 55.1% here
+
+
+def test_validate_warns_with_the_reason(tmp_path, capsys):
+    """`ktg validate` names the node and edges of an untrainable graph file, exit 0; a
+    trainable one gets no warning."""
+    from ktg_search.cli import main
+    bad = Graph.build(["dcgan-small"] * 2, {("D", 0): "through", (0, 1): "linear_up"})
+    path = tmp_path / "bad.json"
+    bad.save(path)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {path} is untrainable: node 1 learns only from feature_out" in out
+    assert "0 -> 1 (linear_up)" in out and "D -> 1 is cutoff" in out
+    assert main(["validate", "mad-gan-3"]) == 0
+    assert "warning" not in capsys.readouterr().out
