@@ -78,6 +78,10 @@ def test_snapshot_counts_and_eta_by_hand():
     line = s.line()
     assert line.startswith("4/10 finished · 2 running · 1 stopped by ASHA · 1 duplicate · "
                            "1 error · best 3.500 (b) · 1m00s elapsed · ETA 2m00s")
+    assert s.untrainable == 0 and "untrainable" not in line
+    B.rows["e"] = _row("e", "untrainable", float("nan"))
+    s = snapshot(B(), planned=10, running=2, start=100.0, finished_at_start=1, now=160.0)
+    assert s.untrainable == 1 and "1 duplicate · 1 untrainable · 1 error" in s.line()
 
 
 def test_status_of_a_live_search_and_of_a_dead_one(tmp_path, capsys):
