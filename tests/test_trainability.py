@@ -49,6 +49,7 @@ def probe_setup():
 
 
 _cache: dict[tuple, set[int]] = {}
+_trainers: dict[tuple, Trainer] = {}
 
 
 def probe_output_learners(graph: Graph, setup) -> set[int]:
@@ -70,7 +71,15 @@ def probe_output_learners(graph: Graph, setup) -> set[int]:
         return _cache[key]
     g = Graph([type(n)(n.model) for n in graph.nodes], gates, graph.transfer,
               graph.alpha, "sn")
-    trainer = Trainer(g, cfg, data=data, evaluator=object())
+    # one Trainer per (models, transfer), built for every node learning, then pointed at
+    # this graph: train_step reads the graph's gates and the learning nodes from it
+    base = (key[0], graph.transfer)
+    if base not in _trainers:
+        every = {e: "through" for e in Graph.edge_list(g.k)}
+        _trainers[base] = Trainer(Graph(g.nodes, every, g.transfer, g.alpha, "sn"), cfg,
+                                  data=data, evaluator=object())
+    trainer = _trainers[base]
+    trainer.graph, trainer.learning = g, g.learning_nodes()
     learned = set()
     for p in PROGRESS:
         trainer.iteration = round(p * trainer.total_iters)
@@ -82,6 +91,8 @@ def probe_output_learners(graph: Graph, setup) -> set[int]:
             grad = trainer.generators[t].to_image.weight.grad
             if grad is not None and grad.abs().sum() > 0:
                 learned.add(t)
+        if learned == set(trainer.learning):  # nothing left to find at a later p
+            break
     _cache[key] = learned
     return learned
 
@@ -137,6 +148,7 @@ def _random_graphs(spec: SpaceSpec, n: int, seed: int) -> list[Graph]:
     return out
 
 
+@pytest.mark.slow  # did not finish within 10 min on the shared 2-core machine: see report
 @pytest.mark.parametrize("preset", sorted(presets()))
 def test_rule_matches_probe_on_random_graphs_of_each_preset(preset, probe_setup):
     spec = load_preset(preset).space
@@ -147,6 +159,7 @@ def test_rule_matches_probe_on_random_graphs_of_each_preset(preset, probe_setup)
     assert untrainable / N_RANDOM == pytest.approx(share, abs=0.1)
 
 
+@pytest.mark.slow
 def test_rule_matches_probe_on_every_gate_and_transfer(probe_setup):
     """A space beyond the presets': every gate (correct included) and transfer kind."""
     spec = SpaceSpec(k=3, gates=tuple(GATES.names()), transfer=tuple(TRANSFERS.names()),
