@@ -88,6 +88,10 @@ class Registry(Generic[T]):
             entry = self._entries[name] = entry.resolve()
         return entry
 
+    def entry(self, name: str) -> "T | Ref":
+        """The entry as registered: a `Ref` stays unimported (its metadata, no torch)."""
+        return self._entries[self.check(name)]
+
     def check(self, name: object) -> str:
         """`name` when it is registered, else KtgError naming the valid ones; imports
         nothing (a config's or graph file's check)."""
@@ -122,9 +126,13 @@ class Gate:
     `needs_verdict`: the gate reads D's per-sample verdict on the source's images
     (`source_real`, see gates.py); the trainer runs D on those images only when some
     edge's gate needs it. Every other gate is a constant factor of progress.
+    `blocks`: the gate is zero at every progress and on every sample (cutoff): its edge
+    never carries a gradient. Plain metadata, read without torch by the trainability rule
+    (method/trainability.py); tests check it against `weight`.
     """
     fn: Callable[..., "Tensor"]
     needs_verdict: bool = False
+    blocks: bool = False
 
     def __call__(self, loss: "Tensor", progress: float,
                  source_real: "Tensor | None" = None) -> "Tensor":
@@ -172,6 +180,49 @@ class TransferKind(Protocol):
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """A registered transfer kind: its implementation (a `TransferKind`, or a `Ref` to
+    one, imported on first use) and which generator output it compares, as plain data.
+
+    `layers` repeats the implementation's own `layers` (tests check they agree) so that
+    the trainability rule can read it without importing torch: 0-based indices into the
+    generator's tap list (block outputs, all before the output layer `to_image`), or None
+    for the generated image. Everything else is the implementation's.
+    """
+    impl: "TransferKind | Ref"
+    layers: "tuple[int, ...] | None"
+
+    def kind(self) -> TransferKind:
+        return self.impl.resolve() if isinstance(self.impl, Ref) else self.impl
+
+    @property
+    def name(self) -> str:
+        return self.kind().name
+
+    def prepare(self, out: "tuple[Tensor, list[Tensor]]") -> "list[Tensor]":
+        return self.kind().prepare(out)
+
+    def compare(self, src: "list[Tensor]", dst: "list[Tensor]", alpha: float,
+                positions: Sequence[int] | None = None) -> "Tensor":
+        return self.kind().compare(src, dst, alpha, positions)
+
+    def reference_positions(self, channels: int) -> list[int]:
+        return self.kind().reference_positions(channels)
+
+    def __call__(self, src: "tuple[Tensor, list[Tensor]]", dst: "tuple[Tensor, list[Tensor]]",
+                 alpha: float) -> "Tensor":
+        return self.kind()(src, dst, alpha)
+
+
+def transfer_layers(name: str) -> "tuple[int, ...] | None":
+    """Which generator taps the transfer kind `name` compares (None: the image), without
+    importing a built-in's implementation; KtgError for an unknown name."""
+    entry = TRANSFERS.entry(name)
+    return entry.layers if isinstance(entry, (Transfer, TransferKind)) \
+        else TRANSFERS.get(name).layers
+
+
+@dataclass(frozen=True)
 class DataSet:
     """A registered data set: its loader (datasets.py) and its argument, if it takes one.
 
@@ -212,7 +263,7 @@ _M = "ktg_search.method."
 _D = "ktg_search.data."
 
 GATES.register("through", Gate(Ref(_M + "gates:through")), "passes the loss unchanged: a")
-GATES.register("cutoff", Gate(Ref(_M + "gates:cutoff")),
+GATES.register("cutoff", Gate(Ref(_M + "gates:cutoff"), blocks=True),
                "blocks the edge; the loss is never computed: 0")
 GATES.register("linear_up", Gate(Ref(_M + "gates:linear_up")),
                "KTG's positive linear gate: p * a")
@@ -221,10 +272,12 @@ GATES.register("linear_down", Gate(Ref(_M + "gates:linear_down")),
 GATES.register("correct", Gate(Ref(_M + "gates:correct"), needs_verdict=True),
                "a only where the source is right (see gates.py)")
 
-TRANSFERS.register("image", Ref(_M + "losses:IMAGE_TRANSFER"), "generated images, eq. 5")
-TRANSFERS.register("feature_in", Ref(_M + "losses:FEATURE_IN_TRANSFER"),
+# `layers` as in losses.py (tests/test_trainability.py checks they agree)
+TRANSFERS.register("image", Transfer(Ref(_M + "losses:IMAGE_TRANSFER"), None),
+                   "generated images, eq. 5")
+TRANSFERS.register("feature_in", Transfer(Ref(_M + "losses:FEATURE_IN_TRANSFER"), (1, 2)),
                    "attention maps of generator layers 2 and 3, eqs. 3-4")
-TRANSFERS.register("feature_out", Ref(_M + "losses:FEATURE_OUT_TRANSFER"),
+TRANSFERS.register("feature_out", Transfer(Ref(_M + "losses:FEATURE_OUT_TRANSFER"), (2, 3)),
                    "attention maps of generator layers 3 and 4, eqs. 3-4")
 
 # DCGAN generators by base width (ngf): the width is the model key's whole difference

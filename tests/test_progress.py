@@ -20,7 +20,7 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
             eval_samples=100, max_iters_per_epoch=3, fid=False, d_width=16, seed=4)
 
 TRIAL_LINE = re.compile(r"^\[\d+/5\] \S+\s+(completed|stopped|diverged|error|duplicate|"
-                        r"skipped)\b")
+                        r"untrainable|skipped)\b")
 STATUS_LINE = re.compile(r"^\d+/5 finished · \d+ running · ")
 
 
@@ -78,6 +78,10 @@ def test_snapshot_counts_and_eta_by_hand():
     line = s.line()
     assert line.startswith("4/10 finished · 2 running · 1 stopped by ASHA · 1 duplicate · "
                            "1 error · best 3.500 (b) · 1m00s elapsed · ETA 2m00s")
+    assert s.untrainable == 0 and "untrainable" not in line
+    B.rows["e"] = _row("e", "untrainable", float("nan"))
+    s = snapshot(B(), planned=10, running=2, start=100.0, finished_at_start=1, now=160.0)
+    assert s.untrainable == 1 and "1 duplicate · 1 untrainable · 1 error" in s.line()
 
 
 def test_status_of_a_live_search_and_of_a_dead_one(tmp_path, capsys):

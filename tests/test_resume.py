@@ -91,7 +91,8 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     trained = df[df.status.isin(["completed", "stopped", "diverged"])]
     epochs = Counter((e["trial_id"], e["result"]["epoch"]) for e in events
                      if e.get("event") == "result"
-                     and e["result"].get("status") not in ("duplicate", "skipped"))
+                     and e["result"].get("status") not in ("duplicate", "untrainable",
+                                                           "skipped"))
     assert max(epochs.values()) == 1, [k for k, v in epochs.items() if v > 1]
     hist = load_history(run)
     assert len(trained) > 0, "no trained trial to check"

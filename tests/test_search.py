@@ -44,7 +44,7 @@ def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
                 "fid_g1", "is_mix_best", "seed", "wall_s", "error"]:
         assert col in df.columns, col
     assert set(df.status) <= {"completed", "stopped", "diverged", "error", "duplicate",
-                              "skipped"}
+                              "untrainable", "skipped"}
     assert (df.status == "completed").any()
     # the objective is the best IS reached by the best generator, from the history
     hist = load_history(tiny_run)
@@ -61,6 +61,23 @@ def test_every_trial_is_one_row_with_the_documented_columns(tiny_run):
     stopped = df[df.status == "stopped"]
     assert len(stopped) >= 1
     assert (stopped.epochs < TINY["max_epochs"]).all()
+
+
+def test_no_trial_trains_an_untrainable_graph(tiny_run):
+    """Issue 27: a graph the rule calls untrainable is recorded at once, 0 epochs, with
+    its reason, and `--where` finds it; every other graph is trained."""
+    from ktg_search.method.trainability import untrainable_reason
+    from ktg_search.results.where import filter_rows
+    df = load_results(tiny_run)
+    for _, r in df.iterrows():
+        reason = untrainable_reason(Graph.from_json(r.graph))
+        assert (r.status == "untrainable") == (reason is not None), (r.status, reason)
+        if reason is not None:
+            assert r.epochs == 0 and r.error == reason
+    # the seed samples some (half the space: per node 3 of 4 ways, 3^2 - 1 of 16)
+    assert (df.status == "untrainable").any()
+    picked = filter_rows(df, "status == 'untrainable'")
+    assert list(picked.trial_id) == list(df[df.status == "untrainable"].trial_id)
 
 
 def test_graph_column_rebuilds_the_sampled_graph(tiny_run):
@@ -89,7 +106,7 @@ def small_space_run(ray_session, tmp_path_factory):
 def test_duplicates_point_at_an_original_with_the_same_key(small_space_run):
     df = load_results(small_space_run)
     assert len(df) == SMALL_SPACE["num_trials"]
-    trained = df[~df.status.isin(["duplicate", "skipped"])]
+    trained = df[~df.status.isin(["duplicate", "untrainable", "skipped"])]
     assert trained.graph_key.is_unique  # no graph was trained twice
     assert 1 <= len(trained) <= 2
     dups = df[df.status == "duplicate"]

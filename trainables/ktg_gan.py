@@ -29,7 +29,7 @@ from ktg_search.search.ledger import ledger_name
 from ktg_search.files.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
 from ktg_search.files.safeload import load_checkpoint
 from ktg_search.search.config import SearchConfig
-from ktg_search.search.space import can_learn
+from ktg_search.search.space import untrainable_reason
 from ktg_search.search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
 from ktg_search.method.training import Trainer
 from ktg_search.method.evaluation import data_and_evaluator
@@ -85,10 +85,12 @@ def _train(config: dict, settings: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
     ledger = ray.get_actor(ledger_name(study))
 
-    if not can_learn(graph):
-        tune.report({"objective": float("nan"), "epoch": 0, "status": "skipped",
-                     "reason": "no generator has a non-cutoff incoming edge",
-                     "graph_key": key})
+    # decided from the graph before anything is built: 0 epochs, told to Optuna as
+    # PRUNED with no value (TPE ranks it below every scored trial), docs/untrainable.md
+    reason = untrainable_reason(graph)
+    if reason is not None:
+        tune.report({"objective": float("nan"), "epoch": 0, "status": "untrainable",
+                     "reason": reason, "graph_key": key})
         return
     tune_ckpt = tune.get_checkpoint()  # Tune's retry after a failure in this search
     candidates = [tune_ckpt] if tune_ckpt is not None else list(config.get(RESUME_FROM) or [])

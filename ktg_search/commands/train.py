@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..data.loading import load_dataset
     from ..method.graph import resolve_graph
+    from .validate import warn_untrainable
     from ..data.metrics import Evaluator
     from ..files.outputs import output_folder
     from ..results.runs import seed_table, train_one
@@ -46,6 +47,7 @@ def run(args) -> int:
     cfg0 = train_config(args, args.seed0, base)
     train_config(args, args.seed0 + args.seeds - 1, base)  # the last seed is in range too
     print(recipe_line(source, args))
+    warn_untrainable(graph, str(args.graph))
     out, _ = output_folder(args.out, args.force)
     # everything that can fail on bad input fails before a file is written: the data,
     # the evaluator, and every frozen node's checkpoint (loaded as data)

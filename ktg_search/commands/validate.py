@@ -28,6 +28,15 @@ def run(args) -> int:
     if g.dead_nodes():
         print(f"note: node(s) {', '.join(map(str, g.dead_nodes()))} have every incoming "
               f"edge cutoff and no pretrained checkpoint: they never learn")
-    if not g.learning_nodes():
-        print("note: no generator in this graph can learn")
+    warn_untrainable(g, str(args.graph))
     return 0
+
+
+def warn_untrainable(graph, where: str) -> None:
+    """One warning line when some learning node of `graph` can never train its output
+    layer, or nothing learns (method/trainability.py): a search never trains such a graph;
+    `ktg train` still does, as asked."""
+    from ..method.trainability import untrainable_reason
+    reason = untrainable_reason(graph)
+    if reason is not None:
+        print(f"warning: {where} is untrainable: {reason}")

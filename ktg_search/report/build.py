@@ -85,9 +85,13 @@ def _intro(view: RunView) -> tuple[str, list[str]]:
         f"transfer {', '.join(c.space.transfer)}, {planned} trials planned, "
         f"max {c.train.epochs} epochs, ASHA grace {c.grace_period} / "
         f"reduction {c.reduction_factor}"
-        + (f"; space size {size:,} graphs." if isinstance(size, int) else "."),
+        + (f"; space size {size:,} graphs, {c.space.trainable_size():,} of them "
+           f"trainable." if isinstance(size, int) else "."),
         f"Trials in the results table: {len(df)} of {planned} ({status}).",
     ]
+    if counts.get("untrainable"):
+        lines.append(f"Untrainable graphs sampled (recorded with 0 epochs, not trained; "
+                     f"docs/untrainable.md): {counts['untrainable']}.")
     if len(df) < planned:
         lines.append("The search is still running or was interrupted: this report shows "
                      "the trials finished so far.")

@@ -48,7 +48,7 @@ def asha(run: RunView, opts: Options, p: Part) -> None:
     p.text(f"ASHA (grace period {ck.grace} {unit}, reduction factor {ck.rf:g}, max "
            f"{ck.max_epochs} epochs) stops weak trials at rungs {ck.grace}, "
            f"{ck.grace * ck.rf:g}, ... {unit}: how many trials reached each rung (from the "
-           f"history). Duplicates and skipped graphs never train and are not counted.")
+           f"history). Duplicates and skipped or untrainable graphs never train and are not counted.")
     h = run.history
     if h.empty:
         raise Missing("history.parquet is missing or empty: no trial has reported an "

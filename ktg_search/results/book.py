@@ -20,7 +20,11 @@ __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error
 # ---- the results table ---------------------------------------------------------------------
 
 HISTORY_WRITE_S = 2.0
-STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "skipped")
+# untrainable: a graph some learning node of which can never train its output layer, or
+# in which nothing learns (method/trainability.py): recorded at once with 0 epochs;
+# skipped: the same for runs written before that rule (nothing learns)
+STATUSES = ("completed", "stopped", "diverged", "error", "duplicate", "untrainable",
+            "skipped")
 FINISHED = ("completed", "stopped", "diverged")  # trained, with a result a duplicate reuses
 # the columns query, export and the report read, and their kinds (checked when read)
 RESULTS_COLUMNS = {"trial_id": "str", "status": "str", "graph": "str", "graph_key": "str",
@@ -203,7 +207,7 @@ class ResultsBook:
     def _apply_result(self, trial_id: str, keep: dict) -> None:
         self.last[trial_id] = keep
         if _whole(keep.get("epoch")) and \
-                keep.get("status") not in ("duplicate", "skipped", "error"):
+                keep.get("status") not in ("duplicate", "untrainable", "skipped", "error"):
             self.history[(trial_id, int(keep["epoch"]))] = keep
 
     def on_result(self, trial_id: str, result: dict) -> None:
@@ -293,8 +297,9 @@ class ResultsBook:
             row["duplicate_of"] = str(last.get("duplicate_of", ""))
             row["objective"] = _finite(last.get("objective"))
             row["epochs"] = int(last.get("epoch", 0) or 0)
-        elif last.get("status") == "skipped":
-            status, error = "skipped", str(last.get("reason", "no generator can learn"))
+        elif last.get("status") in ("untrainable", "skipped"):
+            status = last["status"]
+            error = str(last.get("reason", "no generator can learn"))
         elif any(h.get("status") == "diverged" for h in hist):
             status = "diverged"
         elif row["epochs"] >= cfg.train.epochs:

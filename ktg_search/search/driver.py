@@ -179,7 +179,9 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
           f"{len(space.gates)}^{space.k ** 2}" +
           (f" * {len(space.transfer)} transfer kinds" if len(space.transfer) > 1 else "") +
           (f" * {len(space.alpha_values)} alphas" if len(space.alpha_values) > 1 else "") +
-          f" = {space.size():,} graphs; {cfg.num_trials} trials; run dir {run_dir}",
+          f" = {space.size():,} graphs, {space.trainable_size():,} of them trainable "
+          f"(the search trains no other: docs/untrainable.md); {cfg.num_trials} trials; "
+          f"run dir {run_dir}",
           file=out, flush=True)
     plan = plan_resume(storage, study_name, book, space, tune_path) if resumed \
         else ResumePlan()

@@ -31,6 +31,7 @@ class Snapshot:
     elapsed_s: float
     eta_s: float | None
     alive: bool = True
+    untrainable: int = 0  # recorded with 0 epochs, never trained (trainability.py)
 
     def line(self) -> str:
         best = f"best {self.best:.3f} ({self.best_id})" if self.best is not None \
@@ -38,6 +39,7 @@ class Snapshot:
         eta = _hms(self.eta_s) if self.eta_s is not None else "-"
         return (f"{self.finished}/{self.planned} finished · {self.running} running · "
                 f"{self.stopped} stopped by ASHA · {self.duplicates} duplicate · "
+                + (f"{self.untrainable} untrainable · " if self.untrainable else "") +
                 f"{self.errors} error · {best} · {_hms(self.elapsed_s)} elapsed · ETA {eta}")
 
 
@@ -62,7 +64,7 @@ def snapshot(book: ResultsBook, planned: int, running: int, start: float,
     eta = (planned - finished) * elapsed / done_here if done_here > 0 else None
     return Snapshot(planned=planned, finished=finished, running=running,
                     stopped=status.count("stopped"), duplicates=status.count("duplicate"),
-                    errors=status.count("error"),
+                    errors=status.count("error"), untrainable=status.count("untrainable"),
                     best=None if top is None else float(top["objective"]),
                     best_id=None if top is None else top["trial_id"],
                     elapsed_s=elapsed, eta_s=eta if finished < planned else 0.0)

@@ -105,6 +105,16 @@ class SpaceSpec:
         return len(self.models) ** (self.k - 1) * len(self.gates) ** (self.k ** 2) \
             * len(self.transfer) * len(self.alpha_values)
 
+    def trainable_size(self) -> int:
+        """How many of the `size()` graphs are trainable (method/trainability.py), exactly:
+        for each transfer kind, the node-by-node count `trainable_gate_count` (checked
+        against enumeration in tests/test_trainability.py), times M^(k-1) models and the
+        alphas. Models and alpha do not change where gradients go."""
+        from ..method.trainability import trainable_gate_count
+        per_models = len(self.models) ** (self.k - 1) * len(self.alpha_values)
+        return per_models * sum(trainable_gate_count(self.k, self.gates, t)
+                                for t in self.transfer)
+
     def define_by_run(self, trial) -> dict:
         """Optuna define-by-run: sample one graph; return the fixed values beside it."""
         for s, t in Graph.edge_list(self.k):
@@ -130,6 +140,8 @@ class SpaceSpec:
                                  target=0 if self.target_node else None)
 
 
-def can_learn(graph: Graph) -> bool:
-    """False for a graph in which no generator has a non-cutoff incoming edge."""
-    return bool(graph.learning_nodes())
+def untrainable_reason(graph: Graph) -> str | None:
+    """Why the search does not train this graph (None: it trains it): some learning node
+    can never train its output layer, or nothing learns (method/trainability.py)."""
+    from ..method.trainability import untrainable_reason as reason
+    return reason(graph)
