@@ -38,6 +38,27 @@ def test_1_a_run_name_is_a_plain_name(tmp_path, capsys, name):
     assert "\x1b" not in err
 
 
+@pytest.mark.parametrize("sets", [{"storage": "sqlite:///{elsewhere}/stolen.db"},
+                                  {"storage": "journal:{elsewhere}/optuna.log"},
+                                  {"train": {"data_root": "{elsewhere}/data"}}])
+def test_1_a_config_file_does_not_choose_where_ktg_writes(tmp_path, capsys, sets):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cfg = tmp_path / "shared" / "cfg.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps(sets).replace("{elsewhere}", str(elsewhere)))
+    argv = ["search", "--config", cfg, "--storage-path", tmp_path / "runs", "--name", "r"]
+    code, out, err = ktg(argv, capsys)
+    refused(code, err, "--allow-external-storage", str(elsewhere))
+    assert not (tmp_path / "runs").exists() and list(elsewhere.iterdir()) == []
+    # accepted with the flag: the first line says where the study and data go (the
+    # search then stops at the unreachable head node, before Ray or any file)
+    code, out, err = ktg(argv + ["--allow-external-storage", "--address",
+                                 f"127.0.0.1:{_closed_port()}"], capsys)
+    assert out.splitlines()[0].startswith("config ") and str(elsewhere) in out.splitlines()[0]
+    refused(code, err, "cannot reach")
+
+
 def test_1_the_journal_is_not_written_through_a_link(run_copy, tmp_path):
     from ktg_search.errors import KtgError
     from ktg_search.results.book import ResultsBook
@@ -84,6 +105,41 @@ def test_1_a_run_directory_that_is_a_link_is_refused(tmp_path, capsys):
                         store], capsys)
     refused(code, err, "symbolic link")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_1_report_leaves_an_empty_study_database_as_it_is(run_copy, capsys):
+    db = run_copy / "optuna.db"
+    db.write_bytes(b"")
+    code, _, err = ktg(["report", run_copy, "--only", "importance", "--no-reeval"],
+                       capsys)
+    assert code == 0, err
+    assert db.read_bytes() == b""  # Optuna would have written its tables into it
+    md = (run_copy / "report" / "report.md").read_text()
+    assert "empty" in md
+
+
+def test_3_a_study_database_whose_trials_are_an_endless_view_is_refused(tmp_path):
+    import sqlite3
+    from ktg_search.errors import KtgError
+    from ktg_search.files.schemas import check_study_database
+    db = tmp_path / "optuna.db"
+    con = sqlite3.connect(db)
+    for t in ("studies", "trial_params", "trial_values"):
+        con.execute(f"CREATE TABLE {t} (x)")
+    con.execute("CREATE VIEW trials AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                "SELECT i + 1 FROM n) SELECT i AS trial_id FROM n")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    t0 = time.monotonic()
+    with pytest.raises(KtgError, match="'trials' is a view"):
+        check_study_database(db)
+    assert time.monotonic() - t0 < 10 and db.read_bytes() == before
+    # teeth: a real Optuna study database passes
+    import optuna
+    real = tmp_path / "real.db"
+    optuna.create_study(storage=f"sqlite:///{real}", study_name="s")
+    check_study_database(real)
 
 
 # ---- 2. tampered run files: readers validate each row --------------------------------------
@@ -147,6 +203,32 @@ def test_2_trial_json_nested_deeply_is_skipped(run_copy):
     assert latest_checkpoint(run_copy, "aaaa0001_00000") == ck / "trainer.pt"
 
 
+@pytest.mark.parametrize("value", ["tensor", "dict", "object-list"])
+def test_2_a_teacher_whose_stored_config_holds_a_tensor_is_a_message(tmp_path, capsys,
+                                                                     value):
+    import torch
+    from ktg_search.errors import KtgError
+    from ktg_search.method.graph import Graph
+    from ktg_search.method.teachers import load_pretrained
+    from ktg_search.method.trainconfig import TrainConfig
+    from ktg_search.method.training import Trainer
+    f = tmp_path / "teacher.pt"
+    g = Graph.build(["dcgan-small"], {("D", 0): "through"})
+    Trainer(g, TrainConfig(device="cpu")).export_generator(0, f)
+    ckpt = torch.load(f, weights_only=True)
+    ckpt["config"]["image_size"] = {"tensor": torch.tensor([32, 32]), "dict": {"a": 1},
+                                    "object-list": [torch.zeros(2)]}[value]
+    torch.save(ckpt, f)
+    with pytest.raises(KtgError, match="stored config"):
+        load_pretrained(str(f), 32, 3, 100)
+    spec = {"nodes": [{"model": "dcgan-small"}, {"model": "dcgan-small",
+                                                 "pretrained": str(f)}],
+            "edges": [{"src": 1, "dst": 0, "gate": "through"}]}
+    (tmp_path / "g.json").write_text(json.dumps(spec))
+    code, _, err = ktg(["validate", tmp_path / "g.json"], capsys)
+    refused(code, err, "stored config")
+
+
 # ---- 3. sizes and work without bounds ------------------------------------------------------
 @pytest.mark.parametrize("expr", ["graph * 100000000 == 'x'", "status * 10 ** 9 == ''",
                                   "1000000000 * trial_id != 'a'"])
@@ -185,6 +267,47 @@ def test_3_an_oversized_run_json_is_refused_by_status(run_copy, capsys):
     (run_copy / "run.json").write_text(json.dumps(info) + " " * (MAX_JSON_BYTES + 1))
     code, _, err = ktg(["status", run_copy], capsys)
     refused(code, err, "run.json", f"{MAX_JSON_BYTES:,}")
+
+
+# ---- 4. hangs where a message belongs -------------------------------------------------------
+def _closed_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}"])
+def test_4_an_unreachable_head_node_is_a_message_in_bounded_time(tmp_path, capsys, form):
+    address = form.format(_closed_port())
+    t0 = time.monotonic()
+    code, _, err = ktg(["search", "--preset", "quick", "--address", address,
+                        "--storage-path", tmp_path / "runs", "--name", "r"], capsys)
+    refused(code, err, address, "cannot reach")
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "runs").exists()  # no half-made run directory
+
+
+def test_4_a_trial_no_node_can_place_is_refused_before_the_first(ray_session, tmp_path,
+                                                                   capsys):
+    code, _, err = ktg(["search", "--preset", "quick", "--gpus-per-trial", "1",
+                        "--storage-path", tmp_path / "runs", "--name", "r"], capsys)
+    refused(code, err, "GPU", "gpus-per-trial")
+    assert not list((tmp_path / "runs" / "r").glob("train_ktg_*"))  # no trial started
+
+
+@pytest.mark.parametrize("cpus,gpus,says", [(1e-5, 0, "steps of"), (0.33333, 0, "steps of"),
+                                            (4096, 0, "largest node"),
+                                            (1, 0.00001, "steps of")])
+def test_4_resources_checked_against_the_cluster(ray_session, cpus, gpus, says):
+    from ktg_search.errors import KtgError
+    from ktg_search.search.workers import check_trial_resources
+    with pytest.raises(KtgError, match=says):
+        check_trial_resources(cpus, gpus)
+    check_trial_resources(1, 0)    # teeth: what the test cluster (2 CPUs) can place
+    check_trial_resources(0.5, 0)
 
 
 # ---- 5. text from files printed raw; duplicate keys ----------------------------------------

@@ -132,6 +132,15 @@ def generator_checkpoint(path: str | Path, what: str) -> dict:
             not isinstance(ckpt.get("model"), str):
         raise KtgError(f"{what} {str(path)!r} is not a generator checkpoint from `ktg "
                        f"pretrain` (expected keys: model, generator, config)")
+    cfg = ckpt.get("config", {})
+    plain = (str, int, float, bool, type(None))
+    if not isinstance(cfg, dict) or not all(
+            isinstance(k, str) and (isinstance(v, plain) or (isinstance(v, (list, tuple))
+                                                             and all(isinstance(x, plain)
+                                                                     for x in v)))
+            for k, v in cfg.items()):
+        raise KtgError(f"{what} {str(path)!r}: its stored config is not a dict of plain "
+                       f"values (numbers, text, lists of them), as `ktg pretrain` writes")
     return ckpt
 
 

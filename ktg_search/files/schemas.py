@@ -128,3 +128,46 @@ def writable_inside(path: str | Path, root: str | Path, what: str) -> Path:
         raise KtgError(f"{what} {for_terminal(str(p))!r} is outside "
                        f"{for_terminal(str(root))!r}, the folder ktg was given to write in")
     return p
+
+
+# ---- an Optuna study database from elsewhere -------------------------------------------------
+STUDY_TABLES = ("studies", "trials", "trial_params", "trial_values")
+SQLITE_STEPS = 10_000_000  # SQLite virtual-machine steps a look at its schema may take
+
+
+def check_study_database(path: str | Path) -> None:
+    """KtgError unless `path` is an SQLite file holding Optuna's tables as real tables:
+    opened read-only (nothing written, not even to an empty file, which Optuna would
+    fill with tables), with a bound on the work SQLite may do, and refusing a view where
+    a table belongs (a recursive view can keep every query on it busy forever)."""
+    import sqlite3
+    p = Path(path)
+    where = f"the study database {for_terminal(str(p))!r}"
+    if p.is_symlink():
+        raise KtgError(f"{where} is a symbolic link; not opened")
+    if not p.is_file() or p.stat().st_size == 0:
+        raise KtgError(f"{where} is {'empty' if p.is_file() else 'not a file'}: no study "
+                       f"was written there; not opened (it is left as it is)")
+    steps = [0]
+
+    def budget() -> int:  # called every 1000 steps; non-zero interrupts the statement
+        steps[0] += 1000
+        return int(steps[0] > SQLITE_STEPS)
+    try:
+        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as e:
+        raise KtgError(f"{where} cannot be opened: {e}") from None
+    try:
+        con.set_progress_handler(budget, 1000)
+        kinds = dict(con.execute(
+            "SELECT name, type FROM sqlite_master WHERE name IN (?, ?, ?, ?)",
+            STUDY_TABLES).fetchall())
+    except sqlite3.Error as e:
+        raise KtgError(f"{where} is not a readable SQLite database ({e})") from None
+    finally:
+        con.close()
+    for t in STUDY_TABLES:
+        if kinds.get(t) != "table":
+            raise KtgError(f"{where} is not an Optuna study database: {t!r} is "
+                           f"{'missing' if t not in kinds else 'a ' + str(kinds[t])}, "
+                           f"where Optuna keeps a table; not opened")

@@ -132,6 +132,8 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
 
     A resume keeps every finished trial, re-runs the ones that were running (from their
     newest checkpoint) and runs the rest of the planned trials; see resume.py."""
+    from .workers import check_address
+    check_address(address)  # a head node that does not answer: a message, no run dir
     if resume:
         from .runinfo import resume_info
         run_dir = Path(resume).expanduser().resolve()
@@ -181,12 +183,19 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from trainables.ktg_gan import train_ktg
 
     from .ledger import start_ledger
-    from .workers import init_ray
+    from .workers import check_trial_resources, init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
     from .study import (StudySearcher, load_study, open_optuna_storage,
                         warn_sqlite_on_cluster)
     space = cfg.space
     started_ray = init_ray(address)
+    try:  # before the first trial: a trial no node can place would wait forever
+        check_trial_resources(cfg.cpus_per_trial, cfg.gpus_per_trial)
+    except KtgError:
+        if started_ray:
+            import ray
+            ray.shutdown()
+        raise
     warn_sqlite_on_cluster(storage_url, out)
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
