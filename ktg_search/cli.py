@@ -25,7 +25,7 @@ from .errors import KtgError
 def _one_line(text: str) -> str:
     """A message as one line, safe for a terminal: a value quoted in it (from a file
     someone else made) may hold line breaks or escape sequences."""
-    from .files.schemas import for_terminal
+    from .errors import for_terminal
     text = for_terminal(text)
     return " ".join(text.split("\n")) if "\n" in text else text
 

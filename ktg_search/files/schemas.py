@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import KtgError
+from ..errors import KtgError, for_terminal  # for_terminal: the one escaper, in errors.py so
+# that cli.py (which may import only errors) uses it too
 
 # sizes a file of each kind never reaches when ktg wrote it (a search of 10,000 trials of
 # 200 epochs writes a journal of about 400 MB)
@@ -95,21 +96,6 @@ def journal_event(e: Any) -> dict | None:
         if key not in e or not ok(e[key]):
             return None
     return e
-
-
-# ---- text for a terminal -------------------------------------------------------------------
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
-                      r"\u2066-\u2069]")
-
-
-def for_terminal(text: Any) -> str:
-    """`text` with every control character (ESC and the rest of C0 and C1, DEL, and the
-    bidirectional overrides) written as a visible escape (`\\x1b`), so that a graph name
-    or trial id from a shared file cannot move the cursor, recolour or rewrite the screen.
-    Tabs and line breaks are kept: messages are made one line elsewhere (cli.py)."""
-    text = str(text)
-    return _CONTROL.sub(lambda m: (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                                   else f"\\u{ord(m.group()):04x}"), text)
 
 
 # ---- where ktg writes ----------------------------------------------------------------------
