@@ -24,7 +24,10 @@ from .errors import KtgError
 
 
 def _one_line(text: str) -> str:
-    """A message as one line: a value quoted in it may hold line breaks."""
+    """A message as one line, safe for a terminal: a value quoted in it (from a file
+    someone else made) may hold line breaks or escape sequences."""
+    from .errors import for_terminal
+    text = for_terminal(text)
     return " ".join(text.split("\n")) if "\n" in text else text
 
 
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a file that cannot be read or written: permissions, disk full
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"ktg {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(_one_line(f"ktg {args.command}: error: {e.strerror or e}{where}"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ktg {args.command}: interrupted", file=sys.stderr)

@@ -51,16 +51,20 @@ def print_listing(rows: list[dict], fmt: str) -> None:
 
 
 def print_frame(df, fmt: str) -> None:
-    """A DataFrame as an aligned table, JSON records or CSV (optuna/cli.py's --format)."""
+    """A DataFrame as an aligned table, JSON records or CSV (optuna/cli.py's --format).
+    Text from the run's files (graph names, trial ids) reaches a terminal escaped
+    (`for_terminal`); JSON escapes it itself, CSV piped to a file is left as it is."""
+    from ..files.schemas import for_terminal
     if fmt == "json":
         print(df.to_json(orient="records", indent=2))
     elif fmt == "csv":
-        print(df.to_csv(index=False), end="")
+        text = df.to_csv(index=False)
+        print(for_terminal(text) if sys.stdout.isatty() else text, end="")
     else:
         import pandas as pd
         with pd.option_context("display.max_rows", None, "display.max_columns", None,
                                "display.width", 200, "display.max_colwidth", 60):
-            print(df.to_string(index=False) if not df.empty else "(no rows)")
+            print(for_terminal(df.to_string(index=False)) if not df.empty else "(no rows)")
 
 
 def epoch_bar(total: int, desc: str):

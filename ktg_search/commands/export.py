@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..files.schemas import for_terminal
     from ..method.trainconfig import recipe_of
     from ..method.graph import Graph
     from ..files.outputs import output_file
@@ -54,6 +55,8 @@ def run(args) -> int:
                      f"{row['best_epoch']}")
     g.recipe = recipe_of(search.train)
     g.save(out)
-    print(f"wrote {out}: trial {row['trial_id']}, objective {row['objective']:.4f}")
-    print(g.draw())
+    # the trial id and the graph come from the run's files: escaped for the terminal
+    print(for_terminal(f"wrote {out}: trial {row['trial_id']}, objective "
+                       f"{row['objective']:.4f}"))
+    print(for_terminal(g.draw()))
     return 0

@@ -22,11 +22,40 @@ def add_parser(sub) -> None:
     sp.add_argument("--allow-external-storage", action="store_true",
                     help="with --resume: accept a run.json whose Tune path or Optuna storage "
                          "lies outside the run directory (your own cluster's s3://, "
-                         "postgresql://)")
+                         "postgresql://); with --config: accept a config file that sets "
+                         "storage or train.data_root (where the study and data go)")
     sp.add_argument("-v", "--verbose", action="store_true",
                     help="show Ray's and Tune's own output (tables, start-up) instead of "
                          "the status line; otherwise it goes to RUN/search.log")
     sp.set_defaults(func=run)
+
+
+# the settings that say where ktg writes (the study) or reads and downloads (the data)
+LOCATIONS = {"storage": "the study", "train.data_root": "the data"}
+
+
+def _config_locations(path: str, cfg, sets: list[str], allow: bool) -> None:
+    """A config file from someone else must not choose where ktg writes: the study's
+    storage and the data root it sets (not overridden by --set, which is the user's own
+    word) are refused without --allow-external-storage, and with it the first line of
+    output says where the study and the data go."""
+    from ..errors import KtgError
+    from ..files.schemas import for_terminal
+    values = {"storage": cfg.storage, "train.data_root": cfg.train.data_root}
+    given = {s.split("=", 1)[0].strip() for s in sets}
+    from_file = {k: v for k, v in values.items() if v and k not in given and
+                 not (k == "train.data_root" and "data_root" in given)}
+    if not from_file:
+        return
+    said = ", ".join(f"{k}={for_terminal(v)!r}" for k, v in from_file.items())
+    if not allow:
+        raise KtgError(f"search config {for_terminal(path)!r} sets {said}: a config file "
+                       f"does not choose where the study and data go (outside the run "
+                       f"directory); set them yourself with --set, or accept them with "
+                       f"--allow-external-storage")
+    print("config " + for_terminal(path) + ": " + "; ".join(
+        f"{LOCATIONS[k]} goes to {for_terminal(v)!r} ({k})" for k, v in from_file.items()),
+        flush=True)
 
 
 def run(args) -> int:
@@ -40,6 +69,8 @@ def run(args) -> int:
     else:
         cfg = load_config_file(args.config) if args.config else load_preset(args.preset)
         sets = list(args.set or [])
+        if args.config:
+            _config_locations(args.config, cfg, sets, args.allow_external_storage)
         if args.num_trials is not None:
             sets.append(f"num_trials={args.num_trials}")
         if args.max_epochs is not None:

@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..files.schemas import for_terminal
     from ..method.trainconfig import check_recipe
     from ..method.graph import resolve_graph
     g = resolve_graph(args.graph)
@@ -20,8 +21,8 @@ def run(args) -> int:
     if not args.no_files:
         from ..files.safeload import check_pretrained_files
         check_pretrained_files(g)
-    print(f"{args.graph}: valid; canonical key {g.canonical_key()}")
-    print(g.draw())
+    print(for_terminal(f"{args.graph}: valid; canonical key {g.canonical_key()}"))
+    print(for_terminal(g.draw()))  # model names, paths: from the file
     if recipe is not None:
         print("recipe (ktg train's defaults): " +
               ", ".join(f"{k}={v}" for k, v in recipe.items()))

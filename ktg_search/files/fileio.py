@@ -107,9 +107,14 @@ def find_checkpoints(tune_path: str, trial_ids: set[str] | None = None
                 continue
             try:
                 with fs.open_input_stream(f"{ck.path}/{CHECKPOINT_INFO}") as fh:
-                    info = json.loads(fh.read())
-                tid, epoch = str(info["trial_id"]), int(info["epoch"])
-            except (OSError, ValueError, KeyError, TypeError):
+                    # a few hundred bytes when ktg wrote it: read no more than 64 kB, and
+                    # a file nested too deeply (RecursionError) is skipped like any other
+                    info = json.loads(fh.read(1 << 16))
+                tid, epoch = info["trial_id"], info["epoch"]
+                if not isinstance(tid, str) or isinstance(epoch, bool) or \
+                        not isinstance(epoch, int):
+                    continue
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue
             if trial_ids is None or tid in trial_ids:
                 uri = ck.path if not is_uri(tune_path) else \

@@ -132,6 +132,15 @@ def generator_checkpoint(path: str | Path, what: str) -> dict:
             not isinstance(ckpt.get("model"), str):
         raise KtgError(f"{what} {str(path)!r} is not a generator checkpoint from `ktg "
                        f"pretrain` (expected keys: model, generator, config)")
+    cfg = ckpt.get("config", {})
+    plain = (str, int, float, bool, type(None))
+    if not isinstance(cfg, dict) or not all(
+            isinstance(k, str) and (isinstance(v, plain) or (isinstance(v, (list, tuple))
+                                                             and all(isinstance(x, plain)
+                                                                     for x in v)))
+            for k, v in cfg.items()):
+        raise KtgError(f"{what} {str(path)!r}: its stored config is not a dict of plain "
+                       f"values (numbers, text, lists of them), as `ktg pretrain` writes")
     return ckpt
 
 
@@ -153,10 +162,34 @@ def check_pretrained_files(g) -> None:
 
 
 # ---- JSON ------------------------------------------------------------------------------------
+class DuplicateKey(ValueError):
+    """A JSON object that names the same key twice (which one was meant is unknown)."""
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads` refusing duplicate keys (DuplicateKey, a ValueError): the one JSON
+    parser for files from users (graphs, configs, run.json, trial.json, journal lines)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
 def parse_json(text: str, where: str) -> Any:
-    """`json.loads` with every failure as one KtgError naming `where`."""
+    """`loads` with every failure as one KtgError naming `where`."""
+    from .schemas import for_terminal
     try:
-        return json.loads(text)
+        return loads(text)
+    except DuplicateKey as e:
+        raise KtgError(f"{where}: the key {for_terminal(repr(e.args[0]))[:120]} appears "
+                       f"twice in one object; which value is meant is unclear, so the file "
+                       f"was refused") from None
     except json.JSONDecodeError as e:
         raise KtgError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column "
                        f"{e.colno}") from None
@@ -206,6 +239,11 @@ def check_frame(df, what: str, columns: dict[str, str] | None = None):
     """`df` with every one of `columns` ({name: "str" | "num"}) present and of its kind;
     KtgError naming `what` (the table and where it came from) otherwise."""
     import pandas as pd
+    for col in df.columns:  # a dictionary-encoded (category) column: its plain values
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            numeric = pd.api.types.is_numeric_dtype(df[col].cat.categories)
+            plain = df[col].astype(object)
+            df[col] = pd.to_numeric(plain) if numeric else plain
     if len(df) == 0:  # a table written before any row (the writer has no columns yet)
         for col in columns or {}:
             if col not in df.columns:

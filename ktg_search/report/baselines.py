@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KtgError
+from ..files.schemas import MAX_TABLE_BYTES, check_size
 
 # The settings that make two trainings comparable: (TrainConfig field, what the report
 # calls it). `epochs` is set against the search's train.epochs (a trial's most).
@@ -55,6 +56,7 @@ def read_baselines(folder: str | Path) -> Baselines:
     if not table_file.is_file():
         raise KtgError(f"{what} is not a `ktg compare` output folder: it has no "
                        f"{TABLE_CSV}")
+    check_size(table_file, f"{what}: {TABLE_CSV}", MAX_TABLE_BYTES)
     try:
         df = pd.read_csv(table_file, dtype={"graph": str, "runs": str, "eval_at": str})
     except (ValueError, OSError) as e:  # pandas' parser errors are ValueErrors

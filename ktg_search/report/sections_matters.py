@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..errors import KtgError
 from .context import Options, need_trials, searched_gates, section
 from .figures import plt, png
 from .render import Part
@@ -138,6 +139,11 @@ def _open_study(run: RunView, opts: Options):
         if not db.exists():  # opening it would create an empty database in the run
             raise Missing(f"the Optuna study's database {str(db)!r} does not exist yet "
                           f"(no trial has started)")
+        from ..files.schemas import check_study_database
+        try:  # read-only and bounded: an empty file, a view or a link is not opened
+            check_study_database(db)
+        except KtgError as e:
+            raise Missing(str(e)) from None
     from ..search.study import open_optuna_storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:

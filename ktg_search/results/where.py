@@ -119,6 +119,11 @@ class _Eval:
             for side in (left, right):
                 if isinstance(side, str) or side is None or isinstance(side, bool):
                     raise self.refuse(node, "arithmetic is on numbers only")
+                # a text column times a number repeats every string (`graph * 10**9`
+                # builds gigabytes): a column in arithmetic must hold numbers
+                if hasattr(side, "dtype") and not _numeric(side):
+                    raise self.refuse(node, "arithmetic is on numbers only (this column "
+                                            "holds text)")
             return _ARITH[type(node.op)](left, right)
         if isinstance(node, (ast.Compare, ast.BoolOp, ast.Call)) or (
                 isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.Invert))):
@@ -201,6 +206,11 @@ class _Eval:
         if hasattr(v, "isna"):
             raise self.refuse(node, "a list after `in` holds literals, not columns")
         return v
+
+
+def _numeric(col) -> bool:
+    import pandas as pd
+    return pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
 
 
 def _describe(node: ast.AST) -> str:

@@ -27,6 +27,7 @@ from ..errors import KtgError
 from .progress import ProgressView
 from .raylog import ray_output_to
 from ..files.fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
+from ..files.schemas import plain_name, writable_inside
 from ..results.book import ResultsBook, error_text
 from .study import RESUME_KEYS, logical_id
 
@@ -115,6 +116,14 @@ def asha_max_t(cfg: SearchConfig) -> float:
     return cfg.train.epochs if cfg.time_unit == "epochs" else float(10 ** 12)
 
 
+def _check_study_file(storage_url: str, run_dir: Path) -> None:
+    """The run directory's own SQLite study database is never written through a link."""
+    if storage_url.startswith("sqlite:///"):
+        db = Path(storage_url[len("sqlite:///"):])
+        if db.parent == run_dir.resolve():
+            writable_inside(db, run_dir, "study database")
+
+
 def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "runs",
                address: str | None = None, resume: str | None = None,
                verbose: bool = False, allow_external_storage: bool = False,
@@ -123,6 +132,8 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
 
     A resume keeps every finished trial, re-runs the ones that were running (from their
     newest checkpoint) and runs the rest of the planned trials; see resume.py."""
+    from .workers import check_address
+    check_address(address)  # a head node that does not answer: a message, no run dir
     if resume:
         from .runinfo import resume_info
         run_dir = Path(resume).expanduser().resolve()
@@ -131,10 +142,14 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         storage_url, tune_path = info.storage, info.tune_path
     else:
         cfg.validate()
-        name = name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # a plain name, from --name or the preset: `../x` would leave --storage-path
+        name = plain_name(name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                          "--name" if name else "the run name (from the preset)")
         if is_uri(storage_path):
             check_storage_uri(storage_path)
         run_dir = run_dir_of(storage_path, name)
+        if run_dir.is_symlink():
+            writable_inside(run_dir, run_dir.parent, "run directory")
         tune_path = tune_path_of(storage_path, run_dir)
         if (run_dir / RUN_FILE).exists():
             raise KtgError(f"run directory {str(run_dir)!r} already holds a search; use "
@@ -143,12 +158,15 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         study_name = cfg.study_name or name
         from .study import optuna_storage_url
         storage_url = optuna_storage_url(cfg.storage, run_dir)
+        _check_study_file(storage_url, run_dir)
         # first, so that a search killed from here on can always be resumed
         atomic_write_text(run_dir / RUN_FILE, json.dumps(
             {"name": name, "config": cfg.to_dict(), "storage": storage_url,
              "study_name": study_name, "space_size": cfg.space.size(),
              "tune_path": tune_path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+    if resume:
+        _check_study_file(storage_url, run_dir)
     failpoints.hit("startup")
     with ray_output_to(run_dir / LOG_FILE, verbose) as out:
         _run(cfg, run_dir, name, study_name, storage_url, tune_path, address,
@@ -165,12 +183,19 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from trainables.ktg_gan import train_ktg
 
     from .ledger import start_ledger
-    from .workers import init_ray
+    from .workers import check_trial_resources, init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
     from .study import (StudySearcher, load_study, open_optuna_storage,
                         warn_sqlite_on_cluster)
     space = cfg.space
     started_ray = init_ray(address)
+    try:  # before the first trial: a trial no node can place would wait forever
+        check_trial_resources(cfg.cpus_per_trial, cfg.gpus_per_trial)
+    except KtgError:
+        if started_ray:
+            import ray
+            ray.shutdown()
+        raise
     warn_sqlite_on_cluster(storage_url, out)
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)

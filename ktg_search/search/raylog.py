@@ -27,6 +27,8 @@ def ray_output_to(log_file: Path, verbose: bool = False) -> Iterator[IO[str]]:
     ray_logger = logging.getLogger("ray")
     saved = list(ray_logger.handlers)
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    from ..files.schemas import writable_inside
+    writable_inside(log_file, log_file.parent, "search log")  # never through a link
     with open(log_file, "a", buffering=1) as log:
         handler = logging.StreamHandler(log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "

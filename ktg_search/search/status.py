@@ -6,28 +6,31 @@ that shares the run directory, and after it was killed. No Ray, no Optuna: it is
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 from ..errors import KtgError
 from .progress import snapshot_of_run
+from ..files.safeload import read_json
+from ..files.schemas import for_terminal
 from ..results.book import ResultsBook
 from ..method.scoring import objective_rule
+
+
+MAX_WATCH_S = 86400
 
 
 def planned_trials(run: Path) -> tuple[str, int, object]:
     """(name, planned trials, the objective's name as written, None when absent) from
     run.json; KtgError when it is not a run directory."""
     f = run / "run.json"
-    try:
-        info = json.loads(f.read_text())
-    except FileNotFoundError:
+    if not f.exists():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run "
-                       f"directory is what `ktg search` prints as 'run dir'") from None
-    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as e:
-        raise KtgError(f"{str(f)!r} cannot be read as JSON: {e}") from None
+                       f"directory is what `ktg search` prints as 'run dir'")
+    info = read_json(f, "run file")  # bounded, duplicate keys refused, one message
+    if not isinstance(info, dict):
+        raise KtgError(f"{str(f)!r} is not a run file (a JSON object)")
     cfg = info.get("config") if isinstance(info, dict) else None
     n = cfg.get("num_trials") if isinstance(cfg, dict) else None
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -59,13 +62,17 @@ def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
             lines.append(f"  {r['trial_id']}  objective {r['objective']:.3f}  epoch "
                          f"{r.get('best_epoch', 0)}/{r.get('epochs', 0)}  "
                          f"{r.get('status', ''):<9} key {r.get('graph_key', '')}")
-    return "\n".join(lines), state == "running"
+    # names, trial ids and keys come from the run's files: escaped for the terminal
+    return for_terminal("\n".join(lines)), state == "running"
 
 
 def run_status(run: str, watch: float | None = None, top: int = 5) -> int:
     path = Path(run).expanduser()
-    if watch is not None and not (isinstance(watch, (int, float)) and watch > 0):
-        raise KtgError(f"The value of `--watch` is {watch!r}, but must be > 0 seconds")
+    # a finite number of seconds up to a day: inf, nan and 1e300 overflow time.sleep
+    if watch is not None and not (isinstance(watch, (int, float)) and math.isfinite(watch)
+                                  and 0 < watch <= MAX_WATCH_S):
+        raise KtgError(f"The value of `--watch` is {watch!r}, but must be a number of "
+                       f"seconds > 0 and <= {MAX_WATCH_S}")
     while True:
         text, going = status_text(path, top)
         print(text, flush=True)

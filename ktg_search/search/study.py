@@ -33,7 +33,8 @@ def optuna_storage_url(storage: str | None, run_dir: Path) -> str:
     """The storage URL recorded in run.json: the given one, or SQLite in the run dir."""
     if storage:
         return storage
-    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+    # the folder resolved, the file not: a link named optuna.db is refused, not followed
+    return f"sqlite:///{Path(run_dir).resolve() / 'optuna.db'}"
 
 
 def open_optuna_storage(url: str):

@@ -11,6 +11,58 @@ from ..errors import KtgError
 
 
 
+CONNECT_TIMEOUT_S = 10.0   # a head node that does not answer a TCP connect in this long
+RESOURCE_STEP = 1e-4       # Ray places resource amounts in steps of 0.0001
+
+
+def check_address(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """KtgError, within `timeout_s`, when `address` (HOST:PORT or ray://HOST[:PORT]) names
+    a head node nothing answers at: Ray itself retries such an address for minutes,
+    printing connection lines. Called before a run directory is made. `auto` and no
+    address are Ray's to find."""
+    import socket
+    if not address or address in ("auto", "local"):
+        return
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if not host:
+        host, port = rest.rstrip("/"), "10001" if address.startswith("ray://") else "6379"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise KtgError(f"--address {address!r}: {port!r} is not a port; valid: auto, "
+                       f"ray://HOST:10001, HOST:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise KtgError(f"cannot reach a Ray head node at --address {address!r} "
+                       f"({e.strerror or type(e).__name__}, waited at most {timeout_s:g} "
+                       f"s); is the cluster running?") from None
+
+
+def check_trial_resources(cpus: float, gpus: float) -> None:
+    """KtgError naming the numbers when no node of the running cluster can place one
+    trial (`cpus` CPUs and `gpus` GPUs on one node), or when Ray cannot express them
+    (amounts below its step of 0.0001): otherwise Tune waits forever for a trial that
+    never starts, or fails inside Ray. Uses the nodes' totals (`ray.nodes()`), so that a
+    busy cluster is not taken for a small one."""
+    import ray
+    for what, amount in (("cpus_per_trial", cpus), ("gpus_per_trial", gpus)):
+        if amount and (amount < RESOURCE_STEP or
+                       abs(round(amount / RESOURCE_STEP) * RESOURCE_STEP - amount) > 1e-9):
+            raise KtgError(f"{what} = {amount!r} cannot be placed by Ray: it counts "
+                           f"resources in steps of {RESOURCE_STEP} (e.g. 0.5, 0.25, 1)")
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        return
+    total = ray.cluster_resources()
+    most_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+    raise KtgError(f"no node of the Ray cluster can run a trial of {cpus:g} CPU(s) and "
+                   f"{gpus:g} GPU(s): the largest node has {most_cpu:g} CPU(s) and "
+                   f"{most_gpu:g} GPU(s) (the cluster: {total.get('CPU', 0):g} CPUs, "
+                   f"{total.get('GPU', 0):g} GPUs); lower cpus_per_trial / "
+                   f"--gpus-per-trial")
+
+
 def init_ray(address: str | None) -> bool:
     """Connect to (or start) Ray; True when this call started it (then the caller shuts
     it down when done)."""
