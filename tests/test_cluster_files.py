@@ -26,7 +26,8 @@ RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
 
 # Installed in the image on top of pyproject's dependencies, each for a stated reason:
 # psycopg2-binary: the driver for `--set storage=postgresql://...` (see cluster.yaml).
-IMAGE_ONLY = {"psycopg2-binary>=2.9"}
+# pytest: `make gpu-check` runs the `gpu`-marked tests in the image.
+IMAGE_ONLY = {"psycopg2-binary>=2.9", "pytest>=7"}
 
 # pip options that take a value (the value is not a requirement)
 _PIP_VALUE_OPTS = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url",
@@ -173,6 +174,14 @@ def test_cluster_yaml_starts_ray_in_the_image():
     assert any("nofile" in o for o in docker["run_options"])
     assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
     assert any("ray start --address=$RAY_HEAD_IP" in c for c in cfg["worker_start_ray_commands"])
+
+
+def test_the_image_holds_what_make_gpu_check_runs():
+    copied = " ".join(args for op, args in dockerfile_instructions() if op == "COPY")
+    for needed in ("Makefile", "ktg_search", "tests"):
+        assert re.search(rf"(^|\s){needed}(\s|$)", copied), f"the image lacks {needed}"
+    assert "gpu-check:" in (ROOT / "Makefile").read_text()
+    assert normalized(["pytest>=7"]) <= normalized(dockerfile_requirements())
 
 
 # ---- one image tag everywhere --------------------------------------------------------------

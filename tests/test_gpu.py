@@ -61,3 +61,10 @@ def test_a_checkpoint_made_on_the_gpu_resumes_exactly(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-4), key
+
+
+def test_the_trainer_scores_on_the_gpu():
+    pytest.importorskip("filelock", reason="the classifier extractor's cache needs filelock")
+    pytest.importorskip("torch_fidelity", reason="IS/FID need torch-fidelity")
+    t = _trainer()
+    assert t.evaluator.extractor.device.type == "cuda"

@@ -27,7 +27,7 @@ def run(args) -> int:
     from ..data.loading import load_dataset
     from ..method.graph import resolve_graph
     from .validate import warn_untrainable
-    from ..data.metrics import Evaluator
+    from ..method.evaluation import build_evaluator
     from ..files.outputs import output_folder
     from ..results.runs import seed_table, train_one
     from ..method.trainconfig import check_recipe
@@ -52,9 +52,7 @@ def run(args) -> int:
     # everything that can fail on bad input fails before a file is written: the data,
     # the evaluator, and every frozen node's checkpoint (loaded as data)
     data = load_dataset(cfg0.dataset, cfg0.image_size, root=cfg0.data_root)
-    evaluator = Evaluator(data, extractor=cfg0.extractor, num_samples=cfg0.eval_samples,
-                          fid=cfg0.fid, device="cpu" if cfg0.device == "auto"
-                          else cfg0.device, inception_weights=cfg0.inception_weights)
+    evaluator = build_evaluator(data, cfg0)  # on the device the runs train on
     from ..method.teachers import check_teachers
     check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
     created = not out.exists()

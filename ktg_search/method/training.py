@@ -266,12 +266,9 @@ class Trainer(TrainerCheckpoints):
     # ---- evaluation --------------------------------------------------------------------
     @property
     def evaluator(self):
-        if self._evaluator is None:
-            from ..data.metrics import Evaluator
-            self._evaluator = Evaluator(self.data, extractor=self.config.extractor,
-                                        num_samples=self.config.eval_samples,
-                                        fid=self.config.fid, device=str(self.device),
-                                        inception_weights=self.config.inception_weights)
+        if self._evaluator is None:  # on the training device (evaluation.py's rule)
+            from .evaluation import build_evaluator
+            self._evaluator = build_evaluator(self.data, self.config, device=str(self.device))
         return self._evaluator
 
     def eval_generator(self, node: int) -> nn.Module:

@@ -54,13 +54,12 @@ def reevaluate(run: RunView, top: int = 3, num_samples: int = 10_000,
         else:
             ready.append((rank, r))
     if ready:
-        from ..data.metrics import Evaluator
+        from ..method.evaluation import build_evaluator
         from ..method.trainconfig import resolve_device
         c = run.cfg.train
         data = data if data is not None else load_run_data(run)
         dev = str(resolve_device(device))
-        evaluator = Evaluator(data, extractor=c.extractor, num_samples=num_samples,
-                              fid=True, device=dev, inception_weights=c.inception_weights)
+        evaluator = build_evaluator(data, c, num_samples=num_samples, fid=True, device=dev)
         bar = tqdm(total=len(ready) * run.k, desc=f"re-evaluate ({num_samples} samples)",
                    unit="generator", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
