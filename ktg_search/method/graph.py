@@ -17,12 +17,10 @@ JSON object of TrainConfig fields, used by `ktg train` as defaults). Here a reci
 only required to be an object; its fields are checked by `trainconfig.check_recipe` where
 a run is built from it.
 
-Several discriminators (`"discriminators": m`, 1 to 8, default 1): the discriminator
-nodes are `D0 .. D(m-1)`, the edge D_j -> t is gated like every other edge (table column
-`gate_D{j}_{t}`), and every D_j must face at least one generator. With m = 1 the one node
-is `D` (column `gate_D_{t}`), so every file written before keeps its meaning and its key.
-`regroup` (only with m >= 2, see regroup.py) makes the D -> generator pairing change during
-training, MGGAN's regrouping (thesis, ch. 3).
+Several discriminators (`"discriminators": m`, 1 to 8, default 1): nodes `D0 .. D(m-1)`,
+edge D_j -> t gated like any other (column `gate_D{j}_{t}`), each D_j facing a generator;
+with m = 1 the node is `D` (`gate_D_{t}`): older files keep their meaning and key.
+`regroup` (m >= 2, regroup.py) is MGGAN's regrouping (thesis, ch. 3).
 """
 from __future__ import annotations
 
@@ -35,10 +33,7 @@ from typing import Any
 from ..errors import KtgError
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
 from . import graphforms
-from .graphforms import Src, d_index, d_names, is_d
-
-__all__ = ["Graph", "Node", "Src", "d_index", "d_names", "is_d", "edge_param",
-           "graph_from_params", "builtin_graphs", "resolve_graph"]
+from .graphforms import Src, d_names, is_d
 
 BUILTIN_DIR = Path(__file__).with_name("graphs")
 _TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "discriminator",
@@ -46,8 +41,7 @@ _TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "disc
 MAX_RECIPE_KEYS = 100  # a TrainConfig has ~25 fields; the rest is refused by check_recipe
 _NODE_KEYS = {"model", "pretrained"}
 _EDGE_KEYS = {"src", "dst", "gate"}
-MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
-MAX_DISCRIMINATORS = 8
+MAX_NODES = MAX_DISCRIMINATORS = 8  # the canonical key tries k! generator renumberings
 DEFAULT_ALPHA = 1000.0  # the transfer loss weight, the paper's (losses.py's default too)
 MAX_ALPHA = 1e9
 MAX_NAME, MAX_DESCRIPTION, MAX_PATH = 200, 10_000, 4096
@@ -362,10 +356,13 @@ def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
     """The graph a sampled parameter dict describes (KtgError names a missing key).
 
     The transfer weight is the params' `alpha` when they have one (a searched or fixed
-    value of `SpaceSpec.alpha_values`), else the `alpha` argument."""
+    value of `SpaceSpec.alpha_values`), else the `alpha` argument. With several
+    discriminators (`discriminators` in the params) a sampled D whose edges are all
+    cutoff is dropped and the rest renumbered: it would train on real images alone and
+    reach no generator, so the graph without it is the same method (and its key finds
+    the duplicate); one D left is `D`, and regrouping needs two left."""
     alpha = params.get("alpha", alpha)
     m = params.get("discriminators", 1)  # absent from every space before several Ds
-    regroup = {} if params.get("regroup") else None
     try:
         models = [params[f"model_{i}"] for i in range(k)]
         gates = {(s, t): params[edge_param(s, t)] for s, t in Graph.edge_list(k, m)}
@@ -373,6 +370,13 @@ def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
     except KeyError as e:
         raise KtgError(f"sampled parameters lack {e.args[0]!r}; have: "
                        f"{', '.join(sorted(params))}") from None
+    if m > 1:
+        keep = [d for d in d_names(m) if any(gates[(d, t)] != "cutoff" for t in range(k))]
+        m = max(1, len(keep))
+        rename = dict(zip(keep, d_names(m))) if keep else {}
+        gates = {(rename.get(s, s) if is_d(s) else s, t): g for (s, t), g in gates.items()
+                 if not is_d(s) or s in rename}
+    regroup = {} if params.get("regroup") and m > 1 else None
     return Graph.build(models, {e: g for e, g in gates.items() if g != "cutoff"},
                        transfer=transfer, alpha=alpha, target=target,
                        **({"discriminators": m} if m != 1 else {}),
