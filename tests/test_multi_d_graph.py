@@ -116,3 +116,21 @@ def test_bad_graph_file_exit_2(tmp_path):
                        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2, r.stderr
     assert "`discriminators` is 9; valid: an integer from 1 to 8" in r.stderr
+
+
+def test_report_drawing_shows_every_d_node():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, FancyArrowPatch
+    from ktg_search.method.graph import resolve_graph
+    from ktg_search.report.figures import draw_graph
+    for name, ds, arrows in [("multi-d-3", ["D0", "D1", "D2"], 3 + 6),
+                             ("mggan-2", ["D0", "D1"], 2), ("mad-gan-3", ["D"], 3)]:
+        fig, ax = plt.subplots()
+        draw_graph(ax, resolve_graph(name))
+        labels = [t.get_text() for t in ax.texts]
+        assert [x for x in labels if x.startswith("D")] == ds, name
+        assert sum(isinstance(p, Circle) for p in ax.patches) == len(ds)
+        assert sum(isinstance(p, FancyArrowPatch) for p in ax.patches) == arrows
+        plt.close(fig)
