@@ -68,6 +68,12 @@ def test_small_bench_run_engine_matches_reference():
     assert set(case["eval_scores"]) >= {"is_g0", "is_g1", "is_g2"}
     text = bench.format_bench(res)
     assert "digits-16" in text and "speedup" in text
+    # the m = 3 case (issue 20): multi-d-3 against through-3, timed in the same run
+    md = res["multi_d"]
+    assert md["graph_m3"] == "multi-d-3" and md["graph_m1"] == "through-3"
+    assert md["steps"] == 3 and md["step_s_m1"] > 0 and md["step_s_m3"] > 0
+    assert md["ratio"] == pytest.approx(md["step_s_m3"] / md["step_s_m1"])
+    assert "m=3 costs" in text
 
 
 def test_the_equivalence_check_can_fail(digits16):

@@ -45,7 +45,9 @@ def test_builtin_matches_its_file(name):
     k = len(raw["nodes"])
     assert g.name == name  # the registered name is the name inside the file
     assert [n.model for n in g.nodes] == [n["model"] for n in raw["nodes"]]
-    assert len(g.gates) == k * k  # D -> t for each t, s -> t for each ordered pair
+    m = raw.get("discriminators", 1)
+    # D_j -> t for each D and t, s -> t for each ordered pair
+    assert len(g.gates) == m * k + k * (k - 1)
     listed = {(e["src"], e["dst"]): e["gate"] for e in raw.get("edges", [])}
     for (s, t), gate in g.gates.items():
         assert gate == listed.get((s, t), "cutoff"), (s, t)

@@ -72,6 +72,11 @@ class Check:
             hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {_num(self.hi)}"
             text = (f"a list of at most {self.max_len} distinct finite numbers, each"
                     f"{lo}{' and' if lo and hi else ''}{hi}")
+        elif self.kind == "ints":
+            text = (f"a non-empty list of at most {self.max_len} distinct integers from "
+                    f"{_num(self.lo)} to {_num(self.hi)}")
+        elif self.kind == "bools":
+            text = "[false], [true] or [false, true]"
         else:
             text = f"a string of 1 to {self.max_len} characters"
         return text + (", or null" if self.optional else "")
@@ -148,6 +153,21 @@ class Check:
             if len(set(v)) != len(v):
                 raise bad()
             return v
+        elif self.kind == "ints":
+            v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            v = list(v) if isinstance(v, tuple) else v
+            if not isinstance(v, list) or not v or len(v) > self.max_len or any(
+                    isinstance(x, bool) or not isinstance(x, (int, float)) or
+                    not float(x).is_integer() or not self.lo <= x <= self.hi for x in v) \
+                    or len(set(v)) != len(v):
+                raise bad()
+            return [int(x) for x in v]
+        elif self.kind == "bools":
+            v = [v] if isinstance(v, bool) else list(v) if isinstance(v, tuple) else v
+            if not isinstance(v, list) or not v or len(v) > 2 or \
+                    any(not isinstance(x, bool) for x in v) or len(set(v)) != len(v):
+                raise bad()
+            return v
         else:  # a programming error, not user input
             raise ValueError(f"unknown check kind {self.kind!r}")
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
@@ -181,6 +201,16 @@ def Floats(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
            hi_open: bool = False, max_len: int = 64) -> Check:
     """A list of distinct numbers in a range (empty allowed)."""
     return Check("floats", lo, hi, lo_open=lo_open, hi_open=hi_open, max_len=max_len)
+
+
+def Ints(lo: int, hi: int, max_len: int = 64) -> Check:
+    """A non-empty list of distinct integers in [lo, hi]."""
+    return Check("ints", lo, hi, max_len=max_len)
+
+
+def Bools() -> Check:
+    """[false], [true] or [false, true]: which values of a switch a search tries."""
+    return Check("bools")
 
 
 def Bool() -> Check:

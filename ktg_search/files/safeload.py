@@ -107,6 +107,13 @@ def check_trainer_state(state: Any, path: str | Path) -> dict:
     for i, sd in enumerate(state["generators"]):
         tensor_dict(sd, f"generator {i}", path)
     tensor_dict(state["D"], "the discriminator", path)
+    multi = state.get("multi_d")  # several discriminators: D1..D(m-1) (absent before)
+    if multi is not None:
+        if not (isinstance(multi, dict) and isinstance(multi.get("D"), list) and
+                isinstance(multi.get("opt_d"), list) and isinstance(multi.get("roles"), list)):
+            raise KtgError(f"{where}: 'multi_d' is not the state of several discriminators")
+        for j, sd in enumerate(multi["D"]):
+            tensor_dict(sd, f"discriminator D{j + 1}", path)
     for i, sd in enumerate(state["best_generators"] or []):
         tensor_dict(sd, f"best-epoch generator {i}", path)
     if not all(isinstance(h, dict) for h in state["history"]):

@@ -16,28 +16,32 @@ out are cutoff. Optional keys: `description`, `discriminator` ("sn" | "bn"), `ta
 JSON object of TrainConfig fields, used by `ktg train` as defaults). Here a recipe is
 only required to be an object; its fields are checked by `trainconfig.check_recipe` where
 a run is built from it.
+
+Several discriminators (`"discriminators": m`, 1 to 8, default 1): nodes `D0 .. D(m-1)`,
+edge D_j -> t gated like any other (column `gate_D{j}_{t}`), each D_j facing a generator;
+with m = 1 the node is `D` (`gate_D_{t}`): older files keep their meaning and key.
+`regroup` (m >= 2, regroup.py) is MGGAN's regrouping (thesis, ch. 3).
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ..errors import KtgError
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, TRANSFERS
+from . import graphforms
+from .graphforms import Src, d_names, is_d
 
-Src = Union[str, int]  # "D" or a node index
 BUILTIN_DIR = Path(__file__).with_name("graphs")
 _TOP_KEYS = {"name", "description", "nodes", "edges", "transfer", "alpha", "discriminator",
-             "target", "recipe"}
+             "target", "recipe", "discriminators", "regroup"}
 MAX_RECIPE_KEYS = 100  # a TrainConfig has ~25 fields; the rest is refused by check_recipe
 _NODE_KEYS = {"model", "pretrained"}
 _EDGE_KEYS = {"src", "dst", "gate"}
-MAX_NODES = 8  # the canonical key tries every renumbering: k! of them
+MAX_NODES = MAX_DISCRIMINATORS = 8  # the canonical key tries k! generator renumberings
 DEFAULT_ALPHA = 1000.0  # the transfer loss weight, the paper's (losses.py's default too)
 MAX_ALPHA = 1e9
 MAX_NAME, MAX_DESCRIPTION, MAX_PATH = 200, 10_000, 4096
@@ -91,6 +95,8 @@ class Graph:
     name: str = ""
     description: str = ""
     recipe: dict | None = None  # training settings (trainconfig.check_recipe), not in the key
+    discriminators: int = 1  # m: discriminator nodes D0..D(m-1) ("D" when m = 1)
+    regroup: dict | None = None  # MGGAN regrouping settings (regroup.py), m >= 2 only
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -109,11 +115,24 @@ class Graph:
     def k(self) -> int:
         return len(self.nodes)
 
+    @property
+    def m(self) -> int:
+        return self.discriminators
+
     @staticmethod
-    def edge_list(k: int) -> list[tuple[Src, int]]:
-        """All k^2 gated edges in a fixed order: D -> t first, then s -> t by (s, t)."""
-        return [("D", t) for t in range(k)] + [(s, t) for s in range(k) for t in range(k)
-                                               if s != t]
+    def edge_list(k: int, m: int = 1) -> list[tuple[Src, int]]:
+        """All m*k + k(k-1) gated edges in a fixed order: D_j -> t first (by j, then t),
+        then s -> t by (s, t). With m = 1 the D edges are ("D", t), as always."""
+        return [(d, t) for d in d_names(m) for t in range(k)] + \
+            [(s, t) for s in range(k) for t in range(k) if s != t]
+
+    def edges(self) -> list[tuple[Src, int]]:
+        """This graph's edge_list."""
+        return self.edge_list(self.k, self.m)
+
+    def faced(self, d: str) -> list[int]:
+        """The generators discriminator `d` faces: its edges that are not cutoff."""
+        return [t for t in range(self.k) if self.gates[(d, t)] != "cutoff"]
 
     def gate(self, src: Src, dst: int) -> str:
         return self.gates[(src, dst)]
@@ -165,13 +184,18 @@ class Graph:
                                f"{_short(pre)}")
             nodes.append(Node(n["model"], pre))
         k = len(nodes)
+        m = spec.get("discriminators", 1)
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_DISCRIMINATORS:
+            raise KtgError(f"{where}: `discriminators` is {_short(m)}; valid: an integer "
+                           f"from 1 to {MAX_DISCRIMINATORS}")
+        dn = d_names(m)
         edges_spec = spec.get("edges", [])
         if not isinstance(edges_spec, list):
             raise KtgError(f"{where}: `edges` must be a list of {{\"src\", \"dst\", \"gate\"}} "
                            f"objects, got {type(edges_spec).__name__}")
-        gates: dict[tuple[Src, int], str] = {e: "cutoff" for e in cls.edge_list(k)}
+        gates: dict[tuple[Src, int], str] = {e: "cutoff" for e in cls.edge_list(k, m)}
         seen = set()
-        valid_src = ["D"] + list(range(k))
+        valid_src = dn + list(range(k))
         for j, e in enumerate(edges_spec):
             if not isinstance(e, dict):
                 raise KtgError(f"{where}: edges[{j}] must be an object, got {_short(e)}")
@@ -183,9 +207,11 @@ class Graph:
                 raise KtgError(f"{where}: edges[{j}] has {what}; an edge has exactly "
                                f"src, dst, gate")
             s, t, g = e["src"], e["dst"], e["gate"]
-            if isinstance(s, bool) or not (s == "D" or (isinstance(s, int) and 0 <= s < k)):
+            if isinstance(s, bool) or not (s in dn or (isinstance(s, int) and 0 <= s < k)):
                 raise KtgError(f"{where}: edges[{j}].src is {_short(s)}; valid: "
-                               f"{', '.join(map(str, valid_src))}")
+                               f"{', '.join(map(str, valid_src))} (the graph has "
+                               f"{m} discriminator{'s' if m > 1 else ''}: `discriminators` "
+                               f"= {m})")
             if isinstance(t, bool) or not (isinstance(t, int) and 0 <= t < k):
                 raise KtgError(f"{where}: edges[{j}].dst is {_short(t)}; valid: "
                                f"{', '.join(map(str, range(k)))}")
@@ -226,6 +252,19 @@ class Graph:
             if not (value == "" or _is_text(value, longest)):
                 raise KtgError(f"{where}: `{key}` must be a string of at most {longest} "
                                f"characters (no NUL, no lone surrogate), got {_short(value)}")
+        if m > 1:
+            idle = [d for d in dn if all(gates[(d, t)] == "cutoff" for t in range(k))]
+            if idle:
+                raise KtgError(f"{where}: discriminator {idle[0]} faces no generator (all "
+                               f"its edges are cutoff); give it at least one edge "
+                               f"{idle[0]} -> t with t in {', '.join(map(str, range(k)))}, "
+                               f"or lower `discriminators` (now {m})")
+        regroup = spec.get("regroup")
+        if regroup is False:
+            regroup = None
+        if regroup is not None:
+            from .regroup import check_regroup
+            regroup = check_regroup(regroup, m, where)
         recipe = spec.get("recipe")
         if recipe is not None and (not isinstance(recipe, dict) or
                                    len(recipe) > MAX_RECIPE_KEYS):
@@ -235,7 +274,8 @@ class Graph:
         return cls(nodes=nodes, gates=gates, transfer=transfer, alpha=float(alpha),
                    discriminator=disc, target=target, name=spec.get("name", ""),
                    description=spec.get("description", ""),
-                   recipe=None if recipe is None else dict(recipe))
+                   recipe=None if recipe is None else dict(recipe),
+                   discriminators=m, regroup=regroup)
 
     @classmethod
     def from_json(cls, text: str, where: str = "graph") -> "Graph":
@@ -262,14 +302,18 @@ class Graph:
             d["description"] = self.description
         d["nodes"] = [{"model": n.model, **({"pretrained": n.pretrained} if n.pretrained
                                             else {})} for n in self.nodes]
+        if self.m != 1:
+            d["discriminators"] = self.m
         d["edges"] = [{"src": s, "dst": t, "gate": self.gates[(s, t)]}
-                      for s, t in self.edge_list(self.k) if self.gates[(s, t)] != "cutoff"]
+                      for s, t in self.edges() if self.gates[(s, t)] != "cutoff"]
         d["transfer"] = self.transfer
         d["alpha"] = self.alpha
         if self.discriminator != "sn":
             d["discriminator"] = self.discriminator
         if self.target is not None:
             d["target"] = self.target
+        if self.regroup is not None:
+            d["regroup"] = json.loads(json.dumps(self.regroup))
         if self.recipe is not None:
             d["recipe"] = dict(self.recipe)
         return d
@@ -281,66 +325,29 @@ class Graph:
         from ..files.fileio import atomic_write_text
         atomic_write_text(Path(path), self.to_json() + "\n")
 
-    # ---- identity ----------------------------------------------------------------------
-    def _signature(self, perm: tuple[int, ...]) -> tuple:
-        # perm[new] = old: read the graph with node `old` renamed to `new`
-        inv = {old: new for new, old in enumerate(perm)}
-        nodes = tuple((self.nodes[old].model, self.nodes[old].pretrained or "")
-                      for old in perm)
-        gates = tuple(self.gates[(s if s == "D" else perm[s], perm[t])]
-                      for s, t in self.edge_list(self.k))
-        target = None if self.target is None else inv[self.target]
-        return (nodes, gates, target)
-
+    # ---- identity and picture (graphforms.py) -----------------------------------------
     def canonical_key(self) -> str:
-        """Equal for graphs that differ only by renumbering the nodes.
-
-        The smallest signature over all k! renumberings, hashed; transfer kind, alpha and
-        the discriminator are part of the key, node names are not.
-        """
-        best = min(self._signature(p) for p in itertools.permutations(range(self.k)))
-        blob = json.dumps([self.transfer, self.alpha, self.discriminator, best])
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+        """Equal for graphs that differ only by renumbering the generators and the
+        discriminators (graphforms.canonical_key)."""
+        return graphforms.canonical_key(self)
 
     def permuted(self, perm: list[int]) -> "Graph":
-        """The same graph with node `perm[i]` renamed to `i`."""
+        """The same graph with node `perm[i]` renamed to `i` (D nodes keep their names)."""
         inv = {old: new for new, old in enumerate(perm)}
-        gates = {(s if s == "D" else inv[s], inv[t]): g for (s, t), g in self.gates.items()}
+        gates = {(s if is_d(s) else inv[s], inv[t]): g for (s, t), g in self.gates.items()}
         return Graph([self.nodes[o] for o in perm], gates, self.transfer, self.alpha,
                      self.discriminator, None if self.target is None else inv[self.target],
-                     self.name, self.description, self.recipe)
+                     self.name, self.description, self.recipe, self.discriminators,
+                     self.regroup)
 
-    # ---- drawing -----------------------------------------------------------------------
     def draw(self) -> str:
         """A plain-text picture: the nodes, then the gate matrix (row = source)."""
-        head = self.name or "graph"
-        lines = [f"{head}: k={self.k}, transfer={self.transfer}, alpha={self.alpha:g}, "
-                 f"D={self.discriminator}" +
-                 (f", target=G{self.target}" if self.target is not None else "")]
-        frozen, dead = set(self.frozen_nodes()), set(self.dead_nodes())
-        for i, n in enumerate(self.nodes):
-            note = " (frozen teacher)" if i in frozen else " (never learns)" if i in dead \
-                else ""
-            pre = f" <- {n.pretrained}" if n.pretrained else ""
-            lines.append(f"  G{i}: {n.model}{pre}{note}")
-        w = max(11, *(len(g) + 1 for g in self.gates.values()))
-        lines.append("  source -> destination (cutoff edges shown as .)")
-        lines.append("  " + " " * 6 + "".join(f"-> G{t}".ljust(w) for t in range(self.k)))
-        for s in ["D"] + list(range(self.k)):
-            name = "D" if s == "D" else f"G{s}"
-            cells = []
-            for t in range(self.k):
-                if s == t:
-                    cells.append("".ljust(w))
-                else:
-                    g = self.gates[(s, t)]
-                    cells.append(("." if g == "cutoff" else g).ljust(w))
-            lines.append(f"  {name:<6}" + "".join(cells).rstrip())
-        return "\n".join(lines)
+        return graphforms.draw(self)
 
 
 def edge_param(src, dst: int) -> str:
-    """`gate_D_2` is the gate on D -> 2; `gate_0_1` the gate on 0 -> 1 (DESIGN.md)."""
+    """`gate_D_2` is the gate on D -> 2, `gate_D1_2` on D1 -> 2 (several discriminators),
+    `gate_0_1` the gate on 0 -> 1 (DESIGN.md)."""
     return f"gate_{src}_{dst}"
 
 
@@ -349,17 +356,31 @@ def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
     """The graph a sampled parameter dict describes (KtgError names a missing key).
 
     The transfer weight is the params' `alpha` when they have one (a searched or fixed
-    value of `SpaceSpec.alpha_values`), else the `alpha` argument."""
+    value of `SpaceSpec.alpha_values`), else the `alpha` argument. With several
+    discriminators (`discriminators` in the params) a sampled D whose edges are all
+    cutoff is dropped and the rest renumbered: it would train on real images alone and
+    reach no generator, so the graph without it is the same method (and its key finds
+    the duplicate); one D left is `D`, and regrouping needs two left."""
     alpha = params.get("alpha", alpha)
+    m = params.get("discriminators", 1)  # absent from every space before several Ds
     try:
         models = [params[f"model_{i}"] for i in range(k)]
-        gates = {(s, t): params[edge_param(s, t)] for s, t in Graph.edge_list(k)}
+        gates = {(s, t): params[edge_param(s, t)] for s, t in Graph.edge_list(k, m)}
         transfer = params["transfer"]
     except KeyError as e:
         raise KtgError(f"sampled parameters lack {e.args[0]!r}; have: "
                        f"{', '.join(sorted(params))}") from None
+    if m > 1:
+        keep = [d for d in d_names(m) if any(gates[(d, t)] != "cutoff" for t in range(k))]
+        m = max(1, len(keep))
+        rename = dict(zip(keep, d_names(m))) if keep else {}
+        gates = {(rename.get(s, s) if is_d(s) else s, t): g for (s, t), g in gates.items()
+                 if not is_d(s) or s in rename}
+    regroup = {} if params.get("regroup") and m > 1 else None
     return Graph.build(models, {e: g for e, g in gates.items() if g != "cutoff"},
-                       transfer=transfer, alpha=alpha, target=target)
+                       transfer=transfer, alpha=alpha, target=target,
+                       **({"discriminators": m} if m != 1 else {}),
+                       **({"regroup": regroup} if regroup is not None else {}))
 
 
 def builtin_graphs() -> dict[str, Path]:

@@ -1,4 +1,6 @@
 """The trainer: k generators, one (k+1)-way discriminator, a knowledge-transfer graph.
+Several discriminators (`discriminators` >= 2, MGGAN's regrouping): multid.py states the
+rule (D_j trains on real + the generators it faces; L_t sums Gate_{D_j,t}(L_{D_j,t})).
 
 Reads top to bottom like the paper's algorithm (Sec. 3.3). No Ray in here: the Ray Tune
 trainable, `ktg train`, `ktg compare` and the benchmark all drive this class. What it is
@@ -23,7 +25,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from ..errors import KtgError
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .models import same_sigma
+from .multid import MultiD
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
 from .teachers import load_pretrained
 from .trainconfig import TrainConfig, effective_discriminator, resolve_device
@@ -119,6 +121,7 @@ class Trainer(TrainerCheckpoints):
         # generator weights at the best epoch: a search keeps only its newest checkpoints,
         # and the report re-scores the best epoch, not the last
         self.best_generators: list[dict] | None = None
+        self.multi = MultiD(self) if graph.m > 1 else None
 
     # ---- the algorithm -----------------------------------------------------------------
     def discriminate(self, parts: list[Tensor]) -> Tensor:
@@ -145,6 +148,8 @@ class Trainer(TrainerCheckpoints):
 
     def train_step(self, real: Tensor) -> dict[str, float]:
         """One D step and one G step on a batch of real images; returns the losses."""
+        if self.multi is not None:
+            return self.multi.step(real)
         k, nz, dev = self.graph.k, self.config.nz, self.device
         b = real.shape[0]
         real = real.to(dev, non_blocking=True)
@@ -383,16 +388,3 @@ class Trainer(TrainerCheckpoints):
             if on_epoch:
                 on_epoch(row)
         return self.history
-
-    @classmethod
-    def restore(cls, path: str | Path, data=None, evaluator=None) -> Trainer:
-        """A trainer from a `save()` file, loaded as data (safeload.py); KtgError naming
-        the file when it is truncated, refused or not a trainer checkpoint."""
-        from ..files.safeload import check_trainer_state, load_checkpoint
-        where = f"checkpoint {str(path)!r}"
-        state = check_trainer_state(load_checkpoint(path), path)
-        t = cls(Graph.from_dict(state["graph"], where=where),
-                TrainConfig.from_dict(state["config"], where=where),
-                data=data, evaluator=evaluator)
-        t.load_state_dict(state, where)
-        return t

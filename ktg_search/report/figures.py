@@ -54,13 +54,20 @@ def graph_figsize(k: int) -> tuple[float, float]:
     return 1.45 * max(wide, 3.2), 1.45 * high + 1.3  # title and legend
 
 
-def _layout(k: int) -> dict[Any, tuple[float, float]]:
-    """Generators on a circle (G0 on the left, then clockwise), D in the middle."""
+def _layout(k: int, m: int = 1) -> dict[Any, tuple[float, float]]:
+    """Generators on a circle (G0 on the left, then clockwise), D in the middle; several
+    discriminators on a small inner circle, D_j toward G_j."""
     radius = {1: 1.0, 2: 1.35, 3: 1.2}.get(k, 0.33 * k + 0.2)
     angles = [math.pi - 2 * math.pi * i / k for i in range(k)] if k > 1 else [math.pi / 2]
     pos: dict[Any, tuple[float, float]] = {i: (radius * math.cos(a), radius * math.sin(a))
                                            for i, a in enumerate(angles)}
-    pos["D"] = (0.0, 0.0)
+    if m == 1:
+        pos["D"] = (0.0, 0.0)
+        return pos
+    inner = [math.pi - 2 * math.pi * j / m for j in range(m)]
+    r = max(0.3, 0.2 / math.sin(math.pi / m))  # neighbouring D circles (0.17) never touch
+    for j, a in enumerate(inner):
+        pos[f"D{j}"] = (r * math.cos(a), r * math.sin(a))
     return pos
 
 
@@ -84,19 +91,21 @@ def draw_graph(ax, graph, best_is: list[float] | None = None, title: str = "",
 
     Generators sit on a circle with D in the middle; every non-cutoff edge s -> t is one
     arrow from s to t (its loss trains t), coloured by its gate; the two directions of a
-    pair are two arcs. Nodes carry the model name and the best IS."""
+    pair are two arcs. Nodes carry the model name and the best IS. Several
+    discriminators: each D_j is its own node, its edges gated like every other."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
-    k = graph.k
-    pos = _layout(k)
+    k, m = graph.k, getattr(graph, "discriminators", 1)
+    pos = _layout(k, m)
     frozen, dead = set(graph.frozen_nodes()), set(graph.dead_nodes())
     w, h = NODE_W, NODE_H
     patches: dict[Any, Any] = {}
-    d = Circle(pos["D"], 0.17, fc="#fde0d0", ec="#a0522d", lw=1.5, zorder=3)
-    ax.add_patch(d)
-    ax.text(*pos["D"], "D", ha="center", va="center", fontsize=12, fontweight="bold",
-            zorder=4)
-    patches["D"] = d
+    for name in (["D"] if m == 1 else [f"D{j}" for j in range(m)]):  # every D node
+        d = Circle(pos[name], 0.17, fc="#fde0d0", ec="#a0522d", lw=1.5, zorder=3)
+        ax.add_patch(d)
+        ax.text(*pos[name], name, ha="center", va="center",
+                fontsize=12 if m == 1 else 9, fontweight="bold", zorder=4)
+        patches[name] = d
     for i, node in enumerate(graph.nodes):
         label = f"G{i}\n{node.model}"
         if best_is is not None and i < len(best_is) and best_is[i] is not None \
@@ -119,7 +128,7 @@ def draw_graph(ax, graph, best_is: list[float] | None = None, title: str = "",
         if g == "cutoff":
             continue
         used.append(g)
-        rad = 0.0 if s == "D" else _bend(pos[s], pos[t], other_way=s > t)
+        rad = 0.0 if isinstance(s, str) else _bend(pos[s], pos[t], other_way=s > t)
         ax.add_patch(FancyArrowPatch(
             pos[s], pos[t], patchA=patches[s], patchB=patches[t], shrinkA=1, shrinkB=1,
             arrowstyle="-|>", mutation_scale=16, color=gate_colour(g), lw=2.0,

@@ -9,7 +9,7 @@ from .context import (Options, graph_of, need_trials, searched_gates, section, t
 from .figures import boxes, curves_figure, draw_graph, gate_colour, graph_figsize, plt, png
 from .render import Part
 from .run import Missing, RunView
-from .tables import as_float, edge_columns, edge_label
+from .tables import as_float, edge_columns, edge_label, is_d_column
 
 
 @section('graphs', 'The top graphs')
@@ -68,7 +68,7 @@ def distributions(run: RunView, opts: Options, p: Part) -> None:
            "trials.")
     need_trials(run)
     r = run.ranked
-    dcols = [c for c in edge_columns(r) if c.startswith("gate_D_")]
+    dcols = [c for c in edge_columns(r) if is_d_column(c)]
     kinds = [t for t in dict.fromkeys(r.get("transfer", []).tolist()) if t]
     fig, (a1, a2) = plt().subplots(1, 2, figsize=(11, 4), sharey=True,
                                    gridspec_kw={"width_ratios": [max(1, len(kinds)),

@@ -10,7 +10,7 @@ from .context import Options, need_trials, searched_gates, section
 from .figures import plt, png
 from .render import Part
 from .run import Missing, RunView
-from .tables import TOP_FRAC, gate_shares, param_label
+from .tables import TOP_FRAC, gate_shares, is_d_column, param_label
 
 
 @section('gates', 'What matters: gate shares at the top')
@@ -157,7 +157,7 @@ def _importance_bars(values: dict[str, float], title: str):
     names = list(values)[::-1]
     fig, ax = plt().subplots(figsize=(6.5, 0.8 + 0.38 * len(names)))
     vals = [values[nm] for nm in names]
-    colours = ["#d62728" if nm.startswith("gate_D_") else "#1f77b4"
+    colours = ["#d62728" if is_d_column(nm) else "#1f77b4"
                if nm.startswith("gate_") else "#7f7f7f" for nm in names]
     ax.barh(range(len(names)), vals, color=colours)
     ax.set_yticks(range(len(names)))

@@ -45,8 +45,15 @@ def edge_columns(df) -> list[str]:
     return [c for c in df.columns if c.startswith("gate_")]
 
 
+def is_d_column(column: str) -> bool:
+    """A gate column on an edge from a discriminator: `gate_D_2`, `gate_D1_2`."""
+    import re
+    return re.fullmatch(r"gate_D\d*_\d+", column) is not None
+
+
 def edge_label(column: str) -> str:
-    """`gate_D_2` -> `D->2`, `gate_0_1` -> `0->1` (source first, DESIGN.md)."""
+    """`gate_D_2` -> `D->2`, `gate_D1_2` -> `D1->2`, `gate_0_1` -> `0->1` (source
+    first, DESIGN.md)."""
     s, t = column[len("gate_"):].split("_")
     return f"{s}->{t}"
 

@@ -261,7 +261,6 @@ class ResultsBook:
 
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
-        from ..method.graph import Graph
         from ..method.graph import graph_from_params
         cfg, space = self.cfg, self.cfg.space
         k = space.k
@@ -279,8 +278,12 @@ class ResultsBook:
         row["n_generators"] = k
         for i in range(k):
             row[f"model_{i}"] = params.get(f"model_{i}", "")
-        for s, t in Graph.edge_list(k):
-            row[f"gate_{s}_{t}"] = params.get(f"gate_{s}_{t}", "")
+        for col in space.edge_columns():  # gate_D{j}_{t} too when the space has m > 1
+            row[col] = params.get(col, "")
+        if space.discriminators != (1,):  # only then: today's tables keep their columns
+            row["discriminators"] = graph.m if row["graph"] else params.get(
+                "discriminators", "")
+            row["regroup"] = bool(graph.regroup) if row["graph"] else ""
         hist = sorted((h for (tid, _), h in self.history.items() if tid == trial_id),
                       key=lambda h: h["epoch"])
         last = last or {}

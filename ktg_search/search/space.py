@@ -4,7 +4,10 @@ One categorical per gated edge (`gate_D_t` for D -> t, `gate_s_t` for s -> t), o
 per auxiliary node (`model_i`, i >= 1; node 0 is the target node and its model is fixed),
 the transfer kind, fixed or searched (`transfer`), and the transfer weight, fixed or
 searched (`alpha`, from `alphas`: how strong transfer should be depends on the map size
-and the discriminator, so it is the search's to find, issue 10).
+and the discriminator, so it is the search's to find, issue 10). Several discriminators
+(issue 20): `discriminators` lists the m values searched (default [1]: today's space) and
+`regroup` whether MGGAN's regrouping is on ([false], [true] or both; only for m >= 2);
+with m >= 2 the D edges are `gate_D{j}_{t}`, one categorical each.
 `graph.graph_from_params` turns a sampled parameter dict (the same dict Ray Tune hands
 the trainable, and the columns of the results table) back into a `Graph`.
 """
@@ -14,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..files.checks import (Bool, Choice, Float, Floats, Int, Names, check_fields,
-                            check_instance, setting)
+from ..files.checks import (Bool, Bools, Choice, Float, Floats, Int, Ints, Names,
+                            check_fields, check_instance, setting)
 from ..errors import KtgError
 from ..method.graph import Graph, edge_param, graph_from_params
 from ..registry import GATES, GENERATORS, TRANSFERS
@@ -45,6 +48,10 @@ class SpaceSpec:
     target_node: bool = setting(False, Bool())
     # the weights searched (an `alpha` param if > 1 value); empty = `alpha` alone
     alphas: tuple[float, ...] = setting((), Floats(0, 1e9, lo_open=True, max_len=20))
+    # the numbers of discriminators searched (a `discriminators` param if > 1 value)
+    discriminators: tuple[int, ...] = setting((1,), Ints(1, 8, max_len=8))
+    # MGGAN's regrouping with m >= 2: [false], [true] or both (a `regroup` param)
+    regroup: tuple[bool, ...] = setting((False,), Bools())
 
     def __post_init__(self) -> None:
         self.gates, self.models = tuple(self.gates), tuple(self.models)
@@ -75,6 +82,26 @@ class SpaceSpec:
             raise KtgError(f"the alpha list {list(self.alphas)} repeats a value")
         self.alpha = float(self.alpha)
         self.alphas = tuple(float(a) for a in self.alphas)
+        self._check_discriminators()
+
+    def _check_discriminators(self) -> None:
+        ms = (self.discriminators,) if isinstance(self.discriminators, (int, float)) \
+            else tuple(self.discriminators)
+        if not ms or any(isinstance(m, bool) or not float(m).is_integer() or
+                         not 1 <= m <= 8 for m in ms) or len(set(ms)) != len(ms):
+            raise KtgError(f"The value of `discriminators` is {list(ms)}, but must be a "
+                           f"non-empty list of distinct integers from 1 to 8")
+        self.discriminators = tuple(int(m) for m in ms)
+        rg = (self.regroup,) if isinstance(self.regroup, (bool, int, float)) \
+            else tuple(self.regroup)
+        if not rg or any(r not in (True, False) for r in rg) or len(set(rg)) != len(rg):
+            raise KtgError(f"The value of `regroup` is {list(rg)}, but must be [false], "
+                           f"[true] or [false, true]")
+        self.regroup = tuple(bool(r) for r in rg)
+        if True in self.regroup and max(self.discriminators) < 2:
+            raise KtgError(f"`regroup` {[*self.regroup]} needs a number of discriminators "
+                           f">= 2 in `discriminators` (now {list(self.discriminators)}): "
+                           f"regrouping pairs generators with other discriminators")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "space") -> SpaceSpec:
@@ -101,9 +128,21 @@ class SpaceSpec:
         return self.alphas or (self.alpha,)
 
     def size(self) -> int:
-        """M^(k-1) * G^(k^2), times the number of transfer kinds and of alphas searched."""
-        return len(self.models) ** (self.k - 1) * len(self.gates) ** (self.k ** 2) \
-            * len(self.transfer) * len(self.alpha_values)
+        """M^(k-1) * sum over m of G^(m k + k(k-1)) (G^(k^2) for one D) times the regroup
+        choices when m >= 2, times the number of transfer kinds and of alphas searched."""
+        k, n_gates = self.k, len(self.gates)
+        graphs = sum(n_gates ** (m * k + k * (k - 1)) * (len(self.regroup) if m > 1 else 1)
+                     for m in self.discriminators)
+        return len(self.models) ** (k - 1) * graphs * len(self.transfer) * \
+            len(self.alpha_values)
+
+    def edge_columns(self) -> list[str]:
+        """Every gate column the space can fill, D edges of every m first."""
+        cols: list[str] = []
+        for m in sorted(self.discriminators):
+            cols += [edge_param(s, t) for s, t in Graph.edge_list(self.k, m)
+                     if edge_param(s, t) not in cols]
+        return sorted(cols, key=lambda c: not c.startswith("gate_D"))
 
     def trainable_size(self) -> int:
         """How many of the `size()` graphs are trainable (method/trainability.py), exactly:
@@ -117,7 +156,17 @@ class SpaceSpec:
 
     def define_by_run(self, trial) -> dict:
         """Optuna define-by-run: sample one graph; return the fixed values beside it."""
-        for s, t in Graph.edge_list(self.k):
+        fixed: dict[str, Any] = {}
+        ms = self.discriminators
+        m = trial.suggest_categorical("discriminators", list(ms)) if len(ms) > 1 else ms[0]
+        if len(ms) == 1 and m != 1:
+            fixed["discriminators"] = m
+        if m > 1:
+            if len(self.regroup) > 1:
+                trial.suggest_categorical("regroup", list(self.regroup))
+            else:
+                fixed["regroup"] = self.regroup[0]
+        for s, t in Graph.edge_list(self.k, m):
             trial.suggest_categorical(edge_param(s, t), list(self.gates))
         for i in range(1, self.k):
             if len(self.models) > 1:
@@ -126,7 +175,7 @@ class SpaceSpec:
             trial.suggest_categorical("transfer", list(self.transfer))
         if len(self.alpha_values) > 1:
             trial.suggest_categorical("alpha", list(self.alpha_values))
-        fixed = {"model_0": self.target_model}
+        fixed["model_0"] = self.target_model
         if len(self.models) == 1:
             fixed.update({f"model_{i}": self.models[0] for i in range(1, self.k)})
         if len(self.transfer) == 1:

@@ -55,6 +55,7 @@ from ..method.graph import Graph, resolve_graph
 from ..method.reference import ReferenceTrainer, equivalence
 from ..method.trainconfig import TrainConfig
 from ..method.training import Trainer
+from .bench_multi_d import format_multi_d, time_multi_d
 
 # The embedded-scale recipe of issue 10 (every setting that changes the step): the
 # standard-CNN SN discriminator, its learning rates and betas, paper_steps D weighting
@@ -300,13 +301,24 @@ def run_bench(steps: int = 20, batch_size: int = 64, cases: list[str] | None = N
             raise ValueError(f"unknown bench case {c!r}; valid: {', '.join(CASES)}")
     rows = [bench_case(c, steps, batch_size, progress, eval_samples, probes, device, amp,
                        evaluate) for c in cases]
+    # the m = 3 case: multi-d-3 against through-3, on the first case's data and recipe
+    # (timed on the CPU only: gpu-check's bench stage has its own time box)
+    multi_d: dict = {"skipped": f"timed on the CPU only, not on {device}"}
+    if device == "cpu":
+        dataset, size, recipe = CASES[cases[0]]
+        (progress or (lambda msg: None))(f"{cases[0]}: timing m=3 (multi-d-3) against m=1")
+        data = load_dataset(dataset, size)
+        multi_d = time_multi_d(_config(dataset, size, batch_size, **recipe), data,
+                               _batches(data, batch_size, WARMUP_STEPS + steps, seed=1),
+                               WARMUP_STEPS)
     return {
         "steps": steps, "batch_size": batch_size, "warmup_steps": WARMUP_STEPS,
         "equivalence_steps": EQUIVALENCE_STEPS, "graph": GRAPH,
         "mixed_graph": {f"{s}->{t}": g for (s, t), g in MIXED_GATES.items()},
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device, "amp": amp,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+        "amp": amp,
         "d_width": TrainConfig().d_width, "generator": "dcgan-small",
-        "cases": rows,
+        "cases": rows, "multi_d": {"case": cases[0], **multi_d},
         "max_loss_diff": max(r["max_loss_diff"] for r in rows),
         "max_loss_diff_free": max(r["max_loss_diff_free"] for r in rows),
         "min_speedup": min(r["speedup"] for r in rows),
@@ -381,5 +393,7 @@ def format_bench(result: dict) -> str:
         "eval s = one Trainer.evaluate() (classifier features, IS + FID, 3 generators) "
         "with the classifier cached; peak RSS = the process's high-water mark so far",
     ]
+    if "multi_d" in result and "skipped" not in result["multi_d"]:
+        lines.append(format_multi_d(result["multi_d"], result["multi_d"]["case"]))
     return "\n".join(lines)
 
