@@ -226,6 +226,8 @@ TRANSFERS.register("feature_in", Ref(_M + "losses:FEATURE_IN_TRANSFER"),
                    "attention maps of generator layers 2 and 3, eqs. 3-4")
 TRANSFERS.register("feature_out", Ref(_M + "losses:FEATURE_OUT_TRANSFER"),
                    "attention maps of generator layers 3 and 4, eqs. 3-4")
+TRANSFERS.register("pixel_mse", Ref(_M + "losses:PIXEL_MSE_TRANSFER"),
+                   "raw images, summed squared difference (KD paper eq. 3), weight alpha")
 
 # DCGAN generators by base width (ngf): the width is the model key's whole difference
 for _width, _ngf in {"small": 16, "medium": 32, "large": 64}.items():
