@@ -279,11 +279,19 @@ TRANSFERS.register("feature_in", Transfer(Ref(_M + "losses:FEATURE_IN_TRANSFER")
                    "attention maps of generator layers 2 and 3, eqs. 3-4")
 TRANSFERS.register("feature_out", Transfer(Ref(_M + "losses:FEATURE_OUT_TRANSFER"), (2, 3)),
                    "attention maps of generator layers 3 and 4, eqs. 3-4")
+TRANSFERS.register("pixel_mse", Ref(_M + "losses:PIXEL_MSE_TRANSFER"),
+                   "raw images, summed squared difference (KD paper eq. 3), weight alpha")
 
 # DCGAN generators by base width (ngf): the width is the model key's whole difference
 for _width, _ngf in {"small": 16, "medium": 32, "large": 64}.items():
     GENERATORS.register(f"dcgan-{_width}", Ref(_M + "models:dcgan_factory", _ngf),
                         f"DCGAN generator, base width {_ngf}, 16/32/64 px")
+# students of any size (the KD paper's depth scale factor d = the base width; parameters
+# grow about as d^2): dcgan-w{d}, so that a compression curve can go down to 1000:1
+WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128)
+for _ngf in WIDTHS:
+    GENERATORS.register(f"dcgan-w{_ngf}", Ref(_M + "models:dcgan_factory", _ngf),
+                        f"DCGAN generator, base width d={_ngf}, 16/32/64 px")
 DISCRIMINATORS.register("sn", Ref(_M + "models:SNDiscriminator"),
                         "k+1-way softmax discriminator with spectral normalization")
 DISCRIMINATORS.register("bn", Ref(_M + "models:BNDiscriminator"),

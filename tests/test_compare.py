@@ -80,12 +80,15 @@ def test_every_builtin_graph_trains_one_epoch(name, digits16, evaluator16, reque
 def test_kd_graphs_are_the_papers_two_schemes():
     for name, d_gate in (("kd-mse", "cutoff"), ("kd-joint", "through")):
         g = resolve_graph(name)
-        assert g.transfer == "image" and g.frozen_nodes() == [0] and g.learning_nodes() == [1]
+        assert g.transfer == "pixel_mse" and g.frozen_nodes() == [0]
+        assert g.learning_nodes() == [1]
         assert g.gate(0, 1) == "through" and g.gate("D", 1) == d_gate
-        assert "--teacher" in g.description and "eq. 5" in g.description
+        assert "--teacher" in g.description and "pixel MSE" in g.description
         teacher, student = (count_parameters(GENERATORS.get(n.model)(16, 1, 100))
                             for n in g.nodes)
         assert teacher > 2 * student  # a compression, not a copy
+    # eq. 4 at the paper's best CelebA a = 0.0001: transfer weight (1 - a) / a
+    assert resolve_graph("kd-joint").alpha == pytest.approx((1 - 1e-4) / 1e-4)
 
 
 # ---- 2. the table equals the per-run files -----------------------------------------------

@@ -105,5 +105,8 @@ class TrainerCheckpoints:
         """A single generator checkpoint that a graph node can name as `pretrained`."""
         ckpt = {"model": self.graph.nodes[node].model,
                 "generator": self.eval_generator(node).state_dict(),
-                "config": asdict(self.config), "best_is": self.best_is[node]}
+                "config": asdict(self.config), "best_is": self.best_is[node],
+                # what the teacher was trained on, checked by teachers.load_pretrained
+                "dataset": self.config.dataset, "channels": self.data.channels,
+                "image_size": self.config.image_size}
         atomic_write(Path(path), lambda tmp: torch.save(ckpt, tmp))

@@ -1,5 +1,6 @@
 """Losses of the method: D's (k+1)-class loss (eq. 1), each generator's adversarial loss
-(eq. 2), and the two transfer losses (eq. 5 for images, eqs. 3-4 for feature maps).
+(eq. 2), and the transfer losses (eq. 5 for images, eqs. 3-4 for feature maps; the KD
+paper's eq. 3 pixel MSE: `PixelMSETransfer`).
 
 All return per-sample losses (Tensor[B]) so that gates can act per sample. The transfer
 functions do not detach anything: the trainer detaches the source side, so that an edge's
@@ -160,3 +161,52 @@ IMAGE_TRANSFER = NormalizedTransfer("image", None)
 # The paper's "2nd and 3rd layers" / "3rd and 4th layers" of the DCGAN generator.
 FEATURE_IN_TRANSFER = NormalizedTransfer("feature_in", (1, 2))
 FEATURE_OUT_TRANSFER = NormalizedTransfer("feature_out", (2, 3))
+
+
+def pixel_mse_loss(src: Tensor, dst: Tensor, weight: float = 1.0) -> Tensor:
+    """The KD paper's eq. 3, per sample: weight * sum over all pixels and channels of
+    (teacher - student)^2, with no normalisation. Shapes [B, ...] -> [B]."""
+    if src.shape != dst.shape:
+        raise ValueError(f"pixel MSE needs equal shapes, got {tuple(src.shape)} "
+                         f"and {tuple(dst.shape)}")
+    return (src.flatten(1) - dst.flatten(1)).pow(2).sum(dim=1) * weight
+
+
+@dataclass(frozen=True)
+class PixelMSETransfer:
+    """`pixel_mse` (registry.TransferKind): the KD paper's mimicry loss (Aguinaldo et al.,
+    eq. 3) between the raw generated images, ||G_teacher(z) - G_student(z)||^2 per sample.
+
+    Weight convention: the edge's loss is w * sum_pixels (src - dst)^2 with w = the
+    graph's `alpha`, and the D -> student adversarial term has weight 1. The paper's
+    joint loss (eq. 4) a * L_adv + (1 - a) * L_MSE is (1 / a) times
+    L_adv + (1 - a) / a * L_MSE, so a graph with both edges and alpha w = (1 - a) / a
+    is eq. 4 up to a constant factor (which Adam's step all but ignores): the paper's
+    best CelebA a = 0.0001 is w = 9999. With no D edge (MSE only, eq. 3), w only scales
+    the loss. There is no normalisation, so the resolution-aware transfer scale does not
+    apply: `positions` is accepted for the protocol and ignored.
+    """
+    name: str = "pixel_mse"
+    layers: tuple[int, ...] | None = None
+
+    def prepare(self, out: tuple[Tensor, list[Tensor]]) -> list[Tensor]:
+        """(image, taps) -> [the image flattened to [B, N]], not normalised."""
+        return [out[0].flatten(1)]
+
+    def compare(self, src: list[Tensor], dst: list[Tensor], alpha: float,
+                positions: Sequence[int] | None = None) -> Tensor:
+        """alpha * sum_n (src_n - dst_n)^2 per sample; `positions` is ignored (eq. 3 is
+        an unnormalised sum)."""
+        return pixel_mse_loss(src[0].float(), dst[0].float(), alpha)
+
+    def reference_positions(self, channels: int) -> list[int]:
+        """The image's value count at 64 px (unused by `compare`: see the class doc)."""
+        return [channels * REFERENCE_SIZE ** 2]
+
+    def __call__(self, src: tuple[Tensor, list[Tensor]], dst: tuple[Tensor, list[Tensor]],
+                 alpha: float) -> Tensor:
+        """Per-sample eq. 3 between the images of (image, taps) pairs."""
+        return pixel_mse_loss(src[0], dst[0], alpha)
+
+
+PIXEL_MSE_TRANSFER = PixelMSETransfer()

@@ -25,9 +25,35 @@ def apply_teacher(graph: Graph, teacher: str | Path) -> Graph:
     return g
 
 
-def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple[str, nn.Module]:
+def _check_fit(path: str, ckpt: dict, image_size: int, channels: int, nz: int,
+               dataset: str | None) -> None:
+    """KtgError when the teacher was trained on another data set, channel count, image
+    size or nz than this run. Checkpoints from before the `dataset`/`channels` keys have
+    the data set and size in their `config` only (and no channel count: a wrong one then
+    fails on the weights' shapes)."""
+    cfg = ckpt.get("config", {})
+    cfg = cfg if isinstance(cfg, dict) else {}
+    stored = {"dataset": ckpt.get("dataset", cfg.get("dataset")), "channels":
+              ckpt.get("channels"), "image_size": ckpt.get("image_size", cfg.get("image_size")),
+              "nz": cfg.get("nz")}
+    wanted = {"dataset": dataset, "channels": channels, "image_size": image_size, "nz": nz}
+    bad = [key for key, want in wanted.items()
+           if want is not None and stored[key] is not None and stored[key] != want]
+    if bad:
+        have = ", ".join(f"{key}={stored[key]!r}" for key in bad)
+        need = ", ".join(f"{key}={wanted[key]!r}" for key in bad)
+        raise KtgError(f"teacher checkpoint {path!r} was trained with {have}, but this run "
+                       f"uses {need}; make a teacher for this run with `ktg pretrain --model "
+                       f"{str(ckpt['model'])[:80]} --dataset {dataset or stored['dataset']} "
+                       f"--image-size {image_size} -o T.pt`")
+
+
+def load_pretrained(path: str, image_size: int, channels: int, nz: int,
+                    dataset: str | None = None) -> tuple[str, nn.Module]:
     """(model name, generator) of a checkpoint written by `ktg pretrain`
-    (`Trainer.export_generator`), built at this run's size, channels and nz.
+    (`Trainer.export_generator`), built at this run's size, channels and nz; a teacher
+    trained on another data set (when `dataset` is given), channel count, image size or
+    nz is refused (KtgError, exit status 2).
 
     The file is read with safeload.py's safe loader (`load_checkpoint`:
     `torch.load(weights_only=True)`, so no code in the file runs) and its generator
@@ -37,12 +63,7 @@ def load_pretrained(path: str, image_size: int, channels: int, nz: int) -> tuple
     if ckpt["model"] not in GENERATORS:
         raise KtgError(f"pretrained checkpoint {path!r} holds an unknown model "
                        f"{ckpt['model'][:80]!r}; valid: {', '.join(GENERATORS.names())}")
-    cfg = ckpt.get("config", {})
-    cfg = cfg if isinstance(cfg, dict) else {}
-    for key, want in (("image_size", image_size), ("nz", nz)):
-        if key in cfg and cfg[key] != want:
-            raise KtgError(f"pretrained checkpoint {path!r} has {key}={cfg[key]!r}, but "
-                           f"this run uses {key}={want}")
+    _check_fit(path, ckpt, image_size, channels, nz, dataset)
     g = GENERATORS.get(ckpt["model"])(image_size, channels, nz)
     try:
         g.load_state_dict(tensor_dict(ckpt["generator"], "the generator", path))
@@ -60,7 +81,8 @@ def check_teachers(graphs: list[tuple[str, Graph]], config, channels: int) -> No
         for i in g.frozen_nodes():
             path = g.nodes[i].pretrained
             if path not in seen:
-                seen[path], _ = load_pretrained(path, config.image_size, channels, config.nz)
+                seen[path], _ = load_pretrained(path, config.image_size, channels, config.nz,
+                                                config.dataset)
             if seen[path] != g.nodes[i].model:
                 raise KtgError(f"teacher checkpoint {path!r} holds a {seen[path]!r} generator, "
                                f"but graph {label!r} node {i} is a {g.nodes[i].model!r}; "

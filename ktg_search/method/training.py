@@ -32,10 +32,11 @@ from torch import Tensor, nn
 
 from .checkpoints import TrainerCheckpoints
 from .ema import GeneratorEMA
+from ..data.sharpness import VOL_IMAGES, mean_vol
 from ..errors import KtgError
 from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
-from .models import same_sigma
+from .models import count_parameters, same_sigma
 from .multid import MultiD
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
 from .teachers import load_pretrained
@@ -94,8 +95,7 @@ class Trainer(TrainerCheckpoints):
         # Adam is per parameter, so one optimizer over every learning generator is the same
         # as one per generator; parameters whose grad is None (no active edge) are skipped.
         g_params = [p for i in self.learning for p in self.generators[i].parameters()]
-        self.opt_g = torch.optim.Adam(g_params, lr=config.lr_g, betas=betas) if g_params \
-            else None
+        self.opt_g = g_params and torch.optim.Adam(g_params, lr=config.lr_g, betas=betas) or None
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
         self.transfer = TRANSFERS.get(graph.transfer)
         # eq. 3-5's divisor per compared vector: its own N ("plain"), or N at 64 px
@@ -111,13 +111,10 @@ class Trainer(TrainerCheckpoints):
             raise KtgError(f"batch_size {config.batch_size} is larger than the data set "
                            f"{data.name!r} ({len(data)} images)")
         self.total_iters = self.iters_per_epoch * config.epochs
-        self.iteration = 0
-        self.epoch = 0
-        self.status = "running"
+        self.iteration, self.epoch, self.status = 0, 0, "running"
         self.history: list[dict] = []
-        self.best_is = [float("-inf")] * k
-        self.best_epoch = 0
-        self.best_objective = float("-inf")
+        self.best_is, self.best_epoch, self.best_objective = [float("-inf")] * k, 0, \
+            float("-inf")
         # generator weights at the best epoch: a search keeps only its newest checkpoints,
         # and the report re-scores the best epoch, not the last
         self.best_generators: list[dict] | None = None
@@ -301,10 +298,10 @@ class Trainer(TrainerCheckpoints):
         return torch.cat(out)
 
     def evaluate(self, num_samples: int | None = None) -> dict[str, float]:
-        """IS (and FID when on) of every generator, on `eval_samples` samples each, and,
-        with two or more learning generators, of their even mixture (`is_mix`, `fid_mix`).
-        The same fixed z for every generator and every epoch, so that curves and
-        generators are compared on the same latent points (each batch: the next slice)."""
+        """IS (and FID when on) of every generator on `eval_samples` samples, of the
+        learning generators' even mixture when two or more (`is_mix`, `fid_mix`); the
+        VoL on the first VOL_IMAGES (`vol_g{i}`) and the size (`params_g{i}`). The same
+        fixed z for every generator and epoch (each IS/FID batch: the next slice)."""
         n = num_samples or self.config.eval_samples
         z_all = torch.randn(n, self.config.nz, generator=torch.Generator().manual_seed(EVAL_SEED))
 
@@ -324,6 +321,9 @@ class Trainer(TrainerCheckpoints):
                 out[f"is_{tag}"] = float(scores["is"])
                 if scores.get("fid") is not None:
                     out[f"fid_{tag}"] = float(scores["fid"])
+        for i in range(self.graph.k):  # the KD paper's sharpness and size, per generator
+            out[f"vol_g{i}"] = mean_vol(self.sample(i, VOL_IMAGES, z=z_all[:VOL_IMAGES]))
+            out[f"params_g{i}"] = count_parameters(self.generators[i])
         return out
 
     def scored_nodes(self) -> list[int]:

@@ -291,9 +291,13 @@ class ResultsBook:
         for i in range(k):
             row[f"is_best_g{i}"] = float("nan")
             row[f"fid_g{i}"] = float("nan")
+            row[f"vol_g{i}"] = float("nan")  # the KD paper's sharpness, at the best epoch
+            row[f"params_g{i}"] = float("nan")  # generator size (a run's own, any epoch)
         row["is_mix_best"] = float("nan")  # the learning generators' mixture, best epoch
         if hist:
             row["epochs"] = int(hist[-1]["epoch"])
+            for i in range(k):
+                row[f"params_g{i}"] = _finite(hist[-1].get(f"params_g{i}"))
             good = [h for h in hist if math.isfinite(_finite(h.get("objective_now")))]
             if good:
                 best = max(good, key=lambda h: h["objective_now"])
@@ -304,6 +308,7 @@ class ResultsBook:
                     vals = [v for v in vals if math.isfinite(v)]
                     row[f"is_best_g{i}"] = max(vals) if vals else float("nan")
                     row[f"fid_g{i}"] = _finite(best.get(f"fid_g{i}"))
+                    row[f"vol_g{i}"] = _finite(best.get(f"vol_g{i}"))
                 mix = [v for v in (_finite(h.get("is_mix")) for h in good) if math.isfinite(v)]
                 row["is_mix_best"] = max(mix) if mix else float("nan")
         if error:
@@ -337,7 +342,7 @@ class ResultsBook:
             orig = by_id.get(r.get("duplicate_of") or "")
             if r["status"] == "duplicate" and orig is not None:
                 for col in ["objective", "best_epoch", "epochs"] + \
-                        [c for c in orig if c.startswith(("is_best_g", "fid_g", "is_mix"))]:
+                        [c for c in orig if c.startswith(("is_best_g", "fid_g", "is_mix", "vol_g", "params_g"))]:
                     r[col] = orig[col]
         df = pd.DataFrame(rows)
         if not df.empty:

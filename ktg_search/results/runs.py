@@ -54,6 +54,8 @@ class RunSummary:
     recipe: dict = field(default_factory=dict)
     # best IS of the learning generators' even mixture (two or more learners; else NaN)
     best_is_mix: float = math.nan
+    # Variance of Laplacian of each generator at its best-IS epoch (data/sharpness.py)
+    vol_at_best: list[float] = field(default_factory=list)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
@@ -92,18 +94,18 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
 
     def col(name: str) -> list[float]:
         return [float(h.get(name, float("nan"))) for h in hist]
-    best_is, best_epoch, fid_best, last_is, last_fid = [], [], [], [], []
+    best_is, best_epoch, fid_best, last_is, last_fid, vol_best = [], [], [], [], [], []
     for i in range(k):
-        vals = col(f"is_g{i}")
-        fids = col(f"fid_g{i}")
+        vals, fids, vols = col(f"is_g{i}"), col(f"fid_g{i}"), col(f"vol_g{i}")
         j, last = best_index(vals), last_index(vals)
         if j is not None:
             best_is.append(vals[j]); best_epoch.append(int(hist[j]["epoch"]))
             fid_best.append(fids[j]); last_is.append(vals[last])
-            last_fid.append(fids[last])
+            last_fid.append(fids[last]); vol_best.append(vols[j])
         else:
             best_is.append(float("nan")); best_epoch.append(0); fid_best.append(float("nan"))
             last_is.append(float("nan")); last_fid.append(float("nan"))
+            vol_best.append(float("nan"))
     summary = RunSummary(graph=graph.name or "graph", seed=config.seed,
                          status=trainer.status, epochs=trainer.epoch, best_is=best_is,
                          best_epoch=best_epoch, last_is=last_is, fid_at_best=fid_best,
@@ -111,7 +113,7 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
                          params=[count_parameters(g) for g in trainer.generators],
                          wall_s=time.perf_counter() - t0, frozen=sorted(trainer.frozen),
                          recipe=recipe_of(config),
-                         best_is_mix=objective_best(col("is_mix")))
+                         best_is_mix=objective_best(col("is_mix")), vol_at_best=vol_best)
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     # the graph as it was trained: its file's recipe replaced by the one used
     atomic_write_text(out / "graph.json",
@@ -122,18 +124,20 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
 def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
     """Best IS (mean +- std over seeds) per generator, as a Markdown table."""
     lines = [f"| generator | model | best IS (mean +- std over {len(summaries)} seeds) | "
-             f"FID at best | params |", "|---|---|---|---|---|"]
+             f"FID at best | VoL at best | params |", "|---|---|---|---|---|---|"]
     for i, node in enumerate(graph.nodes):
         m, s = mean_std([r.best_is[i] for r in summaries])
         fm, fs = mean_std([r.fid_at_best[i] for r in summaries])
         tag = " (frozen)" if summaries and i in summaries[0].frozen else ""
         fid = f"{fm:.2f} +- {fs:.2f}" if math.isfinite(fm) else "-"
-        lines.append(f"| G{i}{tag} | {node.model} | {m:.3f} +- {s:.3f} | {fid} | "
+        vm, vs = mean_std([(r.vol_at_best or [math.nan] * graph.k)[i] for r in summaries])
+        vol = f"{vm:.1f} +- {vs:.1f}" if math.isfinite(vm) else "-"
+        lines.append(f"| G{i}{tag} | {node.model} | {m:.3f} +- {s:.3f} | {fid} | {vol} | "
                      f"{summaries[0].params[i] if summaries else 0:,} |")
     m, s = mean_std([r.best_is_mix for r in summaries])
     if math.isfinite(m):  # two or more learning generators: what they model together
         lines.append(f"| mixture | images drawn evenly from the learning generators | "
-                     f"{m:.3f} +- {s:.3f} | - | - |")
+                     f"{m:.3f} +- {s:.3f} | - | - | - |")
     return "\n".join(lines)
 
 
