@@ -279,7 +279,7 @@ TRANSFERS.register("feature_in", Transfer(Ref(_M + "losses:FEATURE_IN_TRANSFER")
                    "attention maps of generator layers 2 and 3, eqs. 3-4")
 TRANSFERS.register("feature_out", Transfer(Ref(_M + "losses:FEATURE_OUT_TRANSFER"), (2, 3)),
                    "attention maps of generator layers 3 and 4, eqs. 3-4")
-TRANSFERS.register("pixel_mse", Ref(_M + "losses:PIXEL_MSE_TRANSFER"),
+TRANSFERS.register("pixel_mse", Transfer(Ref(_M + "losses:PIXEL_MSE_TRANSFER"), None),
                    "raw images, summed squared difference (KD paper eq. 3), weight alpha")
 
 # DCGAN generators by base width (ngf): the width is the model key's whole difference

@@ -46,6 +46,11 @@ def bad_values(check) -> list:
         vals = ["x", [1.0, 1.0], [float("nan")], [True], [[1.0]], {}, [1.0] * (check.max_len + 1)]
         if check.lo is not None:
             vals.append([check.lo if check.lo_open else check.lo - 1])
+    elif k == "ints":
+        vals = ["x", [2.5], [True], [[1]], {}, [check.lo, check.lo], [check.lo - 1],
+                [check.hi + 1], [check.lo] * (check.max_len + 1)]
+    elif k == "bools":
+        vals = ["x", [0], ["true"], [[True]], {}, [True, True]]
     elif k == "device":
         vals = ["tpu", "cuda:99", "cuda:x", "", 5, "cpu "] + none
     else:  # text

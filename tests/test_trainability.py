@@ -70,13 +70,14 @@ def probe_output_learners(graph: Graph, setup) -> set[int]:
     if key in _cache:
         return _cache[key]
     g = Graph([type(n)(n.model) for n in graph.nodes], gates, graph.transfer,
-              graph.alpha, "sn")
+              graph.alpha, "sn", discriminators=graph.m)
     # one Trainer per (models, transfer), built for every node learning, then pointed at
     # this graph: train_step reads the graph's gates and the learning nodes from it
-    base = (key[0], graph.transfer)
+    base = (key[0], graph.transfer, graph.m)
     if base not in _trainers:
-        every = {e: "through" for e in Graph.edge_list(g.k)}
-        _trainers[base] = Trainer(Graph(g.nodes, every, g.transfer, g.alpha, "sn"), cfg,
+        every = {e: "through" for e in Graph.edge_list(g.k, g.m)}
+        _trainers[base] = Trainer(Graph(g.nodes, every, g.transfer, g.alpha, "sn",
+                                        discriminators=g.m), cfg,
                                   data=data, evaluator=object())
     trainer = _trainers[base]
     trainer.graph, trainer.learning = g, g.learning_nodes()

@@ -71,7 +71,7 @@ _ROW_TEXT = ("trial_id", "status", "graph", "graph_key", "duplicate_of", "error"
 # on_result, on_complete in results/book.py write them)
 _EVENT_FIELDS = {
     "start": {"time": _num, "planned": _int, "pid": _int, "host": lambda v: isinstance(
-        v, str), "resumed": lambda v: isinstance(v, bool), "finished_before": _int},
+        v, str), "finished_before": _int},
     "trial-start": {"time": _num, "trial_id": lambda v: isinstance(v, str)},
     "result": {"time": _num, "trial_id": lambda v: isinstance(v, str),
                "result": lambda v: isinstance(v, dict) and all(
@@ -81,6 +81,9 @@ _EVENT_FIELDS = {
         v.get("trial_id"), str) and isinstance(v.get("status"), str) and all(
         isinstance(v.get(k), str) or v.get(k) is None for k in _ROW_TEXT)},
 }
+
+# fields an event may lack (journals written before they existed), checked when present
+_OPTIONAL_FIELDS = {"start": {"resumed": lambda v: isinstance(v, bool)}}
 
 
 def journal_event(e: Any) -> dict | None:
@@ -94,6 +97,9 @@ def journal_event(e: Any) -> dict | None:
         return None
     for key, ok in fields.items():
         if key not in e or not ok(e[key]):
+            return None
+    for key, ok in _OPTIONAL_FIELDS.get(e["event"], {}).items():
+        if key in e and not ok(e[key]):
             return None
     return e
 

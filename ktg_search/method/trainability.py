@@ -38,6 +38,12 @@ def _blocks(gate: str) -> bool:
     return GATES.entry(gate).blocks
 
 
+def _has_d_edge(edges: dict) -> bool:
+    """A discriminator among the sources: `D`, or `D0`..`D7` with several (generator
+    sources are node numbers)."""
+    return any(isinstance(s, str) for s in edges)
+
+
 def reached_layers(graph: Graph, t: int) -> str:
     """What of node t's parameters some active incoming edge trains, in words: "all" (the
     output layer included), "blocks 0-m" (feature taps only), or "none"."""
@@ -45,7 +51,7 @@ def reached_layers(graph: Graph, t: int) -> str:
     if not edges:
         return "none"
     layers = transfer_layers(graph.transfer)
-    if "D" in edges or layers is None:
+    if _has_d_edge(edges) or layers is None:
         return "all"
     return f"blocks 0-{max(layers)}"
 
@@ -57,11 +63,13 @@ def output_dead_nodes(graph: Graph) -> dict[int, str]:
     layers = transfer_layers(graph.transfer)
     for t in graph.learning_nodes():
         edges = {s: g for s, g in graph.incoming(t).items() if not _blocks(g)}
-        if "D" in edges or layers is None:
+        if _has_d_edge(edges) or layers is None:
             continue
         names = ", ".join(f"{s} -> {t} ({g})" for s, g in sorted(edges.items()))
+        d_edges = ", ".join(f"{s} -> {t} is {g}" for s, g in graph.incoming(t).items()
+                            if isinstance(s, str))
         out[t] = (f"node {t} learns only from {graph.transfer} transfers ({names}) and its "
-                  f"D edge D -> {t} is {graph.gate('D', t)}: {graph.transfer} compares "
+                  f"D edge{'s' if graph.m > 1 else ''} {d_edges}: {graph.transfer} compares "
                   f"generator blocks {', '.join(map(str, layers))} before the output layer, "
                   f"so node {t}'s output layer never gets a gradient")
     return out

@@ -133,13 +133,13 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
     A resume keeps every finished trial, re-runs the ones that were running (from their
     newest checkpoint) and runs the rest of the planned trials; see resume.py."""
     from .workers import check_address
-    check_address(address)  # a head node that does not answer: a message, no run dir
     if resume:
         from .runinfo import resume_info
         run_dir = Path(resume).expanduser().resolve()
         info = resume_info(run_dir, allow_external_storage)
         cfg, name, study_name = info.config, info.name, info.study_name
         storage_url, tune_path = info.storage, info.tune_path
+        check_address(address)  # after the run's own files: a bad run.json is said first
     else:
         cfg.validate()
         # a plain name, from --name or the preset: `../x` would leave --storage-path
@@ -154,6 +154,7 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
         if (run_dir / RUN_FILE).exists():
             raise KtgError(f"run directory {str(run_dir)!r} already holds a search; use "
                            f"--resume {run_dir} or another --name")
+        check_address(address)  # a head node that does not answer: a message, no run dir
         run_dir.mkdir(parents=True, exist_ok=True)
         study_name = cfg.study_name or name
         from .study import optuna_storage_url
