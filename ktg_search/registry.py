@@ -306,6 +306,8 @@ DISCRIMINATORS.register("sn-resnet", Ref(_M + "models:ResNetDiscriminator"),
 
 DATASETS.register("digits", DataSet(Ref(_D + "datasets:load_digits")),
                   "scikit-learn's 8x8 digits, 1 channel, 10 classes; embedded, works offline")
+DATASETS.register("digits-m", DataSet(Ref(_D + "mnistm:load_digits_m")),
+                  "digits over photo patches (MNIST-M style), RGB, 10,782 images; offline")
 DATASETS.register("cifar10", DataSet(Ref(_D + "datasets:load_cifar10")),
                   "CIFAR-10 train split (torchvision), 3 channels")
 DATASETS.register("mnist", DataSet(Ref(_D + "datasets:load_mnist")),
