@@ -2,7 +2,6 @@
 and its class not readable from the mean colour."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
