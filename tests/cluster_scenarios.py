@@ -29,7 +29,7 @@ from ktg_search.search.config import SearchConfig  # noqa: E402
 from ktg_search.search.driver import run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
-            gates=["through", "cutoff"], eval_samples=100, max_iters_per_epoch=6,
+            gates=["through", "linear_up"], eval_samples=100, max_iters_per_epoch=6,
             fid=False, d_width=16, grace_period=8, reduction_factor=2)
 
 
