@@ -126,6 +126,9 @@ def _case(name: str, tmp_path, monkeypatch):
     if name == "cifar10":
         make_cifar10(tmp_path, monkeypatch)
         return "cifar10", tmp_path, 3, 40
+    if name == "digits-m":
+        monkeypatch.setenv("KTG_CACHE", str(tmp_path))   # built here, not in the user's cache
+        return "digits-m", None, 3, 6 * 1797
     pytest.fail(f"data set {name!r} is registered but this contract test cannot make it: "
                 f"add a case to _case()")
 
