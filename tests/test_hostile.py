@@ -295,7 +295,49 @@ def test_4_a_trial_no_node_can_place_is_refused_before_the_first(ray_session, tm
     code, _, err = ktg(["search", "--preset", "quick", "--gpus-per-trial", "1",
                         "--storage-path", tmp_path / "runs", "--name", "r"], capsys)
     refused(code, err, "GPU", "gpus-per-trial")
-    assert not list((tmp_path / "runs" / "r").glob("train_ktg_*"))  # no trial started
+    # nothing ran, so nothing is left: a folder with run.json alone would block the name
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_4_ray_stopping_the_search_is_one_line(tmp_path):
+    """What Tune raises when the experiment itself fails (not a trial: a node lost for
+    good, the head gone) is one message that says where the details are and how to go
+    on; the traceback is in the log."""
+    import io
+    import sys
+
+    from ray.tune.error import TuneError
+
+    from ktg_search.errors import KtgError
+    from ktg_search.search.driver import _fit
+
+    class Stopped:   # stands in for Tuner: Tune's own failure, raised from fit()
+        def fit(self):
+            raise TuneError("The Ray Tune run failed.\nTraceback (most recent call last):\n"
+                            "  File x\nray.exceptions.RaySystemError: System error: lost")
+    log, saved = io.StringIO(), sys.stderr
+    sys.stderr = log
+    try:
+        with pytest.raises(KtgError) as e:
+            _fit(Stopped(), tmp_path)
+    finally:
+        sys.stderr = saved
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("Ray stopped the search: The Ray Tune run failed.")
+    assert f"--resume {tmp_path}" in msg and "search.log" in msg
+    assert "RaySystemError: System error: lost" in log.getvalue()
+
+
+def test_3_an_oversized_baseline_table_is_refused(run_copy, tmp_path, capsys, monkeypatch):
+    from ktg_search.report import baselines
+    folder = tmp_path / "cmp"
+    folder.mkdir()
+    (folder / "table.csv").write_text("graph,runs\n" + "x,y\n" * 1000)
+    monkeypatch.setattr(baselines, "MAX_TABLE_BYTES", 1024)
+    code, _, err = ktg(["report", run_copy, "--baselines", folder, "-o",
+                        tmp_path / "rep"], capsys)
+    refused(code, err, "table.csv", "1,024")
+    assert not (tmp_path / "rep").exists()
 
 
 @pytest.mark.parametrize("cpus,gpus,says", [(1e-5, 0, "steps of"), (0.33333, 0, "steps of"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KtgError
+from .schemas import check_size
 
 MAX_JSON_BYTES = 16 * 2 ** 20  # graph files, configs and run.json are a few kB
 
@@ -211,10 +212,7 @@ def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> A
     non-UTF-8 or malformed one."""
     p = _existing_file(path, what)
     try:
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise KtgError(f"{what} {str(p)!r} is {size:,} bytes; a {what} is at most "
-                           f"{max_bytes:,}")
+        check_size(p, what, max_bytes)   # the one size rule (files/schemas.py)
         raw = p.read_bytes()
     except OSError as e:
         raise KtgError(f"{what} {str(p)!r} cannot be read: {e.strerror or e}") from None

@@ -16,7 +16,10 @@ Duplicates: graphs equal under node renumbering share a canonical key; the ledge
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
+import traceback
 from pathlib import Path
 
 from ray.tune import Callback
@@ -155,6 +158,7 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
             raise KtgError(f"run directory {str(run_dir)!r} already holds a search; use "
                            f"--resume {run_dir} or another --name")
         check_address(address)  # a head node that does not answer: a message, no run dir
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         study_name = cfg.study_name or name
         from .study import optuna_storage_url
@@ -169,10 +173,20 @@ def run_search(cfg: SearchConfig, name: str | None = None, storage_path: str = "
     if resume:
         _check_study_file(storage_url, run_dir)
     failpoints.hit("startup")
-    with ray_output_to(run_dir / LOG_FILE, verbose) as out:
-        _run(cfg, run_dir, name, study_name, storage_url, tune_path, address,
-             bool(resume), verbose, out, progress_interval_s)
+    try:
+        with ray_output_to(run_dir / LOG_FILE, verbose) as out:
+            _run(cfg, run_dir, name, study_name, storage_url, tune_path, address,
+                 bool(resume), verbose, out, progress_interval_s)
+    except _Unplaceable as e:
+        if not resume and created:
+            # nothing ran: a folder holding only run.json and a log would block the name
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise KtgError(str(e)) from None
     return run_dir
+
+
+class _Unplaceable(KtgError):
+    """No node can place one trial: raised before anything of the search ran."""
 
 
 def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_url: str,
@@ -192,11 +206,11 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     started_ray = init_ray(address)
     try:  # before the first trial: a trial no node can place would wait forever
         check_trial_resources(cfg.cpus_per_trial, cfg.gpus_per_trial)
-    except KtgError:
+    except KtgError as e:
         if started_ray:
             import ray
             ray.shutdown()
-        raise
+        raise _Unplaceable(str(e)) from None
     warn_sqlite_on_cluster(storage_url, out)
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
@@ -254,7 +268,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
                 callbacks=[SearchEvents(book, view, ledger)],
                 failure_config=tune.FailureConfig(max_failures=3),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        tuner.fit()
+        _fit(tuner, run_dir)
         del ledger
     failpoints.hit("final")
     book.reload()
@@ -265,3 +279,20 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         import ray
         ray.shutdown()
     print(book.summary(), file=out, flush=True)
+
+
+def _fit(tuner, run_dir: Path) -> None:
+    """`tuner.fit()`, with Ray's own failures (a node lost for good, a placement that
+    became impossible, the head gone) said in one line; the traceback goes to the log.
+    Trials that fail are not among them: Tune records those and the search goes on."""
+    import ray.exceptions
+    from ray.tune.error import TuneError
+    try:
+        tuner.fit()
+    except (TuneError, ray.exceptions.RayError) as e:
+        # sys.stderr is the log here (ray_output_to), the terminal only with --verbose
+        print("".join(traceback.format_exception(e)), file=sys.stderr, flush=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise KtgError(f"Ray stopped the search: {first} (details in "
+                       f"{run_dir / LOG_FILE}); what finished is kept, and "
+                       f"`ktg search --resume {run_dir}` goes on from there") from None
