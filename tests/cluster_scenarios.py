@@ -30,7 +30,8 @@ from ktg_search.search.driver import run_search  # noqa: E402
 
 TINY = dict(preset="quick", dataset="digits", image_size=16, batch_size=32, k=2,
             gates=["through", "linear_up"], eval_samples=100, max_iters_per_epoch=6,
-            fid=False, d_width=16, grace_period=8, reduction_factor=2)
+            fid=False, d_width=16, grace_period=8, reduction_factor=2,
+            baselines=False)  # the scenarios count and kill trials; no baselines beside
 
 
 def start_cluster() -> tuple[Cluster, list]:

@@ -51,6 +51,10 @@ def bad_values(check) -> list:
                 [check.hi + 1], [check.lo] * (check.max_len + 1)]
     elif k == "bools":
         vals = ["x", [0], ["true"], [[True]], {}, [True, True]]
+    elif k == "switch_names":   # true, false or a list of names
+        valid = check.valid()
+        vals = [[], ["no-such-thing"], "no-such-thing", [1], 5, None, {}, "true ",
+                [valid[0], valid[0]]]
     elif k == "device":
         vals = ["tpu", "cuda:99", "cuda:x", "", 5, "cpu "] + none
     else:  # text

@@ -110,7 +110,7 @@ def test_a_flat_run_json_reads_to_the_nested_config(tmp_path):
     # the quick preset as it was when such a run.json was written
     quick = load_preset("quick").with_overrides(
         ["num_trials=24", "grace_period=1", "space.alphas=100,1000,10000",
-         "train.objective=best"])
+         "train.objective=best", "baselines=false"])   # no run had baselines then
     assert read_run_info(run)["config"] == quick
     assert resume_info(run).config == quick
     # and the nested form of the same run

@@ -17,7 +17,8 @@ from ktg_search.results.book import ResultsBook
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=5, max_epochs=2, grace_period=1, reduction_factor=2,
-            eval_samples=100, max_iters_per_epoch=3, fid=False, d_width=16, seed=4)
+            eval_samples=100, max_iters_per_epoch=3, fid=False, d_width=16, seed=4,
+            baselines=False)  # counts trial lines: no baselines beside them
 
 TRIAL_LINE = re.compile(r"^\[\d+/5\] \S+\s+(completed|stopped|diverged|error|duplicate|"
                         r"untrainable|skipped)\b")

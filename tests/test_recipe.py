@@ -166,3 +166,33 @@ def test_compare_records_the_recipe_it_used(tmp_path, capsys):
     assert recipe["d_width"] == 8 and recipe["discriminator"] == quick["discriminator"]
     assert recipe["transfer_scale"] == quick["transfer_scale"]
     assert json.loads((run / "graph.json").read_text())["recipe"] == recipe
+
+
+# ---- graphs travel (issue 21): another data set, the rest of the recipe kept -------------------
+def test_a_graph_trains_on_another_data_set_and_says_what_changed(tmp_path, capsys):
+    # made for 3-channel synthetic images at 32 px, trained on digits (1 channel) at 16
+    g = graph_with(tmp_path, {**RECIPE, "dataset": "synthetic:64", "image_size": 32})
+    code, out, err = ktg(["train", g, *MACHINE, "--dataset", "digits", "--image-size", "16",
+                          "-o", tmp_path / "t"], capsys)
+    assert code == 0, err
+    line = [ln for ln in out.splitlines() if ln.startswith("graph travels")]
+    assert line == [f"graph travels: {g} was made for synthetic:64 at 32 px; dataset "
+                    f"synthetic:64 -> digits, image_size 32 -> 16 (1 channel: the "
+                    f"generators' output and D's input follow the data set); the rest of "
+                    f"its recipe is kept"], out
+    used = trained_config(tmp_path / "t")
+    assert used["dataset"] == "digits" and used["image_size"] == 16
+    for key, value in RECIPE.items():             # everything else is the recipe's
+        assert used[key] == value, key
+    # the generator draws digits' one channel (the recipe's data set has 3)
+    state = load_checkpoint(tmp_path / "t" / "seed0" / "checkpoint.pt", "test")
+    out_w = [v for k, v in state["generators"][0].items() if k.endswith("weight")][-1]
+    assert min(out_w.shape[:2]) == 1 and 3 not in out_w.shape[:2], out_w.shape
+    # the recipe's own data set: no line; --preset: the graph's recipe is not used
+    home = graph_with(tmp_path, {**RECIPE, "dataset": "digits", "image_size": 16}, "h.json")
+    for graph, extra in ((home, []), (g, ["--preset", "quick", "--epochs", "1",
+                                          "--eval-samples", "10", "--no-fid", "--dataset",
+                                          "digits"])):
+        code, out, err = ktg(["train", graph, *MACHINE, *extra, "-o", tmp_path / "u",
+                              "--force"], capsys)
+        assert code == 0 and "graph travels" not in out, err

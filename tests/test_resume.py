@@ -55,10 +55,15 @@ def _ktg(args: list[str], failpoint: str | None, cwd: Path) -> int:
     return p.returncode
 
 
+# the kill test's search has baselines too (issue 21): a killed search must never enqueue
+# one twice, nor count one in num_trials, nor let ASHA stop one
+BASELINES = ["mad-gan", "dcgan-sn"]
+
+
 @pytest.mark.slow
 def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     conf = tmp_path / "conf.json"
-    conf.write_text(json.dumps(TINY))
+    conf.write_text(json.dumps({**TINY, "baselines": BASELINES}))
     run = tmp_path / "runs" / "k"
     rows_seen: dict[str, dict] = {}
     rechecked = 0  # rows that a later session saw again (the loop below checks those)
@@ -82,7 +87,11 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     assert _ktg(["search", "--resume", str(run)], None, tmp_path) == 0
 
     df = load_results(run)
-    assert len(df) == TINY["num_trials"] and df.trial_id.is_unique
+    assert len(df) == TINY["num_trials"] + len(BASELINES) and df.trial_id.is_unique
+    # each baseline once, trained to the end (never stopped early), whatever the kills
+    base = df[df.baseline != ""]
+    assert sorted(base.baseline) == sorted(BASELINES), base
+    assert (base[base.status != "error"].epochs == TINY["max_epochs"]).all(), base
     # every row the journal ever recorded is there, once: no trial finished twice
     events = read_journal(run)
     row_events = Counter(e["trial_id"] for e in events if e.get("event") == "row")
@@ -109,6 +118,8 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
     states = Counter(t.state.name for t in study.trials)
     assert states.get("RUNNING", 0) == 0 and len(study.trials) == len(df), states
+    assert sorted(t.user_attrs["baseline"] for t in study.trials
+                  if "baseline" in t.user_attrs) == sorted(BASELINES)
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert set(by_id) == set(df.trial_id)
     for _, r in df.iterrows():  # the value Optuna holds is the row's objective

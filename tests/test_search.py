@@ -22,7 +22,8 @@ from ktg_search.search.driver import run_search
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=16, max_epochs=3, grace_period=1, reduction_factor=2,
             eval_samples=100, max_iters_per_epoch=4, fid=True, d_width=16, seed=3,
-            objective="best")  # the default rule (the quick preset's is the weakest)
+            objective="best",  # the default rule (the quick preset's is the weakest)
+            baselines=False)   # counts trials; test_baselines.py has searches with them
 
 
 def _search(spec: dict, name: str, tmp_path_factory):

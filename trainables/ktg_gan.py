@@ -5,7 +5,8 @@ Thin on purpose: the graph comes from `ktg_search.space`, the training from
 the search's duplicate ledger.
 
 A trial's config holds only the graph's parameters (plus, for a trial a resumed search
-re-runs, which trial it is and its checkpoints). The search settings arrive through
+re-runs, which trial it is and its checkpoints; for a baseline, its name, and its graph
+when the space cannot express it: search/baselines.py). The search settings arrive through
 `tune.with_parameters` as `settings`, so no restore of any kind can lose them.
 
 Actors are reused across trials (`reuse_actors=True`): only the read-only data set and
@@ -31,6 +32,7 @@ from ktg_search.files.safeload import load_checkpoint
 from ktg_search.search.config import SearchConfig
 from ktg_search.search.space import untrainable_reason
 from ktg_search.search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
+from ktg_search.method.graph import BASELINE
 from ktg_search.method.training import Trainer
 from ktg_search.method.evaluation import data_and_evaluator
 
@@ -77,7 +79,7 @@ def _train(config: dict, settings: dict) -> None:
     study = settings["study_name"]
     space = cfg.space
     params = {k: v for k, v in config.items() if k not in RESUME_KEYS}
-    graph = space.graph(params)
+    graph = space.graph(params)  # a baseline outside the space carries its graph
     key = graph.canonical_key()
     # the logical id: a re-run keeps the id of the trial's first run (rows, ledger)
     trial_id = config.get(RESUME_OF) or tune.get_context().get_trial_id()
@@ -95,7 +97,9 @@ def _train(config: dict, settings: dict) -> None:
     tune_ckpt = tune.get_checkpoint()  # Tune's retry after a failure in this search
     candidates = [tune_ckpt] if tune_ckpt is not None else list(config.get(RESUME_FROM) or [])
     if not candidates:
-        original = ray.get(ledger.claim.remote(key, trial_id))
+        # a baseline trains its graph itself, whoever sampled it first: its figures are
+        # the comparison the search is judged by (a later duplicate copies them)
+        original = ray.get(ledger.claim.remote(key, trial_id, bool(config.get(BASELINE))))
         if original is not None:
             if _report_duplicate(ledger, original, key, cfg.duplicate_wait_s):
                 return

@@ -54,7 +54,13 @@ def run(args) -> int:
     data = load_dataset(cfg0.dataset, cfg0.image_size, root=cfg0.data_root)
     evaluator = build_evaluator(data, cfg0)  # on the device the runs train on
     from ..method.teachers import check_teachers
+    # a teacher made on another data set, channel count or size cannot travel: exit 2
     check_teachers([(graph.name or str(args.graph), graph)], cfg0, data.channels)
+    # only when its own recipe is the base: under --preset the recipe is the preset's
+    line = travel_line(str(args.graph), recipe if args.preset is None else None, cfg0,
+                       data.channels)
+    if line:
+        print(line)
     created = not out.exists()
     made: list[Path] = []  # the seed folders this call creates (removed if it fails)
     try:
@@ -93,3 +99,21 @@ def run(args) -> int:
               f"(non-finite loss); their best IS before divergence is used")
     print(f"files: {out}")
     return 0
+
+
+def travel_line(where: str, recipe: dict | None, cfg, channels: int) -> str | None:
+    """One line when a graph trains on another data set or image size than its recipe
+    names (reusing a searched graph, the KTG paper's Table 3): what changed, and that the
+    rest of the recipe is kept. The models need no change of their own: a generator's
+    output and the discriminator's input take the data set's channel count, and every
+    model builds at 16, 32 or 64 px. None when nothing travels."""
+    if not recipe:
+        return None
+    changed = [f"{k} {recipe[k]} -> {getattr(cfg, k)}" for k in ("dataset", "image_size")
+               if k in recipe and recipe[k] != getattr(cfg, k)]
+    if not changed:
+        return None
+    return (f"graph travels: {where} was made for {recipe.get('dataset', '?')} at "
+            f"{recipe.get('image_size', '?')} px; {', '.join(changed)} ({channels} "
+            f"channel{'s' if channels != 1 else ''}: the generators' output and D's input "
+            f"follow the data set); the rest of its recipe is kept")

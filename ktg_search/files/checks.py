@@ -77,6 +77,9 @@ class Check:
                     f"{_num(self.lo)} to {_num(self.hi)}")
         elif self.kind == "bools":
             text = "[false], [true] or [false, true]"
+        elif self.kind == "switch_names":
+            text = ("true, false, or a non-empty list of distinct names from: " +
+                    ", ".join(self.valid()))
         else:
             text = f"a string of 1 to {self.max_len} characters"
         return text + (", or null" if self.optional else "")
@@ -162,6 +165,12 @@ class Check:
                     or len(set(v)) != len(v):
                 raise bad()
             return [int(x) for x in v]
+        elif self.kind == "switch_names":
+            if isinstance(v, bool):
+                return v
+            if not isinstance(v, (list, tuple, str)):
+                raise bad()
+            return self._names(v, bad)
         elif self.kind == "bools":
             v = [v] if isinstance(v, bool) else list(v) if isinstance(v, tuple) else v
             if not isinstance(v, list) or not v or len(v) > 2 or \
@@ -173,6 +182,16 @@ class Check:
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
             raise bad()
         if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            raise bad()
+        return v
+
+
+    def _names(self, v: Any, bad: Callable[[], KtgError]) -> list[str]:
+        """A switch_names value that is not a bool: a name or a list of names."""
+        v = [v] if isinstance(v, str) else list(v)
+        valid = self.valid()
+        if not v or len(v) > 64 or any(not isinstance(x, str) or x not in valid
+                                       for x in v) or len(set(v)) != len(v):
             raise bad()
         return v
 
@@ -227,6 +246,11 @@ def Choice(choices: tuple | Callable[[], Iterable[str]], optional: bool = False)
 
 def Names(choices: tuple | Callable[[], Iterable[str]]) -> Check:
     return Check("names", choices=choices)
+
+
+def SwitchOrNames(choices: tuple | Callable[[], Iterable[str]]) -> Check:
+    """true (the defaults), false (none) or a non-empty list of distinct names."""
+    return Check("switch_names", choices=choices)
 
 
 def setting(default: Any, check: Check, factory: Callable[[], Any] | None = None,

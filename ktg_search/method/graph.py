@@ -383,6 +383,21 @@ def graph_from_params(params: dict, k: int, alpha: float = 1000.0,
                        **({"regroup": regroup} if regroup is not None else {}))
 
 
+# trial config keys beside the sampled parameters (search/baselines.py): a baseline's
+# name, and the graph of a baseline the search space cannot express
+BASELINE, BASELINE_GRAPH = "baseline", "baseline_graph"
+
+
+def trial_graph(config: dict, k: int, alpha: float = 1000.0,
+                target: int | None = None) -> Graph:
+    """The graph a search trial trains: the one its config carries (a baseline outside
+    the space), else the one its sampled parameters describe (`graph_from_params`)."""
+    if config.get(BASELINE_GRAPH) is not None:
+        return Graph.from_dict(config[BASELINE_GRAPH],
+                               where=f"baseline {str(config.get(BASELINE))!r}")
+    return graph_from_params(config, k, alpha, target)
+
+
 def builtin_graphs() -> dict[str, Path]:
     """The graph files shipped in the package, by name."""
     return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.json"))}

@@ -20,7 +20,6 @@ m discriminators cost m D steps and up to m judging passes in the G step.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
@@ -123,7 +122,6 @@ class MultiD:
         z = torch.randn(b, nz, generator=t.rng).to(dev)
         for d in self.nets:
             d.requires_grad_(False)
-        learning = set(t.learning)
         srcs = [*self.names, *range(k)]
         active = {(s, u): g for u in t.learning for s in srcs
                   if s != u and GATES.get(g := t.graph.gate(s, u)).is_active(p)}
@@ -134,14 +132,8 @@ class MultiD:
                 judged.setdefault(self.roles[self.names.index(s)], set()).add(u)
             elif GATES.get(g).needs_verdict:
                 judged.setdefault(self.verdict_net(s), set()).add(s)
-        outs = []
         with t._autocast():
-            for i in range(k):
-                if i in learning:
-                    outs.append(t.generators[i](z))
-                else:
-                    with torch.no_grad():
-                        outs.append(t.generators[i](z))
+            outs = t.generate(z)
             logits: dict[tuple[int, int], Tensor] = {}
             for net, gens in sorted(judged.items()):
                 order = sorted(gens)
@@ -149,44 +141,20 @@ class MultiD:
                 logits.update({(net, i): lg for i, lg in
                                zip(order, out.view(len(order), b, k + 1), strict=True)})
         said_real = {key: lg.detach().argmax(dim=1) == k for key, lg in logits.items()}
-        reps: dict[int, list[Tensor]] = {}
 
-        def rep(i: int) -> list[Tensor]:
-            if i not in reps:
-                with t._autocast():
-                    reps[i] = t.transfer.prepare(outs[i])
-            return reps[i]
-        total = None
-        for u in t.learning:
+        def adversarial(u: int) -> list[Tensor]:
+            """Sum over j of Gate_{D_j,u}(L_{D_j,u}): one term per D facing u now."""
             terms = []
             for r, name in enumerate(self.names):
                 if (name, u) in active:
                     key = (self.roles[r], u)
                     adv = generator_adversarial_loss(logits[key])
                     terms.append(GATES.get(active[name, u])(adv, p, ~said_real[key]))
-            for s in range(k):
-                if (s, u) not in active:
-                    continue
-                src = [x.detach() for x in rep(s)]
-                tl = t.transfer.compare(src, rep(u), t.graph.alpha,
-                                        t.transfer_positions).float()
-                terms.append(GATES.get(active[s, u])(tl, p,
-                                                     said_real.get((self.verdict_net(s), s))))
-            if not terms:
-                continue
-            l_u = torch.stack(terms).sum(dim=0).mean()
-            losses[f"g_loss_{u}"] = l_u.item()
-            total = l_u if total is None else total + l_u
-        if not all(math.isfinite(v) for v in losses.values()):
-            t.status = "diverged"
+            return terms
+        losses = t.generator_update(outs, active, p, adversarial,
+                                    lambda s: said_real.get((self.verdict_net(s), s)), losses)
+        if t.status == "diverged":
             return losses
-        if total is not None and total.requires_grad:
-            t.opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            t.opt_g.step()
-        t.iteration += 1
-        if t.ema is not None:
-            t.ema.update(t.iteration)
         if self.lr is not None:
             g_losses = [v for key, v in losses.items() if key.startswith("g_loss_")]
             self.set_lr(self.lr.update(t.iteration, sum(g_losses) / max(1, len(g_losses))))

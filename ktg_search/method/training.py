@@ -176,8 +176,6 @@ class Trainer(TrainerCheckpoints):
         # 2. G step: one z for all generators; D is a fixed critic here
         z = torch.randn(b, nz, generator=self.rng).to(dev)
         self.D.requires_grad_(False)
-        learning = set(self.learning)
-        outs = []
         # the edges into learning nodes whose gate weight is not zero now: (src, t) -> gate
         active = {(src, t): g for t in self.learning for src in ["D", *range(k)]
                   if src != t and GATES.get(g := self.graph.gate(src, t)).is_active(p)}
@@ -187,12 +185,7 @@ class Trainer(TrainerCheckpoints):
         judged_order = sorted({t if src == "D" else src for (src, t), g in active.items()
                                if src == "D" or GATES.get(g).needs_verdict})
         with self._autocast():
-            for i in range(k):
-                if i in learning:
-                    outs.append(self.generators[i](z))
-                else:
-                    with torch.no_grad():
-                        outs.append(self.generators[i](z))
+            outs = self.generate(z)
             if judged_order:
                 out = self.discriminate([outs[i][0] for i in judged_order]).float()
                 logits = dict(zip(judged_order, out.view(len(judged_order), b, k + 1),
@@ -202,7 +195,39 @@ class Trainer(TrainerCheckpoints):
         # "the source is right on this sample" (gates.py): for s -> t, D calls G_s's image
         # real; for D -> t, D calls G_t's image fake
         said_real = {i: lg.detach().argmax(dim=1) == k for i, lg in logits.items()}
-        losses = {"d_loss": d_loss.item()}
+
+        def adversarial(t: int) -> list[Tensor]:
+            if ("D", t) not in active:
+                return []
+            adv = generator_adversarial_loss(logits[t])
+            return [GATES.get(active["D", t])(adv, p, ~said_real[t])]
+        return self.generator_update(outs, active, p, adversarial, said_real.get,
+                                     {"d_loss": d_loss.item()})
+
+    def generate(self, z: Tensor) -> list[list[Tensor]]:
+        """Every generator's outputs on z (the image, then its taps); only learning nodes
+        build a graph for backward."""
+        learning = set(self.learning)
+        outs = []
+        for i in range(self.graph.k):
+            if i in learning:
+                outs.append(self.generators[i](z))
+            else:
+                with torch.no_grad():
+                    outs.append(self.generators[i](z))
+        return outs
+
+    def generator_update(self, outs: list[list[Tensor]], active: dict, p: float,
+                         adversarial: Callable[[int], list[Tensor]],
+                         verdict: Callable[[int], Tensor | None],
+                         losses: dict[str, float]) -> dict[str, float]:
+        """The generators' half of a step, the same with one discriminator (train_step)
+        and several (multid.py): for each learning node t, its gated adversarial terms
+        (`adversarial(t)`, per sample) and every active transfer s -> t, gated (the source
+        detached, so the gradient flows into t only; `verdict(s)`: which of G_s's samples
+        D called real, for `correct`), summed, averaged over the batch; one optimizer step
+        on the sum over t. Adds `g_loss_t` to `losses`; a non-finite loss marks the run
+        diverged and nothing is stepped."""
         # each generator's normalized output (unit image or attention maps) once a step,
         # shared by all its edges; a source uses it detached, so that the edge's gradient
         # reaches the destination only
@@ -215,17 +240,14 @@ class Trainer(TrainerCheckpoints):
             return reps[i]
         total = None
         for t in self.learning:
-            terms = []
-            if ("D", t) in active:
-                adv = generator_adversarial_loss(logits[t])
-                terms.append(GATES.get(active["D", t])(adv, p, ~said_real[t]))
-            for s in range(k):
+            terms = adversarial(t)
+            for s in range(self.graph.k):
                 if (s, t) not in active:
                     continue
                 src = [r.detach() for r in rep(s)]
                 tl = self.transfer.compare(src, rep(t), self.graph.alpha,
                                            self.transfer_positions).float()
-                terms.append(GATES.get(active[s, t])(tl, p, said_real.get(s)))
+                terms.append(GATES.get(active[s, t])(tl, p, verdict(s)))
             if not terms:
                 continue
             l_t = torch.stack(terms).sum(dim=0).mean()

@@ -6,6 +6,7 @@ import math
 
 from ..registry import OBJECTIVES
 from ..method.scoring import objective_rule
+from ..results.verdict import searching_paid
 from .context import Options, need_trials, section, top_digits, top_trials
 from .figures import plt, png
 from .reevaluation import REEVAL_FILE, reevaluate, stored_reevaluations
@@ -28,6 +29,10 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
            f"to renumbering, not retrained) are left out and point at their originals.")
     need_trials(run)
     df, top = run.results, top_trials(run, opts)
+    paid = searching_paid(df.to_dict("records"))
+    if paid:
+        p.text(f"**{paid}** Baselines (search setting `baselines`) train with the "
+               f"search's recipe and budget and are never stopped early.")
     dup = df[df.status == "duplicate"] if "status" in df.columns else df.iloc[0:0]
     unranked = len(df) - len(dup) - len(run.ranked)
     p.basis(f"{len(run.ranked)} ranked trial(s) of {len(df)} in the table "
@@ -38,7 +43,10 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
     rows = []
     d = top_digits(run, opts)
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
-        rows.append([rank, r.trial_id, f"{r.objective:.{d}f}"] +
+        base = r.get("baseline")
+        trial = f"{r.trial_id} (baseline {base})" if isinstance(base, str) and base \
+            else r.trial_id
+        rows.append([rank, trial, f"{r.objective:.{d}f}"] +
                     [fmt(as_float(r.get(f"is_best_g{i}")), d) for i in range(k)] +
                     [as_float(r.get(f"fid_g{i}")) for i in range(k)] +
                     [int(r.best_epoch), int(r.epochs), r.status, r.graph_key])

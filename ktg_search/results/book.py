@@ -12,6 +12,7 @@ from ..errors import KtgError
 from ..files.fileio import (HISTORY_FILE, JOURNAL_FILE, RESULTS_FILE, RUN_FILE,
                             find_checkpoints, latest_checkpoint, write_parquet)
 from ..method.scoring import objective_rule
+from .journal import read_journal  # re-exported: tests and tools read journals through here
 
 __all__ = ["ResultsBook", "load_results", "load_history", "read_journal", "error_text",
            "find_checkpoints", "latest_checkpoint"]
@@ -70,37 +71,6 @@ def load_history(run_dir: str | Path):
         raise KtgError(f"history of {str(run_dir)!r}: column 'epoch' holds values that are "
                        f"not whole epochs")
     return df
-
-
-def read_journal(run_dir: str | Path) -> list[dict]:
-    """The events of a run's journal, oldest first. A line the writer did not finish (it
-    was killed mid-write) is skipped: every event before it is intact. So is a line that
-    is not an event ktg writes (`schemas.journal_event`: a field missing or of the wrong
-    type, nested too deeply, a duplicate key, over a MB): a journal edited or made
-    elsewhere is read for what it holds, never a traceback. KtgError for a journal over
-    `MAX_JOURNAL_BYTES` (not read)."""
-    from ..files.safeload import loads
-    from ..files.schemas import MAX_JOURNAL_BYTES, MAX_JOURNAL_LINE, check_size, \
-        journal_event
-    f = Path(run_dir) / JOURNAL_FILE
-    events = []
-    try:
-        check_size(f, "journal", MAX_JOURNAL_BYTES)
-        with open(f, "rb") as fh:
-            while line := fh.readline(MAX_JOURNAL_LINE + 1):
-                if len(line) > MAX_JOURNAL_LINE:  # skip the rest of an oversized line
-                    while line and not line.endswith(b"\n"):
-                        line = fh.readline(MAX_JOURNAL_LINE)
-                    continue
-                try:
-                    e = journal_event(loads(line))
-                except (ValueError, RecursionError):
-                    continue
-                if e is not None:
-                    events.append(e)
-    except FileNotFoundError:
-        pass
-    return events
 
 
 def _whole(x: Any) -> bool:
@@ -261,12 +231,14 @@ class ResultsBook:
 
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
-        from ..method.graph import graph_from_params
+        from ..method.graph import BASELINE, trial_graph
         cfg, space = self.cfg, self.cfg.space
         k = space.k
-        row: dict[str, Any] = {"trial_id": trial_id}
+        # a baseline's name (search/baselines.py); empty for a searched trial
+        row: dict[str, Any] = {"trial_id": trial_id,
+                               "baseline": str(params.get(BASELINE) or "")}
         try:
-            graph = graph_from_params(params, k, space.alpha, 0 if space.target_node else None)
+            graph = trial_graph(params, k, space.alpha, 0 if space.target_node else None)
             row["graph"], row["graph_key"] = graph.to_json(indent=None), graph.canonical_key()
             # the transfer weight the trial trained with (searched when `alphas` has more
             # than one value), a column of its own so that `--where "alpha == 100"` works
@@ -275,9 +247,11 @@ class ResultsBook:
             row["graph"], row["graph_key"], row["transfer"] = "", "", ""
             row["alpha"] = float("nan")
             error = error or f"bad parameters: {e}"
-        row["n_generators"] = k
+        # a baseline outside the space (dcgan-sn in a k = 3 search) has its own k
+        row["n_generators"] = graph.k if row["graph"] else k
         for i in range(k):
-            row[f"model_{i}"] = params.get(f"model_{i}", "")
+            row[f"model_{i}"] = graph.nodes[i].model if row["graph"] and i < graph.k \
+                else params.get(f"model_{i}", "") if not row["graph"] else ""
         for col in space.edge_columns():  # gate_D{j}_{t} too when the space has m > 1
             row[col] = params.get(col, "")
         if space.discriminators != (1,):  # only then: today's tables keep their columns
@@ -346,6 +320,10 @@ class ResultsBook:
                     r[col] = orig[col]
         df = pd.DataFrame(rows)
         if not df.empty:
+            # rows written before baselines have none: every row says, so that
+            # `--where "baseline != ''"` reads any run
+            df["baseline"] = df["baseline"].fillna("").astype(str) \
+                if "baseline" in df.columns else ""
             front = ["trial_id", "status", "objective", "best_epoch", "epochs", "graph_key"]
             df = df[front + [c for c in df.columns if c not in front]]
         return df
@@ -378,21 +356,21 @@ class ResultsBook:
                 fs.move(f"{base}/.{name}.tmp", f"{base}/{name}")
 
     def summary(self, top: int = 5) -> str:
+        """The search's closing lines: counts, the top graphs, whether searching paid."""
+        from .verdict import searching_paid, top_lines
         df = self.table()
         if df.empty:
             return "no finished trials yet"
         counts = df["status"].value_counts().to_dict()
+        rows = df.to_dict("records")
         lines = [f"{len(df)} trials: " + ", ".join(f"{counts.get(s, 0)} {s}"
                                                   for s in STATUSES if counts.get(s)),
                  f"duplicates (same graph up to renumbering, not retrained): "
-                 f"{counts.get('duplicate', 0)}",
-                 f"top {top} graphs by objective = "
-                 f"{objective_rule(self.cfg.train.objective if self.cfg else None)}:"]
-        best = df[df.status != "duplicate"].sort_values("objective", ascending=False)
-        for _, r in best.head(top).iterrows():
-            lines.append(f"  {r.trial_id}  objective {r.objective:.3f}  epoch "
-                         f"{r.best_epoch}/{r.epochs}  {r.status:<9} key {r.graph_key}")
-        return "\n".join(lines)
+                 f"{counts.get('duplicate', 0)}"]
+        lines += top_lines(rows, objective_rule(self.cfg.train.objective if self.cfg
+                                                else None), top)
+        paid = searching_paid(rows)
+        return "\n".join(lines + ([paid] if paid else []))
 
 
 def error_text(trial) -> str:

@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..files.checks import (Choice, Float, Int, Text, check_fields, check_instance,
-                            field_checks, setting)
+from ..files.checks import (Choice, Float, Int, SwitchOrNames, Text, check_fields,
+                            check_instance, field_checks, setting)
 from ..errors import KtgError
+from .baselines import baseline_choices
 from .space import SpaceSpec
 from ..method.trainconfig import TrainConfig, recipe_of
 
@@ -66,6 +67,10 @@ class SearchConfig:
     gpus_per_trial: float = setting(0.0, Float(0, 64))
     # how long a duplicate waits for its original's result (at most a week)
     duplicate_wait_s: float = setting(900.0, Float(0, 7 * 24 * 3600))
+    # the known graphs trained beside the searched ones (search/baselines.py): true =
+    # mad-gan, through, dcgan-sn; false = none (the default of a config file, so that a
+    # run.json written before baselines resumes as it ran); every preset sets true
+    baselines: bool | list[str] = setting(False, SwitchOrNames(baseline_choices))
     train: TrainConfig = field(default_factory=TrainConfig)
     space: SpaceSpec = field(default_factory=SpaceSpec)
 
@@ -99,7 +104,8 @@ class SearchConfig:
             section, name = resolve_key(key.strip(), "--set")
             check = field_checks(SECTIONS[section] if section else SearchConfig)[name]
             value = _json_or_text(raw)
-            if check.kind in ("names", "floats") and isinstance(value, (str, int, float)):
+            if check.kind in ("names", "floats", "switch_names") and \
+                    isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 value = [_json_or_text(v.strip()) for v in str(raw).split(",") if v.strip()]
             (d[section] if section else d)[name] = value
         return SearchConfig.from_dict(d, where="--set")
@@ -114,6 +120,12 @@ class SearchConfig:
                            f"grace_period <= max_epochs (train.epochs, {self.train.epochs})")
         self.space.validate(where)
         self.train.validate(where)
+        if self.baselines:
+            from .baselines import baseline_graphs
+            try:
+                baseline_graphs(self)
+            except KtgError as e:
+                raise KtgError(f"{where}: {e}" if where else str(e)) from None
 
 
 # ---- keys: sections, flat aliases ---------------------------------------------------------

@@ -200,6 +200,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     from .ledger import start_ledger
     from .workers import check_trial_resources, init_ray
     from .resume import ResumableASHA, ResumePlan, plan_resume, seed_points
+    from .baselines import baselines_of
     from .study import (StudySearcher, load_study, open_optuna_storage,
                         warn_sqlite_on_cluster)
     space = cfg.space
@@ -229,10 +230,12 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         print(plan.line(name, cfg.num_trials), file=out, flush=True)
         if plan.recovered or plan.told:
             book.write()
-    new = max(0, cfg.num_trials - len(book.rows) - len(plan.reruns))
+    # baselines are not counted in num_trials (search/baselines.py)
+    new = max(0, cfg.num_trials - plan.searched_finished(book) - plan.searched_reruns())
     todo = new + len(plan.reruns)
+    baselines = baselines_of(cfg) if cfg.baselines else []
     book.journal_start(cfg.num_trials, resumed)
-    if todo:
+    if todo or baselines:
         study = load_study(storage, study_name)
         # a resumed search must not draw the same graphs again: seed the sampler with
         # how far the study got
@@ -242,6 +245,12 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         searcher = StudySearcher(space=space.define_by_run, metric="objective", mode="max",
                                  sampler=sampler, storage=storage, study_name=study_name,
                                  reruns=plan.reruns)
+        # once per study: a resumed search finds them there (run, running or waiting)
+        waiting = searcher.add_baselines(baselines) if baselines else 0
+        if waiting:
+            print(f"baselines: {waiting} to train beside the search "
+                  f"({', '.join(b.name for b in baselines)}; never stopped early, not "
+                  f"counted in num_trials)", file=out, flush=True)
         time_attr = TIME_ATTRS[cfg.time_unit]
         scheduler = ResumableASHA(time_attr=time_attr, max_t=asha_max_t(cfg),
                                   grace_period=cfg.grace_period,
@@ -254,11 +263,12 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         trainable = tune.with_resources(tune.with_parameters(train_ktg, settings=settings),
                                         {"cpu": cfg.cpus_per_trial,
                                          "gpu": cfg.gpus_per_trial})
-        view = ProgressView(book, cfg.num_trials, out, progress_interval_s)
+        view = ProgressView(book, cfg.num_trials + len(baselines), out,
+                            progress_interval_s)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher,
-                                        scheduler=scheduler, num_samples=todo,
+                                        scheduler=scheduler, num_samples=todo + waiting,
                                         max_concurrent_trials=cfg.concurrency,
                                         reuse_actors=True),
             run_config=tune.RunConfig(

@@ -75,8 +75,9 @@ def trial_line(row: dict, planned: int, finished: int) -> str:
     obj = f"{obj:.3f}" if isinstance(obj, (int, float)) and math.isfinite(obj) else "-"
     extra = f" of {row['duplicate_of']}" if row.get("duplicate_of") else ""
     err = f"  ({row['error']})" if row.get("error") else ""
+    base = f"  baseline {row['baseline']}" if row.get("baseline") else ""
     return (f"[{finished}/{planned}] {row['trial_id']}  {row['status']:<9}{extra}  "
-            f"epochs {row.get('epochs', 0)}  objective {obj}{err}")
+            f"epochs {row.get('epochs', 0)}  objective {obj}{base}{err}")
 
 
 def _terminal_width(out) -> int:

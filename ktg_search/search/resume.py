@@ -22,7 +22,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler
 
 from ..results.book import ResultsBook, find_checkpoints
-from .study import TRIAL_ATTR, Rerun, full_params, load_study, tell
+from .study import TRIAL_ATTR, Rerun, load_study, tell, trial_config
 
 
 @dataclass
@@ -32,10 +32,20 @@ class ResumePlan:
     recovered: int = 0                      # rows rebuilt from the journal
     told: int = 0                           # study trials finished from their rows
     reruns: list[Rerun] = field(default_factory=list)
+    baselines_finished: int = 0             # of `finished`: baselines (searched_finished)
+
+    def searched_finished(self, book: ResultsBook) -> int:
+        """Rows of searched trials (what counts towards num_trials; baselines do not)."""
+        self.baselines_finished = sum(1 for r in book.rows.values() if r.get("baseline"))
+        return len(book.rows) - self.baselines_finished
+
+    def searched_reruns(self) -> int:
+        return sum(1 for r in self.reruns if not (r.params or {}).get("baseline"))
 
     def line(self, name: str, planned: int) -> str:
         from_ckpt = sum(1 for r in self.reruns if r.checkpoints)
-        new = max(0, planned - self.finished - len(self.reruns))
+        new = max(0, planned - (self.finished - self.baselines_finished) -
+                  self.searched_reruns())
         parts = [f"{self.finished} finished trial(s) kept"]
         if self.recovered:
             parts.append(f"{self.recovered} of them rebuilt from the journal")
@@ -55,7 +65,7 @@ def plan_resume(storage, study_name: str, book: ResultsBook, space,
     for ft in (study.get_trials(deepcopy=False) if study else []):
         tid = ft.user_attrs.get(TRIAL_ATTR)
         try:
-            params = full_params(space, ft.params)
+            params = trial_config(space, ft)
         except ValueError:  # killed while Optuna stored its suggestions one by one
             params = None
         if ft.state in (TS.COMPLETE, TS.PRUNED, TS.FAIL):
@@ -78,6 +88,7 @@ def plan_resume(storage, study_name: str, book: ResultsBook, space,
         plan.reruns.append(Rerun(ft._trial_id, ft.number, tid, params, ckpts,
                                  set(ft.intermediate_values)))
     plan.finished = len(book.rows)
+    plan.searched_finished(book)
     return plan
 
 
@@ -104,17 +115,36 @@ class ResumableASHA(ASHAScheduler):
         self._seed_points = {}
         return ok
 
+    # baselines (search/baselines.py) run their whole budget and stay out of the rungs:
+    # the rungs rank the searched trials against each other, as without baselines
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if _is_baseline(trial):
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if _is_baseline(trial):
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+
     def recorded(self) -> list[tuple[float, int]]:
         """(milestone, number of trials recorded there) of the first bracket."""
         return [(m, len(rec)) for m, rec in self._brackets[0]._rungs]
 
 
+def _is_baseline(trial) -> bool:
+    from .baselines import BASELINE
+    return bool((getattr(trial, "config", None) or {}).get(BASELINE))
+
+
 def seed_points(book: ResultsBook, time_attr: str = "epoch") -> dict:
-    """The (time, objective) history of every trial with a row, for `ResumableASHA`."""
+    """The (time, objective) history of every searched trial with a row (not the
+    baselines: they are never in the rungs), for `ResumableASHA`."""
     import math
     out: dict[str, list] = {}
     for (tid, _), h in sorted(book.history.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        if tid in book.rows and time_attr in h:
+        if tid in book.rows and not book.rows[tid].get("baseline") and time_attr in h:
             v = h.get("objective")
             if isinstance(v, (int, float)) and math.isfinite(v):
                 out.setdefault(tid, []).append((h[time_attr], float(v)))

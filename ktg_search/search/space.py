@@ -20,7 +20,7 @@ from typing import Any
 from ..files.checks import (Bool, Bools, Choice, Float, Floats, Int, Ints, Names,
                             check_fields, check_instance, setting)
 from ..errors import KtgError
-from ..method.graph import Graph, edge_param, graph_from_params
+from ..method.graph import Graph, edge_param, trial_graph
 from ..registry import GATES, GENERATORS, TRANSFERS
 
 PAPER_GATES = ("through", "cutoff", "linear_up", "linear_down")
@@ -185,8 +185,10 @@ class SpaceSpec:
         return fixed
 
     def graph(self, params: dict) -> Graph:
-        return graph_from_params(params, self.k, self.alpha_values[0],
-                                 target=0 if self.target_node else None)
+        """The graph of a trial config: its sampled parameters, or the graph a baseline
+        outside the space carries (search/baselines.py)."""
+        return trial_graph(params, self.k, self.alpha_values[0],
+                           target=0 if self.target_node else None)
 
 
 def untrainable_reason(graph: Graph) -> str | None:

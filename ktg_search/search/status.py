@@ -52,16 +52,12 @@ def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
         "finished" if snap.finished >= planned else "not running (resume with " \
         f"`ktg search --resume {run}`)"
     lines = [f"{name}: {state}", snap.line()]
-    rows = [r for r in book.rows.values() if r.get("status") != "duplicate"
-            and isinstance(r.get("objective"), (int, float)) and math.isfinite(r["objective"])]
-    rows.sort(key=lambda r: r["objective"], reverse=True)
-    if rows and top > 0:
-        lines.append(f"top {min(top, len(rows))} graphs by objective = "
-                     f"{objective_rule(objective)}:")
-        for r in rows[:top]:
-            lines.append(f"  {r['trial_id']}  objective {r['objective']:.3f}  epoch "
-                         f"{r.get('best_epoch', 0)}/{r.get('epochs', 0)}  "
-                         f"{r.get('status', ''):<9} key {r.get('graph_key', '')}")
+    from ..results.verdict import searching_paid, top_lines
+    rows = list(book.rows.values())
+    lines += top_lines(rows, objective_rule(objective), top)
+    paid = searching_paid(rows)
+    if paid:
+        lines.append(paid)
     # names, trial ids and keys come from the run's files: escaped for the terminal
     return for_terminal("\n".join(lines)), state == "running"
 

@@ -81,6 +81,18 @@ def full_params(space, params: dict) -> dict:
     return {**params, **(space.define_by_run(optuna.trial.FixedTrial(params)) or {})}
 
 
+def trial_config(space, ft) -> dict:
+    """The config Tune ran a study trial with: `full_params`, and for a baseline its
+    name, or (outside the space) its name and graph instead. ValueError when the trial
+    lacks parameters (killed while Optuna stored them one by one)."""
+    from .baselines import BASELINE, BASELINE_GRAPH
+    attrs = ft.user_attrs
+    if BASELINE_GRAPH in attrs:
+        return {BASELINE: attrs.get(BASELINE), BASELINE_GRAPH: attrs[BASELINE_GRAPH]}
+    params = full_params(space, ft.params)
+    return {**params, BASELINE: attrs[BASELINE]} if BASELINE in attrs else params
+
+
 # ---- the searcher ------------------------------------------------------------------------
 @dataclass
 class Rerun:
@@ -112,6 +124,41 @@ class StudySearcher(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._reruns = list(reruns or [])
         self._reported: dict[str, set] = {}
+        self._baselines_waiting = 0
+
+    def add_baselines(self, baselines: list) -> int:
+        """Enqueue each baseline (search/baselines.py) the study does not hold yet, so a
+        resumed search never adds one twice; returns how many wait to run (the ones
+        enqueued now, and any a killed search enqueued but never started). They are
+        handed out before any new trial."""
+        from .baselines import BASELINE, BASELINE_GRAPH
+        TS = optuna.trial.TrialState
+        study = self._ot_study
+        held = {t.user_attrs.get(BASELINE) for t in study.get_trials(deepcopy=False)}
+        for b in baselines:
+            if b.name not in held:
+                attrs = {BASELINE: b.name}
+                if b.params is None:  # the dashboard shows what it trains
+                    attrs[BASELINE_GRAPH] = b.graph.to_dict()
+                study.enqueue_trial(b.params or {}, user_attrs=attrs)
+        self._baselines_waiting = sum(
+            1 for t in study.get_trials(deepcopy=False, states=(TS.WAITING,))
+            if BASELINE in t.user_attrs)
+        return self._baselines_waiting
+
+    def _config_of(self, trial_id: str, ot_trial) -> dict:
+        """Name `ot_trial` after `trial_id` and return its config: a baseline outside the
+        space runs the graph it carries and records no parameter; any other trial runs
+        the define-by-run space (which takes an enqueued trial's fixed parameters) and a
+        baseline adds its name."""
+        from .baselines import BASELINE, BASELINE_GRAPH
+        self._ot_trials[trial_id] = ot_trial
+        ot_trial.set_user_attr(TRIAL_ATTR, trial_id)
+        attrs = ot_trial.user_attrs
+        if BASELINE_GRAPH in attrs:
+            return {BASELINE: attrs.get(BASELINE), BASELINE_GRAPH: attrs[BASELINE_GRAPH]}
+        params = self._suggest_from_define_by_run_func(self._space, ot_trial)
+        return {**params, BASELINE: attrs[BASELINE]} if BASELINE in attrs else params
 
     def suggest(self, trial_id: str) -> dict | None:
         from . import failpoints
@@ -123,11 +170,13 @@ class StudySearcher(OptunaSearch):
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, r.optuna_id)
             self._reported[trial_id] = set(r.reported)
             if r.trial_id is None:  # never reached Tune: this run samples the rest, names it
-                params = self._suggest_from_define_by_run_func(self._space,
-                                                               self._ot_trials[trial_id])
-                self._ot_trials[trial_id].set_user_attr(TRIAL_ATTR, trial_id)
-                return params
+                return self._config_of(trial_id, self._ot_trials[trial_id])
             return {**r.params, RESUME_OF: r.trial_id, RESUME_FROM: list(r.checkpoints)}
+        if self._baselines_waiting > 0:  # Optuna's ask() hands out enqueued trials first
+            self._baselines_waiting -= 1
+            config = self._config_of(trial_id, self._ot_study.ask())
+            failpoints.hit("suggested")
+            return config
         config = super().suggest(trial_id)
         if config is not None:
             self._ot_trials[trial_id].set_user_attr(TRIAL_ATTR, trial_id)
