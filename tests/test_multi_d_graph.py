@@ -4,7 +4,8 @@ import json
 import pytest
 
 from ktg_search.errors import KtgError
-from ktg_search.method.graph import Graph, builtin_graphs, edge_param, graph_from_params
+from ktg_search.method.graph import Graph, builtin_graphs
+from ktg_search.method.params import edge_param, graph_from_params
 
 # canonical keys of every built-in graph as computed by main's code (3aeae9c) from the raw
 # files: a graph with one D must keep its key, or every results table would split

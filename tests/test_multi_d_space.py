@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from ktg_search.errors import KtgError
-from ktg_search.method.graph import graph_from_params
+from ktg_search.method.params import graph_from_params
 from ktg_search.report.tables import edge_label, is_d_column
 from ktg_search.search.space import SpaceSpec
 

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from ktg_search.errors import KtgError
-from ktg_search.method.graph import graph_from_params
+from ktg_search.method.params import graph_from_params
 from ktg_search.search.space import SpaceSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

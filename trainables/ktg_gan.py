@@ -32,7 +32,7 @@ from ktg_search.files.safeload import load_checkpoint
 from ktg_search.search.config import SearchConfig
 from ktg_search.search.space import untrainable_reason
 from ktg_search.search.study import RESUME_FROM, RESUME_KEYS, RESUME_OF
-from ktg_search.method.graph import BASELINE
+from ktg_search.method.params import BASELINE
 from ktg_search.method.training import Trainer
 from ktg_search.method.evaluation import data_and_evaluator
 

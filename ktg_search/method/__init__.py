@@ -1,6 +1,8 @@
 """The method: the knowledge-transfer graph and how a graph trains (no Ray).
 
 `graph` (the JSON format, validation, canonical keys; built-in graphs in `graphs/`),
+`params` (a search trial's parameters <-> its graph), `graphforms`, `multid` and `regroup`
+(several discriminators, MGGAN's regrouping), `trainability` (graphs that cannot learn),
 `gates`, `losses` (eqs. 1-5), `models` (generators with their taps, discriminators),
 `trainconfig` (`TrainConfig`, a graph's recipe), `training` (`Trainer`: the engine's
 iteration, epochs, evaluation, best epoch), `ema`, `checkpoints`, `teachers` (frozen

@@ -231,7 +231,7 @@ class ResultsBook:
 
     def _row(self, trial_id: str, params: dict, last: dict | None,
              error: str | None) -> dict:
-        from ..method.graph import BASELINE, trial_graph
+        from ..method.params import BASELINE, trial_graph
         cfg, space = self.cfg, self.cfg.space
         k = space.k
         # a baseline's name (search/baselines.py); empty for a searched trial

@@ -26,7 +26,8 @@ from typing import Any
 
 from ..errors import KtgError
 # BASELINE: trial config key, Optuna user attribute and results column
-from ..method.graph import BASELINE, BASELINE_GRAPH, Graph, builtin_graphs, edge_param
+from ..method.graph import Graph, builtin_graphs
+from ..method.params import BASELINE, BASELINE_GRAPH, edge_param
 
 DERIVED = {"mad-gan": "the space's k generators, every generator edge cutoff (no transfer)",
            "through": "the space's k generators, every edge through"}

@@ -8,7 +8,7 @@ and the discriminator, so it is the search's to find, issue 10). Several discrim
 (issue 20): `discriminators` lists the m values searched (default [1]: today's space) and
 `regroup` whether MGGAN's regrouping is on ([false], [true] or both; only for m >= 2);
 with m >= 2 the D edges are `gate_D{j}_{t}`, one categorical each.
-`graph.graph_from_params` turns a sampled parameter dict (the same dict Ray Tune hands
+`params.graph_from_params` turns a sampled parameter dict (the same dict Ray Tune hands
 the trainable, and the columns of the results table) back into a `Graph`.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 from ..files.checks import (Bool, Bools, Choice, Float, Floats, Int, Ints, Names,
                             check_fields, check_instance, setting)
 from ..errors import KtgError
-from ..method.graph import Graph, edge_param, trial_graph
+from ..method.graph import Graph
+from ..method.params import edge_param, trial_graph
 from ..registry import GATES, GENERATORS, TRANSFERS
 
 PAPER_GATES = ("through", "cutoff", "linear_up", "linear_down")
