@@ -196,3 +196,16 @@ def test_a_graph_trains_on_another_data_set_and_says_what_changed(tmp_path, caps
         code, out, err = ktg(["train", graph, *MACHINE, *extra, "-o", tmp_path / "u",
                               "--force"], capsys)
         assert code == 0 and "graph travels" not in out, err
+
+
+def test_compare_says_which_graphs_travel(tmp_path, capsys):
+    g = graph_with(tmp_path, {**RECIPE, "dataset": "synthetic:64", "image_size": 32})
+    code, out, err = ktg(["compare", g, "--no-ray", "--seeds", "1", "--preset", "quick",
+                          *MACHINE, "--epochs", "1", "--eval-samples", "10", "--no-fid",
+                          "--d-width", "8", "-o", tmp_path / "c"], capsys)
+    assert code == 0, err
+    assert (f"graph travels: {g} was made for synthetic:64 at 32 px; dataset synthetic:64 "
+            f"-> digits, image_size 32 -> 16 (channels follow the data set); like every "
+            f"graph here it trains under the comparison's one recipe, not its own") in out
+    summary = json.loads((tmp_path / "c" / "dcgan-sn" / "seed0" / "summary.json").read_text())
+    assert summary["recipe"]["dataset"] == "digits" and summary["recipe"]["image_size"] == 16

@@ -3,6 +3,7 @@ mean +- std over seeds per graph (compare.py)."""
 from __future__ import annotations
 
 from .common import add_training_args, base_recipe, recipe_line, train_config
+from .train import travel_line
 
 
 def add_parser(sub) -> None:
@@ -41,13 +42,18 @@ def run(args) -> int:
     from ..method.graph import resolve_graph
     # one table needs one recipe: --preset and flags (not the graphs' own recipes, which
     # may differ); a graph file's recipe is still checked, as every field read from a file
+    recipes = {}
     for spec in args.graphs:
         g = resolve_graph(spec)
         if g.recipe is not None:
-            check_recipe(g.recipe, where=f"{spec}: recipe")
+            recipes[spec] = check_recipe(g.recipe, where=f"{spec}: recipe")
     base, source = base_recipe(args)
     cfg = train_config(args, args.seed0, base)
     print(recipe_line(source, args))
+    for spec, recipe in recipes.items():   # graphs searched on another data set or size
+        line = travel_line(spec, recipe, cfg, None)
+        if line:
+            print(line)
     result = compare(args.graphs, cfg, out=args.out, seeds=args.seeds, seed0=args.seed0,
                      eval_at=args.eval_at, teacher=args.teacher, use_ray=not args.no_ray,
                      address=args.address, gpus_per_run=args.gpus_per_run,

@@ -101,19 +101,23 @@ def run(args) -> int:
     return 0
 
 
-def travel_line(where: str, recipe: dict | None, cfg, channels: int) -> str | None:
+def travel_line(where: str, recipe: dict | None, cfg, channels: int | None) -> str | None:
     """One line when a graph trains on another data set or image size than its recipe
-    names (reusing a searched graph, the KTG paper's Table 3): what changed, and that the
-    rest of the recipe is kept. The models need no change of their own: a generator's
-    output and the discriminator's input take the data set's channel count, and every
-    model builds at 16, 32 or 64 px. None when nothing travels."""
+    names (reusing a searched graph, the KTG paper's Table 3): what changed, and what of
+    the recipe is kept. The models need no change of their own: a generator's output and
+    the discriminator's input take the data set's channel count, and every model builds
+    at 16, 32 or 64 px. `channels` None: `ktg compare`, whose one recipe replaces every
+    graph's own. None when nothing travels."""
     if not recipe:
         return None
     changed = [f"{k} {recipe[k]} -> {getattr(cfg, k)}" for k in ("dataset", "image_size")
                if k in recipe and recipe[k] != getattr(cfg, k)]
     if not changed:
         return None
-    return (f"graph travels: {where} was made for {recipe.get('dataset', '?')} at "
-            f"{recipe.get('image_size', '?')} px; {', '.join(changed)} ({channels} "
-            f"channel{'s' if channels != 1 else ''}: the generators' output and D's input "
-            f"follow the data set); the rest of its recipe is kept")
+    made = f"graph travels: {where} was made for {recipe.get('dataset', '?')} at " \
+        f"{recipe.get('image_size', '?')} px; {', '.join(changed)}"
+    if channels is None:
+        return (f"{made} (channels follow the data set); like every graph here it trains "
+                f"under the comparison's one recipe, not its own")
+    return (f"{made} ({channels} channel{'s' if channels != 1 else ''}: the generators' "
+            f"output and D's input follow the data set); the rest of its recipe is kept")
