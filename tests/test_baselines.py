@@ -26,7 +26,9 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
 
 # ---- which graphs, and how the space holds them ---------------------------------------------
 def test_every_preset_has_baselines_and_a_config_file_has_none():
-    for name in ("quick", "digits", "paper-cifar10"):
+    from ktg_search.search.config import presets
+    assert {"quick", "digits", "digits-m", "paper-cifar10"} <= set(presets())
+    for name in presets():
         assert load_preset(name).baselines is True
     # a run.json written before baselines resumes as it ran
     assert SearchConfig.from_dict({"num_trials": 3}).baselines is False
