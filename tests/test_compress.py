@@ -247,3 +247,22 @@ def test_sigkill_mid_study_then_rerun_trains_only_what_is_missing(teacher, tmp_p
         assert (run / "summary.json").stat().st_mtime_ns == stamp
     df = pd.read_csv(out / "table.csv")
     assert len(df) == 5 and all(math.isfinite(v) for v in df.is_mean)
+
+
+# ---- VoL ratio in `ktg train`'s table --------------------------------------------------------
+def test_train_table_shows_the_students_vol_over_the_teachers(study):
+    from ktg_search.results.runs import RunSummary, seed_table
+    out, _ = study
+    run = out / "joint-w2" / "seed0"
+    summary = RunSummary(**json.loads((run / "summary.json").read_text()))
+    rows = metrics(run)
+    best = best_row(rows, 1)
+    ratio = float(best["vol_g1"]) / float(best_row(rows, 0)["vol_g0"])
+    table = seed_table(Graph.load(run / "graph.json"), [summary])
+    student = [ln for ln in table.splitlines() if ln.startswith("| G1 ")][0]
+    assert f"({ratio:.3f} +- 0.000 of the teacher's)" in student
+    teacher_line = [ln for ln in table.splitlines() if ln.startswith("| G0 ")][0]
+    assert "of the teacher's" not in teacher_line
+    gan = RunSummary(**json.loads((out / "gan-w2" / "seed0" / "summary.json").read_text()))
+    assert "of the teacher's" not in seed_table(Graph.load(out / "gan-w2" / "seed0" /
+                                                           "graph.json"), [gan])

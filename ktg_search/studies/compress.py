@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,11 +34,12 @@ from pathlib import Path
 from ..errors import KtgError
 from ..files.fileio import atomic_write_text
 from ..method.graph import Graph, resolve_graph
-from ..method.teachers import load_pretrained
+from ..method.teachers import check_fit, load_pretrained
 from ..method.evaluation import data_and_evaluator
 from ..method.trainconfig import recipe_of
 from ..registry import WIDTHS
 from .compare import _train_task, _write_run, is_run_folder
+from .compress_status import StatusLine
 
 SCHEMES = {"mse": "kd-mse", "joint": "kd-joint", "gan": "dcgan-sn"}
 SCHEME_WORDS = {"mse": "MSE only (kd-mse, eq. 3)", "joint": "joint loss (kd-joint, eq. 4)",
@@ -209,68 +209,6 @@ def teacher_scores(teacher: str, teacher_model: str, config, data, evaluator,
 
 
 # ---- running --------------------------------------------------------------------------------
-class StatusLine:
-    """One line: runs finished / total, running, resumed, elapsed, ETA; redrawn in place
-    on a terminal, printed once per finished run elsewhere. `verbose`: a line per run."""
-
-    def __init__(self, total: int, done_before: int, parallel: int, verbose: bool,
-                 enabled: bool = True) -> None:
-        self.total, self.before, self.parallel = total, done_before, parallel
-        self.finished, self.verbose, self.enabled = done_before, verbose, enabled
-        self.start = time.time()
-        self.err = sys.stderr  # the terminal's, before Ray's output is sent to the log
-        self.tty = enabled and self.err.isatty()
-        self._bar = None
-
-    def line(self) -> str:
-        from ..search.progress import _hms
-        left = self.total - self.finished
-        elapsed = time.time() - self.start
-        here = self.finished - self.before
-        eta = _hms(left * elapsed / here) if here else "-"
-        resumed = f" · {self.before} resumed" if self.before else ""
-        return (f"compress: {self.finished}/{self.total} runs finished · "
-                f"{min(left, self.parallel)} running{resumed} · {_hms(elapsed)} elapsed · "
-                f"ETA {eta if left else '0m00s'}")
-
-    def draw(self) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            if self._bar is None:
-                from tqdm import tqdm
-                self._bar = tqdm(total=self.total, file=self.err, bar_format="{desc}",
-                                 dynamic_ncols=True, leave=True)
-            self._bar.set_description_str(self.line())
-        else:
-            print(self.line(), file=self.err, flush=True)
-
-    def finished_run(self, job: Job) -> None:
-        self.finished += 1
-        if self.verbose and self.enabled:
-            text = f"  {job.label}: {_run_words(job)}"
-            if self._bar is not None:
-                self._bar.write(text, file=self.err)
-            else:
-                print(text, file=self.err, flush=True)
-        self.draw()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def _run_words(job: Job) -> str:
-    try:
-        s = json.loads((job.run_dir / "summary.json").read_text())
-        i = student_node(job.scheme)
-        return (f"IS {s['best_is'][i]:.3f} at epoch {s['best_epoch'][i]}, "
-                f"{s['wall_s']:.0f} s")
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return "done"
-
-
 def _run_sequential(jobs: list[Job], config, data, evaluator, status: StatusLine) -> None:
     import tempfile
 
@@ -316,6 +254,7 @@ def prepare(teacher: str | Path | None, config, schemes: list[str], widths: list
     config.validate()
     replace(config, seed=seed0 + seeds - 1).validate()
     path = str(Path(teacher).expanduser().resolve())
+    check_fit(path, config.image_size, config.nz, config.dataset)  # before data is loaded
     data, evaluator = data_and_evaluator(replace(config, device="cpu") if use_ray else config)
     model, _ = load_pretrained(path, config.image_size, data.channels, config.nz,
                                config.dataset)
@@ -373,6 +312,7 @@ def compress(teacher: str | Path | None, config, out: str | Path, widths: list[i
     parallel = 1 if not use_ray else (os.cpu_count() or 1)
     status = StatusLine(len(jobs), len(jobs) - len(todo), parallel, verbose, progress)
     status.draw()
+    status.start_ticking()
     try:
         if todo and use_ray:
             _run_ray(todo, config, address, gpus_per_run, status, out / LOG)
