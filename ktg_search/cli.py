@@ -8,6 +8,7 @@
     ktg query RUN / ktg export RUN   read the results table, export a trial's graph
     ktg report RUN                   the ranked graph report (HTML + Markdown)
     ktg compare GRAPH... / pretrain  the papers' comparison tables; KD teachers
+    ktg compress --teacher T.pt      the KD paper's compression study (students by width)
     ktg bench                        engine speed against the literal reference
     ktg gpu-check                    check a GPU machine end to end (make gpu-check)
 

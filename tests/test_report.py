@@ -442,3 +442,19 @@ def test_the_report_says_how_far_early_stops_can_be_trusted(run, report):
     df = load_results(run)
     n = int((df.status == "completed").sum())
     assert f"{n} trial(s) that ran the whole budget" in part
+
+
+def test_ranking_shows_the_vol_of_every_generator_where_the_table_has_it(run_copy):
+    """The results table's vol_g{i} (the KD paper's sharpness at the best epoch) in the
+    ranked table, checked against the history."""
+    out, _ = _build(run_copy, out=run_copy / "rep", only=["ranking"])
+    sec = _section((out / "report.md").read_text(), "Ranked graphs")
+    header = [ln for ln in sec.splitlines() if ln.startswith("| rank")][0]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "VoL G0" in cols and "VoL G1" in cols and "Variance of Laplacian" in sec
+    hist = load_history(run_copy)
+    for row in _md_table(sec):
+        h = hist[hist.trial_id == row[1]].iloc[0]  # one epoch per trial
+        for i in (0, 1):
+            assert float(row[cols.index(f"VoL G{i}")]) == pytest.approx(h[f"vol_g{i}"],
+                                                                      rel=1e-3)

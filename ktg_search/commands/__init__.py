@@ -3,9 +3,9 @@
 line in `COMMANDS`."""
 from __future__ import annotations
 
-from . import (bench, compare, export, gpucheck, graphs, presets, pretrain, query, report,
-               search, status, train, validate)
+from . import (bench, compare, compress, export, gpucheck, graphs, presets, pretrain, query,
+               report, search, status, train, validate)
 
 # in the order `ktg --help` lists them
 COMMANDS = (graphs, presets, validate, train, search, status, query, export, report,
-            compare, pretrain, bench, gpucheck)
+            compare, compress, pretrain, bench, gpucheck)

@@ -25,7 +25,7 @@ def apply_teacher(graph: Graph, teacher: str | Path) -> Graph:
     return g
 
 
-def _check_fit(path: str, ckpt: dict, image_size: int, channels: int, nz: int,
+def _check_fit(path: str, ckpt: dict, image_size: int, channels: int | None, nz: int,
                dataset: str | None) -> None:
     """KtgError when the teacher was trained on another data set, channel count, image
     size or nz than this run. Checkpoints from before the `dataset`/`channels` keys have
@@ -46,6 +46,16 @@ def _check_fit(path: str, ckpt: dict, image_size: int, channels: int, nz: int,
                        f"uses {need}; make a teacher for this run with `ktg pretrain --model "
                        f"{str(ckpt['model'])[:80]} --dataset {dataset or stored['dataset']} "
                        f"--image-size {image_size} -o T.pt`")
+
+
+def check_fit(path: str, image_size: int, nz: int, dataset: str | None) -> str:
+    """The model name of the teacher checkpoint at `path`, after checking, from the
+    checkpoint's own fields and before any data set is loaded, that it was trained on
+    `dataset` at `image_size` with `nz` (KtgError otherwise); `load_pretrained` then
+    checks the channels and the weights."""
+    ckpt = generator_checkpoint(path, "pretrained checkpoint")
+    _check_fit(path, ckpt, image_size, None, nz, dataset)
+    return ckpt["model"]
 
 
 def load_pretrained(path: str, image_size: int, channels: int, nz: int,

@@ -15,6 +15,11 @@ from .run import Missing, RunView
 from .tables import as_float, is_digits
 
 
+def _vol(v: float) -> str:
+    """A VoL: real images' are hundreds to thousands, a barely trained generator's < 1."""
+    return f"{v:.4g}" if math.isfinite(v) else ""
+
+
 @section('ranking', 'Ranked graphs')
 def ranking(run: RunView, opts: Options, p: Part) -> None:
     """The top trials by objective, with each generator's IS and FID."""
@@ -38,8 +43,11 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
     p.basis(f"{len(run.ranked)} ranked trial(s) of {len(df)} in the table "
             f"({len(dup)} duplicate(s), {unranked} without an objective); "
             f"showing the top {len(top)}.")
+    # the KD paper's sharpness, where the results table has it (tables before it do not)
+    vols = [i for i in range(k) if f"vol_g{i}" in df.columns and df[f"vol_g{i}"].notna().any()]
     headers = ["rank", "trial", "objective"] + [f"IS G{i}" for i in range(k)] + \
-        [f"FID G{i}" for i in range(k)] + ["best epoch", "epochs", "status", "key"]
+        [f"FID G{i}" for i in range(k)] + [f"VoL G{i}" for i in vols] + \
+        ["best epoch", "epochs", "status", "key"]
     rows = []
     d = top_digits(run, opts)
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
@@ -49,10 +57,14 @@ def ranking(run: RunView, opts: Options, p: Part) -> None:
         rows.append([rank, trial, f"{r.objective:.{d}f}"] +
                     [fmt(as_float(r.get(f"is_best_g{i}")), d) for i in range(k)] +
                     [as_float(r.get(f"fid_g{i}")) for i in range(k)] +
+                    [_vol(as_float(r.get(f"vol_g{i}"))) for i in vols] +
                     [int(r.best_epoch), int(r.epochs), r.status, r.graph_key])
     p.table(headers, rows)
     p.text(f"`IS Gi` is generator i's best IS over the epochs; `FID Gi` its FID at the "
-           f"trial's best epoch (lower is better); `epochs` = epochs trained (ASHA "
+           f"trial's best epoch (lower is better); "
+           + ("`VoL Gi` its Variance of Laplacian at that epoch (the KD paper's sharpness, "
+              "higher is sharper; data/sharpness.py); " if vols else "") +
+           f"`epochs` = epochs trained (ASHA "
            f"stops weak trials early; max {c.train.epochs}).")
     if len(dup):
         pairs = ", ".join(f"{a} -> {b}" for a, b in

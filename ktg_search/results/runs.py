@@ -121,6 +121,16 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
     return summary
 
 
+def vol_ratio(summary: RunSummary, i: int) -> float:
+    """Generator i's VoL over its frozen teacher's (the largest frozen node's), both at
+    their best epochs, on the same fixed z; NaN when i is frozen or there is no teacher."""
+    vols, frozen = summary.vol_at_best, summary.frozen
+    if not vols or not frozen or i in frozen:
+        return math.nan
+    teacher = max(frozen, key=lambda j: summary.params[j])
+    return vols[i] / vols[teacher] if vols[teacher] else math.nan
+
+
 def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
     """Best IS (mean +- std over seeds) per generator, as a Markdown table."""
     lines = [f"| generator | model | best IS (mean +- std over {len(summaries)} seeds) | "
@@ -132,6 +142,9 @@ def seed_table(graph: Graph, summaries: list[RunSummary]) -> str:
         fid = f"{fm:.2f} +- {fs:.2f}" if math.isfinite(fm) else "-"
         vm, vs = mean_std([(r.vol_at_best or [math.nan] * graph.k)[i] for r in summaries])
         vol = f"{vm:.1f} +- {vs:.1f}" if math.isfinite(vm) else "-"
+        rm, rs = mean_std([vol_ratio(r, i) for r in summaries])
+        if math.isfinite(rm):  # a student of a frozen teacher: the KD paper's ratio
+            vol += f" ({rm:.3f} +- {rs:.3f} of the teacher's)"
         lines.append(f"| G{i}{tag} | {node.model} | {m:.3f} +- {s:.3f} | {fid} | {vol} | "
                      f"{summaries[0].params[i] if summaries else 0:,} |")
     m, s = mean_std([r.best_is_mix for r in summaries])
