@@ -37,6 +37,17 @@ def optuna_storage_url(storage: str | None, run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'optuna.db'}"
 
 
+def sqlalchemy_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a plain `postgresql://` (or `postgres://`) URL names the
+    driver this package installs, psycopg2. SQLAlchemy 2.1 reads a plain one as psycopg 3,
+    which is not installed, and every PostgreSQL study failed to open. A URL that names its
+    driver (`postgresql+psycopg://`) is kept."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg2://" + url[len(plain):]
+    return url
+
+
 def open_optuna_storage(url: str):
     """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
@@ -48,7 +59,8 @@ def open_optuna_storage(url: str):
     try:
         # SQLite under several writers: wait for the lock instead of failing at once
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None, engine_kwargs=kwargs)
+        return optuna.storages.RDBStorage(sqlalchemy_url(url), heartbeat_interval=None,
+                                          engine_kwargs=kwargs)
     except Exception as e:  # bad URL, missing driver, unreachable server
         raise KtgError(f"cannot open the Optuna storage {url!r}: {e}; valid: a database "
                        f"URL (sqlite:///path, postgresql://...) or journal:PATH") from None
