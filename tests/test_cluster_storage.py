@@ -27,6 +27,13 @@ TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through
             cpus_per_trial=0.5)
 
 
+@pytest.fixture
+def address(ray_session) -> str:
+    """The session's Ray, which every driver joins (`--address`), as drivers join a
+    cluster's: no driver pays for a Ray of its own, and two drivers share one."""
+    return ray_session.get_runtime_context().gcs_address
+
+
 @pytest.fixture(params=["postgresql", "journal"])
 def storage(request, tmp_path) -> str:
     """The study storage URL: a fresh PostgreSQL database, or a journal file outside
@@ -138,15 +145,16 @@ def test_the_private_server_answers(pg_url):
 
 
 @pytest.mark.slow
-def test_four_at_once_read_while_running_killed_and_resumed(storage, tmp_path):
+def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tmp_path):
     """4 trials at once on the storage; the driver frozen after its 3rd finished trial is
     read by status and query, SIGKILLed, resumed: every trial one row, one study trial."""
-    n = 12
+    n = 8
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({**TINY, "num_trials": n, "concurrency": 4}))
     root, run = tmp_path / "runs", tmp_path / "runs" / "r"
     p = _start(["search", "--config", str(conf), "--name", "r", "--storage-path", str(root),
-                "--set", f"storage={storage}"], tmp_path, "tables-written:3:stop")
+                "--address", address, "--set", f"storage={storage}"], tmp_path,
+               "tables-written:3:stop")
     try:
         _wait_stopped(p)
         # (d) the search is mid-way (driver frozen, trials running in Ray): both read it
@@ -166,7 +174,8 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, tmp_path):
         "the kill left no trial running: nothing for the resume to recover"
 
     # resumed, and read while it runs (the reads must never fail)
-    p = _start(["search", "--resume", str(run), "--allow-external-storage"], tmp_path)
+    p = _start(["search", "--resume", str(run), "--allow-external-storage",
+                "--address", address], tmp_path)
     reads = 0
     try:
         while p.poll() is None:
@@ -205,7 +214,7 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_drivers_write_one_study_at_once(storage, tmp_path):
+def test_two_drivers_write_one_study_at_once(storage, address, tmp_path):
     """Two `ktg search` processes, one storage, one study name, at once: both finish and
     the study holds each driver's trials once."""
     n = 4
@@ -214,7 +223,8 @@ def test_two_drivers_write_one_study_at_once(storage, tmp_path):
                                 "study_name": "shared"}))
     root = tmp_path / "runs"
     drivers = {name: _start(["search", "--config", str(conf), "--name", name,
-                             "--storage-path", str(root), "--set", f"storage={storage}"],
+                             "--storage-path", str(root), "--address", address,
+                             "--set", f"storage={storage}"],
                             tmp_path) for name in ("a", "b")}
     try:
         for p in drivers.values():
