@@ -148,7 +148,7 @@ def test_the_private_server_answers(pg_url):
 def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tmp_path):
     """4 trials at once on the storage; the driver frozen after its 3rd finished trial is
     read by status and query, SIGKILLed, resumed: every trial one row, one study trial."""
-    n = 8
+    n = 6
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({**TINY, "num_trials": n, "concurrency": 4}))
     root, run = tmp_path / "runs", tmp_path / "runs" / "r"
@@ -184,7 +184,7 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tm
             assert st.returncode == 0 and q.returncode == 0, (st.stderr, q.stderr)
             assert len(json.loads(q.stdout)) >= 3
             reads += p.poll() is None
-            time.sleep(2)
+            time.sleep(5)
     finally:
         _finish(p)
     assert reads >= 1, "no read while the resumed search ran"
@@ -217,7 +217,7 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tm
 def test_two_drivers_write_one_study_at_once(storage, address, tmp_path):
     """Two `ktg search` processes, one storage, one study name, at once: both finish and
     the study holds each driver's trials once."""
-    n = 4
+    n = 3
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({**TINY, "num_trials": n, "concurrency": 2,
                                 "study_name": "shared"}))
@@ -235,6 +235,7 @@ def test_two_drivers_write_one_study_at_once(storage, address, tmp_path):
     dfs = {name: load_results(root / name) for name in drivers}
     for df in dfs.values():
         assert len(df) == n and df.trial_id.is_unique, df
+        assert (df.status != "error").all(), df[["trial_id", "status", "error"]]
     assert not set(dfs["a"].trial_id) & set(dfs["b"].trial_id)
     study = _study(root / "a")
     assert study.study_name == "shared" == json.loads(
