@@ -105,11 +105,14 @@ class PgServer:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
-        if self._started:
-            self._started = False
-            p = self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.data))
-            self._check(p, "stop")
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            if self._started:
+                self._started = False
+                p = self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D",
+                              str(self.data))
+                self._check(p, "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # ---- databases ------------------------------------------------------------------
     def url(self, db: str = "postgres") -> str:
