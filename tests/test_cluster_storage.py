@@ -259,3 +259,24 @@ def test_two_drivers_write_one_study_at_once(storage, address, tmp_path):
              for name, df in dfs.items()}
     assert min(s for s, _ in spans["b"]) < max(e for _, e in spans["a"]) and \
         min(s for s, _ in spans["a"]) < max(e for _, e in spans["b"]), spans
+
+
+_OPEN_AND_WRITE = """
+import sys, optuna
+from ktg_search.search.study import open_optuna_storage
+s = optuna.create_study(study_name="shared", storage=open_optuna_storage(sys.argv[1]),
+                        load_if_exists=True)
+t = s.ask()
+s.tell(t, 1.0)
+"""
+
+
+def test_processes_opening_a_new_postgresql_database_at_once(pg_url):
+    """Optuna makes its schema when it opens an empty database: 6 processes doing that at
+    once all succeed (without study.py's advisory lock, CREATE TYPE failed in some)."""
+    ps = [subprocess.Popen([sys.executable, "-c", _OPEN_AND_WRITE, pg_url],
+                           stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1][-500:] for p in ps]
+    assert [p.returncode for p in ps] == [0] * 6, errors
+    study = optuna.load_study(study_name="shared", storage=open_optuna_storage(pg_url))
+    assert len(study.trials) == 6
