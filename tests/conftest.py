@@ -48,3 +48,31 @@ def run_copy(shared_run, tmp_path):
     """A private copy of `shared_run`, free to damage."""
     import shutil
     return shutil.copytree(shared_run, tmp_path / "run", symlinks=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A private PostgreSQL server (tests/pg.py) for the whole session, stopped and removed
+    afterwards however the tests end. Skipped only where no PostgreSQL binaries exist."""
+    from pg import PgServer, pg_bin_dir
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl, postgres) on the PATH or in "
+                    "/usr/lib/postgresql/*/bin")
+    server = PgServer(bin_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """A fresh, empty database on the session's PostgreSQL server: its URL."""
+    import re
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + \
+        f"_{os.getpid()}_{next(_PG_DBS)}"
+    return pg_server.create_database(name)
+
+
+_PG_DBS = __import__("itertools").count()

@@ -236,3 +236,53 @@ def test_dockerfile_caches_and_entrypoint():
     copied = " ".join(args for op, args in dockerfile_instructions() if op == "COPY")
     for path in ("pyproject.toml", "README.md", "ktg_search", "trainables"):
         assert path in copied, f"the Dockerfile does not COPY {path}"
+
+
+# ---- the study's storage on the cluster ----------------------------------------------------
+def cluster_search_commands() -> list[list[str]]:
+    """The `ktg search` commands that cluster.yaml's comments tell the user to run, as
+    argument lists (continued lines joined)."""
+    cmds, buf = [], None
+    for line in CLUSTER_YAML.read_text().splitlines():
+        text = line.lstrip("#").strip()
+        if buf is None and text.startswith("ktg search "):
+            buf = ""
+        if buf is None:
+            continue
+        buf += text.rstrip("\\") + " "
+        if not text.endswith("\\"):
+            cmds.append(shlex.split(buf)[1:])
+            buf = None
+    return cmds
+
+
+def search_storage(argv: list[str]) -> str | None:
+    """The study storage a `ktg search` command line sets (parsed by ktg's own parser)."""
+    from ktg_search.cli import build_parser
+    args = build_parser().parse_args(argv)
+    sets = dict(s.partition("=")[::2] for s in args.set or [])
+    return sets.get("storage")
+
+
+def test_cluster_yaml_puts_the_study_in_postgresql():
+    """The head-node command cluster.yaml gives sets the study's storage to PostgreSQL,
+    which opens with the driver the image installs (psycopg2), and the comment says what
+    a resume needs and where the costs are."""
+    from ktg_search.search.study import sqlalchemy_url
+    cmds = cluster_search_commands()
+    assert len(cmds) == 1, cmds
+    storage = search_storage(cmds[0])
+    assert storage and storage.startswith("postgresql://"), \
+        f"cluster.yaml's search command keeps the study in {storage or 'SQLite'!r}"
+    assert sqlalchemy_url(storage).startswith("postgresql+psycopg2://")
+    assert normalized(["psycopg2-binary>=2.9"]) <= normalized(dockerfile_requirements())
+    text = CLUSTER_YAML.read_text()
+    assert "--set storage=journal:/" in text  # the alternative without a database
+    assert "--allow-external-storage" in text and "docs/cluster-storage.md" in text
+    assert (ROOT / "docs" / "cluster-storage.md").is_file()
+
+
+def test_the_storage_check_can_fail():
+    assert search_storage(["search", "--preset", "quick"]) is None
+    assert search_storage(["search", "--set", "storage=journal:/x/optuna.log",
+                           "--set", "seed=1"]) == "journal:/x/optuna.log"

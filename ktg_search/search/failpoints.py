@@ -1,7 +1,9 @@
 """Crash points for the kill-anywhere test of `ktg search --resume`.
 
 Inert unless the environment variable `KTG_FAILPOINT` is `NAME:N`: then the N-th time the
-driver passes the point NAME, the process SIGKILLs itself, exactly there. A kill at a
+driver passes the point NAME, the process SIGKILLs itself, exactly there. `NAME:N:stop`
+SIGSTOPs it there instead: the search is frozen mid-way (its trials still running in Ray)
+for a test to read it, then kill or continue it. A kill at a
 random time lands mostly in the long, boring stretches (training); a named point lands
 in the short windows that matter (between two writes), every time. The points:
 
@@ -29,9 +31,10 @@ def hit(name: str) -> None:
     spec = os.environ.get("KTG_FAILPOINT")
     if not spec:
         return
-    want, _, n = spec.partition(":")
+    want, _, rest = spec.partition(":")
     if want != name:
         return
+    n, _, how = rest.partition(":")
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] == int(n or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGSTOP if how == "stop" else signal.SIGKILL)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,45 @@ def optuna_storage_url(storage: str | None, run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'optuna.db'}"
 
 
+def sqlalchemy_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a plain `postgresql://` (or `postgres://`) URL names the
+    driver this package installs, psycopg2. SQLAlchemy 2.1 reads a plain one as psycopg 3,
+    which is not installed, and every PostgreSQL study failed to open. A URL that names its
+    driver (`postgresql+psycopg://`) is kept."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg2://" + url[len(plain):]
+    return url
+
+
+SCHEMA_LOCK = 0x6b7467  # PostgreSQL advisory lock key ("ktg") held while the schema is made
+
+
+@contextmanager
+def _schema_lock(url: str):
+    """On PostgreSQL, one process at a time opens the storage. Optuna creates its tables
+    and enum types when it opens an empty database, unlocked: two searches that start at
+    once on a new database both ran CREATE TYPE and the second failed (seen in
+    tests/test_cluster_storage.py). A session advisory lock serialises that; it is released
+    with the connection however the opening ends."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                             {"k": SCHEMA_LOCK})
+    finally:
+        engine.dispose()
+
+
 def open_optuna_storage(url: str):
     """An Optuna storage object from a URL or a journal file (`journal:PATH` or *.log)."""
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
@@ -48,7 +88,9 @@ def open_optuna_storage(url: str):
     try:
         # SQLite under several writers: wait for the lock instead of failing at once
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None, engine_kwargs=kwargs)
+        with _schema_lock(sqlalchemy_url(url)):
+            return optuna.storages.RDBStorage(sqlalchemy_url(url), heartbeat_interval=None,
+                                              engine_kwargs=kwargs)
     except Exception as e:  # bad URL, missing driver, unreachable server
         raise KtgError(f"cannot open the Optuna storage {url!r}: {e}; valid: a database "
                        f"URL (sqlite:///path, postgresql://...) or journal:PATH") from None
