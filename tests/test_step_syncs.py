@@ -210,11 +210,11 @@ def test_bf16_autocast_on_the_cpu_stays_near_fp32(digits16):
 
 
 # bf16 keeps 8 significant bits: every operand autocast rounds has a relative error of at
-# most 2^-9 (0.2 %). A loss here goes through about 5 rounded layers (G's 3-4 deconvolutions,
-# D's convolutions), whose errors add: ~5 * 2^-9 = 1 % of the loss's scale on the first
-# step (the same weights). Each Adam step then moves every weight by about lr = 2e-4
-# whatever the gradient's size, so a gradient component near zero whose sign bf16 flips
-# moves by 2 lr differently: after 2 more steps the weights differ by ~1e-3 relative and
-# the losses by about as much. 3 % of max(1, |loss|) is that budget with a 2x margin;
-# measured: see the report of issue 23 (at most ~1 % here).
-BF16_TOL = 0.03
+# most 2^-9 (0.2 %). A loss here goes through about 5 rounded layers (G's deconvolutions, D's
+# convolutions), whose worst-case errors add: 5 * 2^-9 ~ 1 % of the loss on the first step
+# (the same weights). The next steps add Adam's part: each weight moves by about lr = 2e-4
+# whatever its gradient's size, so bf16 changes a weight only where it flips a gradient's
+# sign, which moves the losses by far less than the first step's rounding. So 1 % of
+# max(1, |loss|) is the worst case of the rounding; measured (through-3, digits 16 px,
+# batch 32, seed 5, 3 steps): at most 0.07 % (the roundings are random and mostly cancel).
+BF16_TOL = 0.01

@@ -19,6 +19,8 @@ One iteration:
      is zero right now (cutoff always; linear_up at p = 0; linear_down at p = 1) are not
      computed. The sum of the L_t goes through one backward: each L_t only reaches G_t's
      parameters, so this is the same as k separate backwards.
+The G step's second half (the gated losses, one backward, the EMA) is `GeneratorStep`
+in steps.py, shared with the several-discriminator step (multid.py).
 A step reads no value back from the device (steps.py): z is drawn where training runs,
 the losses stay device tensors, summed over the epoch and read back once at its end,
 where a non-finite one marks the run diverged.
