@@ -42,6 +42,43 @@ def test_steps_on_the_gpu_give_finite_losses_and_move_the_weights(amp):
                zip(before, t.generators[0].parameters(), strict=True))
 
 
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_a_step_on_the_gpu_never_synchronises(amp):
+    """torch's sync debug mode raises on any host synchronisation (`.item()`, a blocking
+    copy, `if t:`), torch's own included; the first step runs before it (cuDNN's
+    benchmark mode picks its algorithms there)."""
+    t = _trainer(amp)
+    real = _batch(t)
+    t.train_step(real)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            losses = t.train_step(real)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v.is_cuda and v.dim() == 0 for v in losses.values())
+    assert t.noise.on_device
+
+
+def test_an_epoch_on_the_gpu_synchronises_once():
+    """An epoch reads its losses back once (steps.LossSums.read), nothing else."""
+    import warnings
+    t = _trainer()
+    t.train_step(_batch(t))  # warm-up (cuDNN benchmark mode)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            row = t.train_epoch()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1, syncs
+    assert t.status == "running" and all(math.isfinite(v) for v in row.values())
+
+
 def test_samples_come_back_to_the_host_in_range():
     t = _trainer()
     x = t.sample(0, 8, seed=3)
@@ -57,6 +94,8 @@ def test_a_checkpoint_made_on_the_gpu_resumes_exactly(tmp_path):
     path = tmp_path / "state.pt"
     t.save(path)
     u = Trainer.restore(path, data=t.data)
+    # z is drawn on the GPU from a generator the checkpoint carries
+    assert u.noise.on_device and torch.equal(u.noise.gen.get_state(), t.noise.gen.get_state())
     a, b = t.train_step(real), u.train_step(real)
     assert a.keys() == b.keys()
     for key in a:

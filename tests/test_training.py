@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ktg_search.method.graph import Graph, resolve_graph
+from ktg_search.method.steps import read_losses  # train_step's device tensors as floats
 from ktg_search.method.trainconfig import TrainConfig
 from ktg_search.method.training import Trainer
 
@@ -253,7 +254,7 @@ def test_spectral_norm_discriminator_same_loss_joint_or_per_part(digits16, evalu
                     evaluator=evaluator16)
         assert t.d_per_part == (mode == "per_part")
         expected = _d_step_loss_by_hand(t, batches[0])
-        runs[mode] = [t.train_step(x) for x in batches]
+        runs[mode] = [read_losses(t.train_step(x)) for x in batches]
         assert runs[mode][0]["d_loss"] == pytest.approx(expected, abs=1e-5)
     for a, b in zip(runs["joint"], runs["per_part"]):
         assert a.keys() == b.keys()
@@ -277,7 +278,7 @@ def test_d_loss_weighting_paper_steps_gives_real_images_half_the_loss(digits16,
     assert k3.train_step(real)["d_loss"] == pytest.approx(steps, abs=1e-5)
     # for k = 1 the two readings are one and the same
     k1 = {w: Trainer(resolve_graph("dcgan-sn"), cfg(d_loss_weighting=w), data=digits16,
-                     evaluator=evaluator16).train_step(real)["d_loss"]
+                     evaluator=evaluator16).train_step(real)["d_loss"].item()
           for w in ("uniform", "paper_steps")}
     assert k1["uniform"] == pytest.approx(k1["paper_steps"], abs=1e-6)
     with pytest.raises(Exception, match="d_loss_weighting.*'half'.*uniform, paper_steps"):
@@ -359,8 +360,9 @@ def test_resolution_transfer_scale_in_training(digits16, evaluator16, transfer, 
     g = Graph.build(["dcgan-small"] * 2, {("D", 0): "through", (0, 1): "through"},
                     transfer=transfer)
     (real,) = _batches(digits16, 1)
-    losses = {s: Trainer(g, cfg(transfer_scale=s), data=digits16, evaluator=evaluator16)
-              .train_step(real) for s in ("plain", "resolution")}
+    losses = {s: read_losses(Trainer(g, cfg(transfer_scale=s), data=digits16,
+                                         evaluator=evaluator16).train_step(real))
+              for s in ("plain", "resolution")}
     assert losses["plain"]["g_loss_1"] > 0
     assert losses["resolution"]["g_loss_1"] == pytest.approx(
         ratio * losses["plain"]["g_loss_1"], rel=1e-5)

@@ -105,6 +105,11 @@ def check_trainer_state(state: Any, path: str | Path) -> dict:
     rng = state.get("rng")
     if not (torch.is_tensor(rng) and rng.dtype == torch.uint8 and rng.dim() == 1):
         raise KtgError(f"{where}: 'rng' is not a random generator state (a uint8 tensor)")
+    noise = state.get("noise_rng")  # a GPU run's z generator (absent or None on CPU)
+    if noise is not None and not (torch.is_tensor(noise) and noise.dtype == torch.uint8
+                                  and noise.dim() == 1):
+        raise KtgError(f"{where}: 'noise_rng' is not a random generator state (a uint8 "
+                       f"tensor)")
     for i, sd in enumerate(state["generators"]):
         tensor_dict(sd, f"generator {i}", path)
     tensor_dict(state["D"], "the discriminator", path)

@@ -31,6 +31,9 @@ class TrainerCheckpoints:
                 "opt_g": self.opt_g.state_dict() if self.opt_g else None,
                 "iteration": self.iteration, "epoch": self.epoch, "status": self.status,
                 "rng": self.rng.get_state(), "history": self.history,
+                # z's generator on a GPU (steps.Noise); None on the CPU, where z comes
+                # from `rng`
+                "noise_rng": self.noise.state(),
                 "best_is": self.best_is, "best_epoch": self.best_epoch,
                 "best_objective": self.best_objective,
                 "best_generators": self.best_generators,
@@ -71,6 +74,7 @@ class TrainerCheckpoints:
                                f"{self.iteration}: {self.multi.roles}")
         self.status = state["status"]
         self.rng.set_state(state["rng"])
+        self.noise.set_state(state.get("noise_rng"))
         self.history = list(state["history"])
         self.best_is = list(state["best_is"])
         self.best_epoch, self.best_objective = state["best_epoch"], state["best_objective"]

@@ -17,6 +17,11 @@ The rule (DESIGN.md's edge direction holds: D_j -> t trains t only):
     lowest-numbered role that faces s, else role 0's network.
   * With m = 1 none of this runs: `Trainer.train_step` is today's code, bit for bit.
 m discriminators cost m D steps and up to m judging passes in the G step.
+Like the one-D step it reads no value back from the device (steps.py), with one exception:
+MGGAN's learning-rate rule (regroup.LrRule) compares the mean G loss of consecutive
+iterations near each regrouping and sets the next iteration's rate from it, so the step
+reads that loss (one synchronisation) at those iterations only (`LrRule.needs_loss`),
+never elsewhere, and never without an `lr_rule`.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from .graphforms import d_names
 from .losses import discriminator_loss, generator_adversarial_loss
 from .models import same_sigma
 from .regroup import LrRule, roles_at
+from .steps import read_losses, to_device
 from ..registry import DISCRIMINATORS, GATES
 
 
@@ -91,19 +97,20 @@ class MultiD:
         self.sync_roles()
         k, nz, dev = t.graph.k, t.config.nz, t.device
         b = real.shape[0]
-        real = real.to(dev, non_blocking=True).float()
+        real = to_device(real, dev).float()
         p = t.progress()
         for d in self.extra:
             d.train(t.D.training)
 
-        z_d = torch.randn(k, b, nz, generator=t.rng).to(dev)
+        z_d = t.noise.randn(k, b, nz)
         with torch.no_grad(), t._autocast():
             fakes = [t.generators[i](z_d[i])[0].float() for i in range(k)]
-        losses: dict[str, float] = {}
+        losses: dict[str, Tensor] = {}
         for j in range(self.m):
             faced = self.faced(j)
-            labels = torch.cat([torch.full((b,), k, dtype=torch.long)] +
-                               [torch.full((b,), i, dtype=torch.long) for i in faced]).to(dev)
+            labels = torch.cat([torch.full((b,), k, dtype=torch.long, device=dev)] +
+                               [torch.full((b,), i, dtype=torch.long, device=dev)
+                                for i in faced])
             self.nets[j].requires_grad_(True)
             with t._autocast():
                 per_sample = discriminator_loss(
@@ -116,10 +123,14 @@ class MultiD:
             self.opts[j].zero_grad(set_to_none=True)
             d_loss.backward()
             self.opts[j].step()
-            losses[f"d_loss_{j}"] = d_loss.item()
-        losses = {"d_loss": sum(losses.values()) / self.m, **losses}
+            losses[f"d_loss_{j}"] = d_loss.detach()
+        # their mean in float64, added in order: what Python's floats gave
+        mean = losses["d_loss_0"].double()
+        for j in range(1, self.m):
+            mean = mean + losses[f"d_loss_{j}"]
+        losses = {"d_loss": mean / self.m, **losses}
 
-        z = torch.randn(b, nz, generator=t.rng).to(dev)
+        z = t.noise.randn(b, nz)
         for d in self.nets:
             d.requires_grad_(False)
         srcs = [*self.names, *range(k)]
@@ -153,11 +164,13 @@ class MultiD:
             return terms
         losses = t.generator_update(outs, active, p, adversarial,
                                     lambda s: said_real.get((self.verdict_net(s), s)), losses)
-        if t.status == "diverged":
-            return losses
         if self.lr is not None:
-            g_losses = [v for key, v in losses.items() if key.startswith("g_loss_")]
-            self.set_lr(self.lr.update(t.iteration, sum(g_losses) / max(1, len(g_losses))))
+            loss = None
+            if self.lr.needs_loss(t.iteration):  # the one read back: see the docstring
+                g_losses = read_losses({key: v for key, v in losses.items()
+                                        if key.startswith("g_loss_")}).values()
+                loss = sum(g_losses) / max(1, len(g_losses))
+            self.set_lr(self.lr.update(t.iteration, loss))
         return losses
 
     def set_lr(self, factor: float) -> None:

@@ -54,6 +54,7 @@ from .models import same_sigma
 from ..registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .trainconfig import TrainConfig
 from .training import Trainer
+from .steps import read_losses
 
 
 def gate_factor(gate: str, progress: float, source_right: Tensor) -> Tensor | None:
@@ -305,7 +306,7 @@ def equivalence(graph: Graph, config: TrainConfig, data, batches: list[Tensor],
     for real in batches:
         if stepwise:
             ref.sync_from(engine)
-        le, lr = engine.train_step(real), ref.train_step(real)
+        le, lr = read_losses(engine.train_step(real)), ref.train_step(real)
         per_step.append(_loss_diff(le, lr))
     pairs = ref.param_pairs(engine)
     param_diff = max((pe - pr).abs().max().item() for _, pe, pr, _, _ in pairs)

@@ -142,19 +142,33 @@ class LrRule:
         """The factor the optimizers use now: min(L, max_ratio * L0) / L0."""
         return min(self.scale, self.rule["max_ratio"]) if self.rule else 1.0
 
-    def update(self, i: int, loss: float) -> float:
-        """After iteration i (1-based count of iterations trained) with loss L(i): the new
-        factor."""
+    def _near(self, i: int) -> bool:
+        """Whether iteration i lies within `a` of a regrouping (where VRL is compared)."""
+        a = self.rule["a"]
+        return any(p - a <= i <= p + a for p in regroup_iterations(self.r, i + a + 1))
+
+    def needs_loss(self, i: int) -> bool:
+        """Whether `update(i, ...)` needs L(i): VRL is compared at iterations near a
+        regrouping, from L(i) and L(i - 1), so L(i) matters when i or i + 1 is near one.
+        Elsewhere the trainer passes None and reads nothing back from the device."""
+        return bool(self.rule) and (self._near(i) or self._near(i + 1))
+
+    def update(self, i: int, loss: float | None) -> float:
+        """After iteration i (1-based count of iterations trained) with loss L(i) (None
+        where `needs_loss(i)` is false): the new factor."""
         if not self.rule:
             return 1.0
         a = self.rule["a"]
-        vrl = (abs(self.prev_loss - loss) / abs(loss) if self.prev_loss is not None
-               and loss != 0 else math.inf)
-        self.prev_loss = loss
         points = regroup_iterations(self.r, i + a + 1)
         near = [p for p in points if p - a <= i <= p + a]
-        if near and vrl <= self.rule["vrl_max"]:
-            self.scale += self.scale * self.rule["delta"]
+        if near:
+            if loss is None:
+                raise ValueError(f"the learning-rate rule needs the loss of iteration {i}")
+            vrl = (abs(self.prev_loss - loss) / abs(loss) if self.prev_loss is not None
+                   and loss != 0 else math.inf)
+            if vrl <= self.rule["vrl_max"]:
+                self.scale += self.scale * self.rule["delta"]
+        self.prev_loss = loss
         if any(i == p + a + 1 for p in points):
             self.scale = 1.0
         return self.factor()

@@ -19,6 +19,11 @@ One iteration:
      is zero right now (cutoff always; linear_up at p = 0; linear_down at p = 1) are not
      computed. The sum of the L_t goes through one backward: each L_t only reaches G_t's
      parameters, so this is the same as k separate backwards.
+The G step's second half (the gated losses, one backward, the EMA) is `GeneratorStep`
+in steps.py, shared with the several-discriminator step (multid.py).
+A step reads no value back from the device (steps.py): z is drawn where training runs,
+the losses stay device tensors, summed over the epoch and read back once at its end,
+where a non-finite one marks the run diverged.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from .graph import Graph
 from .losses import discriminator_loss, generator_adversarial_loss
 from .models import count_parameters, same_sigma
 from .multid import MultiD
+from .steps import GeneratorStep, LossSums, Noise, to_device
 from ..registry import DISCRIMINATORS, GATES, GENERATORS, OBJECTIVES, TRANSFERS
 from .teachers import load_pretrained
 from .trainconfig import TrainConfig, effective_discriminator, resolve_device
@@ -45,7 +51,7 @@ from .trainconfig import TrainConfig, effective_discriminator, resolve_device
 EVAL_SEED = 20241
 
 
-class Trainer(TrainerCheckpoints):
+class Trainer(TrainerCheckpoints, GeneratorStep):
     """Trains the generators and the discriminator of one knowledge-transfer graph.
 
     `data` is an `ImageData` (see data.py) and `evaluator` an `Evaluator` (metrics.py);
@@ -67,6 +73,7 @@ class Trainer(TrainerCheckpoints):
         # z and the data order come from our own generator, so that they do not depend on
         # whatever else in the process (a reused Ray actor) touched the global RNG
         self.rng = torch.Generator().manual_seed(config.seed)
+        self.noise = Noise(self.rng, self.device, config.seed)  # on a GPU: drawn there
         self.frozen = set(graph.frozen_nodes())
         self.learning = graph.learning_nodes()
         self.generators = nn.ModuleList()
@@ -143,21 +150,23 @@ class Trainer(TrainerCheckpoints):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
                               enabled=self.config.amp == "bf16")
 
-    def train_step(self, real: Tensor) -> dict[str, float]:
-        """One D step and one G step on a batch of real images; returns the losses."""
+    def train_step(self, real: Tensor) -> dict[str, Tensor]:
+        """One D step and one G step on a batch of real images; returns the losses as
+        detached 0-d tensors on the device (steps.read_losses: as floats)."""
         if self.multi is not None:
             return self.multi.step(real)
         k, nz, dev = self.graph.k, self.config.nz, self.device
         b = real.shape[0]
-        real = real.to(dev, non_blocking=True)
+        real = to_device(real, dev)
         p = self.progress()
 
         # 1. D step: real -> class k, G_i(z_i) -> class i, every generator its own z
-        z_d = torch.randn(k, b, nz, generator=self.rng).to(dev)
+        z_d = self.noise.randn(k, b, nz)
         with torch.no_grad(), self._autocast():
             fakes = [self.generators[i](z_d[i])[0] for i in range(k)]
-        labels = torch.cat([torch.full((b,), k, dtype=torch.long)] +
-                           [torch.full((b,), i, dtype=torch.long) for i in range(k)]).to(dev)
+        labels = torch.cat([torch.full((b,), k, dtype=torch.long, device=dev)] +
+                           [torch.full((b,), i, dtype=torch.long, device=dev)
+                            for i in range(k)])
         self.D.requires_grad_(True)
         with self._autocast():
             per_sample = discriminator_loss(self.discriminate([real.float()] +
@@ -174,7 +183,7 @@ class Trainer(TrainerCheckpoints):
         self.opt_d.step()
 
         # 2. G step: one z for all generators; D is a fixed critic here
-        z = torch.randn(b, nz, generator=self.rng).to(dev)
+        z = self.noise.randn(b, nz)
         self.D.requires_grad_(False)
         # the edges into learning nodes whose gate weight is not zero now: (src, t) -> gate
         active = {(src, t): g for t in self.learning for src in ["D", *range(k)]
@@ -202,90 +211,30 @@ class Trainer(TrainerCheckpoints):
             adv = generator_adversarial_loss(logits[t])
             return [GATES.get(active["D", t])(adv, p, ~said_real[t])]
         return self.generator_update(outs, active, p, adversarial, said_real.get,
-                                     {"d_loss": d_loss.item()})
-
-    def generate(self, z: Tensor) -> list[list[Tensor]]:
-        """Every generator's outputs on z (the image, then its taps); only learning nodes
-        build a graph for backward."""
-        learning = set(self.learning)
-        outs = []
-        for i in range(self.graph.k):
-            if i in learning:
-                outs.append(self.generators[i](z))
-            else:
-                with torch.no_grad():
-                    outs.append(self.generators[i](z))
-        return outs
-
-    def generator_update(self, outs: list[list[Tensor]], active: dict, p: float,
-                         adversarial: Callable[[int], list[Tensor]],
-                         verdict: Callable[[int], Tensor | None],
-                         losses: dict[str, float]) -> dict[str, float]:
-        """The generators' half of a step, the same with one discriminator (train_step)
-        and several (multid.py): for each learning node t, its gated adversarial terms
-        (`adversarial(t)`, per sample) and every active transfer s -> t, gated (the source
-        detached, so the gradient flows into t only; `verdict(s)`: which of G_s's samples
-        D called real, for `correct`), summed, averaged over the batch; one optimizer step
-        on the sum over t. Adds `g_loss_t` to `losses`; a non-finite loss marks the run
-        diverged and nothing is stepped."""
-        # each generator's normalized output (unit image or attention maps) once a step,
-        # shared by all its edges; a source uses it detached, so that the edge's gradient
-        # reaches the destination only
-        reps: dict[int, list[Tensor]] = {}
-
-        def rep(i: int) -> list[Tensor]:
-            if i not in reps:
-                with self._autocast():
-                    reps[i] = self.transfer.prepare(outs[i])
-            return reps[i]
-        total = None
-        for t in self.learning:
-            terms = adversarial(t)
-            for s in range(self.graph.k):
-                if (s, t) not in active:
-                    continue
-                src = [r.detach() for r in rep(s)]
-                tl = self.transfer.compare(src, rep(t), self.graph.alpha,
-                                           self.transfer_positions).float()
-                terms.append(GATES.get(active[s, t])(tl, p, verdict(s)))
-            if not terms:
-                continue
-            l_t = torch.stack(terms).sum(dim=0).mean()
-            losses[f"g_loss_{t}"] = l_t.item()
-            total = l_t if total is None else total + l_t
-        if not all(math.isfinite(v) for v in losses.values()):
-            self.status = "diverged"
-            return losses
-        if total is not None and total.requires_grad:
-            self.opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            self.opt_g.step()
-        self.iteration += 1
-        if self.ema is not None:
-            self.ema.update(self.iteration)
-        return losses
+                                     {"d_loss": d_loss.detach()})
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the real data (or `max_iters_per_epoch` batches)."""
+        """One pass over the real data (or `max_iters_per_epoch` batches): the mean
+        losses, read back from the device once. A non-finite loss in any step marks the
+        run diverged (every loss NaN); the steps after it in the epoch ran on (nothing
+        read the loss to stop them), and what they did is discarded with the run."""
         # nodes that do not learn run in eval mode: a frozen teacher's batch-norm statistics
         # must not drift either, or it would not be bit-identical after training
         for i, g in enumerate(self.generators):
             g.train(i in self.learning)
         self.D.train()
-        sums: dict[str, float] = {}
-        n = 0
+        sums, n = LossSums(), 0
         for real in self.data.batches(self.config.batch_size, self.rng):
             if n >= self.iters_per_epoch:
                 break
-            losses = self.train_step(real)
-            if self.status == "diverged":
-                sums = {key: float("nan") for key in losses}
-                break
-            for key, v in losses.items():
-                sums[key] = sums.get(key, 0.0) + v
+            sums.add(self.train_step(to_device(real, self.device)))
             n += 1
         self.epoch += 1
-        return {key: v / max(1, n) if math.isfinite(v) else v for key, v in sums.items()}
+        means, finite = sums.read(n)
+        if not finite:
+            self.status = "diverged"
+            return {key: float("nan") for key in means}
+        return means
 
     # ---- evaluation --------------------------------------------------------------------
     @property

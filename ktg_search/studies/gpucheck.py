@@ -131,13 +131,19 @@ def _trial_losses(device: str, steps: int, image_size: int,
                       device=device, seed=0, max_iters_per_epoch=steps,
                       discriminator="sn-cnn", d_width=32)
     t = Trainer(resolve_graph("through-3"), cfg, data=data)
+    from ..method.steps import Noise, read_losses
+    # z drawn on the host, as the CPU draws it (training draws it on the GPU, another
+    # stream): the same z on both sides, or the losses could not be compared
+    t.noise = Noise(t.rng, t.device, cfg.seed, on_host=True)
     gen = torch.Generator().manual_seed(1)
     batches = []
     for real in data.batches(batch_size, gen):
         batches.append(real.float().clone())
         if len(batches) == steps:
             break
-    return [t.train_step(b) for b in batches], t
+    losses = [read_losses(t.train_step(b)) for b in batches]
+    t.noise = Noise(t.rng, t.device, cfg.seed)  # training's own: drawn on the device
+    return losses, t
 
 
 def _sync_count(trainer: Any, steps: int) -> int:
