@@ -208,3 +208,12 @@ def train_config(args, seed: int, recipe: dict | None = None):
     cfg = TrainConfig(**d)
     cfg.validate()
     return cfg
+
+
+def add_parallel_args(sp) -> None:
+    """The flags of a command that fans runs out on Ray (`compare`, `compress`)."""
+    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: a "
+                                      "local Ray)")
+    sp.add_argument("--no-ray", action="store_true", help="run sequentially in this process")
+    sp.add_argument("--gpus-per-run", type=float, default=0.0,
+                    help="GPUs per Ray task (fractions allowed; default 0)")

@@ -2,7 +2,7 @@
 mean +- std over seeds per graph (compare.py)."""
 from __future__ import annotations
 
-from .common import add_training_args, base_recipe, recipe_line, train_config
+from .common import add_parallel_args, add_training_args, base_recipe, recipe_line, train_config
 from .train import travel_line
 
 
@@ -27,11 +27,7 @@ def add_parser(sub) -> None:
     sp.add_argument("--teacher", metavar="PATH",
                     help="teacher checkpoint (from `ktg pretrain`) for every pretrained node; "
                          "needed by the built-in kd-mse and kd-joint")
-    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: a "
-                                      "local Ray)")
-    sp.add_argument("--no-ray", action="store_true", help="run sequentially in this process")
-    sp.add_argument("--gpus-per-run", type=float, default=0.0,
-                    help="GPUs per Ray task (fractions allowed; default 0)")
+    add_parallel_args(sp)
     sp.set_defaults(func=run)
 
 

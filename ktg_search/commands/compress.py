@@ -2,7 +2,7 @@
 students of several widths under MSE, the joint loss and as a GAN alone (compress.py)."""
 from __future__ import annotations
 
-from .common import add_training_args, base_recipe, recipe_line, train_config
+from .common import add_parallel_args, add_training_args, base_recipe, recipe_line, train_config
 
 
 def add_parser(sub) -> None:
@@ -30,11 +30,7 @@ def add_parser(sub) -> None:
     sp.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
     add_out_args(sp, "output folder (default ktg_runs/compress); an earlier compress "
                      "output of the same settings is resumed", default="ktg_runs/compress")
-    sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: a "
-                                      "local Ray)")
-    sp.add_argument("--no-ray", action="store_true", help="run sequentially in this process")
-    sp.add_argument("--gpus-per-run", type=float, default=0.0,
-                    help="GPUs per Ray task (fractions allowed; default 0)")
+    add_parallel_args(sp)
     sp.add_argument("--verbose", action="store_true",
                     help="a line per finished run (its best IS and time) under the status "
                          "line")

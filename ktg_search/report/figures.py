@@ -7,9 +7,10 @@ Edge `s -> t` (DESIGN.md): the arrow goes from s to t, the edge's loss trains t.
 """
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
+
+from ..files.pictures import plt, png  # noqa: F401 (the sections draw with them)
 
 # Gate colours: the paper's Fig. 8 draws through in black and positive linear in red.
 GATE_COLOURS = {"through": "#222222", "linear_up": "#d62728", "linear_down": "#1f77b4",
@@ -23,22 +24,6 @@ def gate_colour(gate: str) -> str:
     if gate in GATE_COLOURS:
         return GATE_COLOURS[gate]
     return _EXTRA_COLOURS[sum(map(ord, gate)) % len(_EXTRA_COLOURS)]
-
-
-def plt():
-    """matplotlib.pyplot on the Agg back end (files only: no display on a server)."""
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as pyplot
-    return pyplot
-
-
-def png(fig) -> bytes:
-    """`fig` as PNG bytes (110 dpi, tight box); the figure is closed."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt().close(fig)
-    return buf.getvalue()
 
 
 NODE_W, NODE_H, ARC_MARGIN = 1.0, 0.5, 0.42

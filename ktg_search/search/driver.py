@@ -231,7 +231,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
         if plan.recovered or plan.told:
             book.write()
     # baselines are not counted in num_trials (search/baselines.py)
-    new = max(0, cfg.num_trials - plan.searched_finished(book) - plan.searched_reruns())
+    new = max(0, cfg.num_trials - plan.searched - plan.searched_reruns())
     todo = new + len(plan.reruns)
     baselines = baselines_of(cfg) if cfg.baselines else []
     book.journal_start(cfg.num_trials, resumed)

@@ -32,20 +32,14 @@ class ResumePlan:
     recovered: int = 0                      # rows rebuilt from the journal
     told: int = 0                           # study trials finished from their rows
     reruns: list[Rerun] = field(default_factory=list)
-    baselines_finished: int = 0             # of `finished`: baselines (searched_finished)
-
-    def searched_finished(self, book: ResultsBook) -> int:
-        """Rows of searched trials (what counts towards num_trials; baselines do not)."""
-        self.baselines_finished = sum(1 for r in book.rows.values() if r.get("baseline"))
-        return len(book.rows) - self.baselines_finished
+    searched: int = 0                       # of `finished`: searched trials, not baselines
 
     def searched_reruns(self) -> int:
         return sum(1 for r in self.reruns if not (r.params or {}).get("baseline"))
 
     def line(self, name: str, planned: int) -> str:
         from_ckpt = sum(1 for r in self.reruns if r.checkpoints)
-        new = max(0, planned - (self.finished - self.baselines_finished) -
-                  self.searched_reruns())
+        new = max(0, planned - self.searched - self.searched_reruns())
         parts = [f"{self.finished} finished trial(s) kept"]
         if self.recovered:
             parts.append(f"{self.recovered} of them rebuilt from the journal")
@@ -88,7 +82,8 @@ def plan_resume(storage, study_name: str, book: ResultsBook, space,
         plan.reruns.append(Rerun(ft._trial_id, ft.number, tid, params, ckpts,
                                  set(ft.intermediate_values)))
     plan.finished = len(book.rows)
-    plan.searched_finished(book)
+    # what counts towards num_trials: baselines do not (search/baselines.py)
+    plan.searched = sum(1 for r in book.rows.values() if not r.get("baseline"))
     return plan
 
 

@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -127,12 +127,18 @@ def trial_config(space, ft) -> dict:
     """The config Tune ran a study trial with: `full_params`, and for a baseline its
     name, or (outside the space) its name and graph instead. ValueError when the trial
     lacks parameters (killed while Optuna stored them one by one)."""
+    return _config(ft.user_attrs, lambda: full_params(space, ft.params))
+
+
+def _config(attrs: dict, params: Callable[[], dict]) -> dict:
+    """A trial's config from its user attributes: a baseline outside the space carries
+    its graph and no parameter (`params` is not called); any other trial its
+    `params()`, a baseline's with its name added."""
     from .baselines import BASELINE, BASELINE_GRAPH
-    attrs = ft.user_attrs
     if BASELINE_GRAPH in attrs:
         return {BASELINE: attrs.get(BASELINE), BASELINE_GRAPH: attrs[BASELINE_GRAPH]}
-    params = full_params(space, ft.params)
-    return {**params, BASELINE: attrs[BASELINE]} if BASELINE in attrs else params
+    p = params()
+    return {**p, BASELINE: attrs[BASELINE]} if BASELINE in attrs else p
 
 
 # ---- the searcher ------------------------------------------------------------------------
@@ -193,14 +199,10 @@ class StudySearcher(OptunaSearch):
         space runs the graph it carries and records no parameter; any other trial runs
         the define-by-run space (which takes an enqueued trial's fixed parameters) and a
         baseline adds its name."""
-        from .baselines import BASELINE, BASELINE_GRAPH
         self._ot_trials[trial_id] = ot_trial
         ot_trial.set_user_attr(TRIAL_ATTR, trial_id)
-        attrs = ot_trial.user_attrs
-        if BASELINE_GRAPH in attrs:
-            return {BASELINE: attrs.get(BASELINE), BASELINE_GRAPH: attrs[BASELINE_GRAPH]}
-        params = self._suggest_from_define_by_run_func(self._space, ot_trial)
-        return {**params, BASELINE: attrs[BASELINE]} if BASELINE in attrs else params
+        return _config(ot_trial.user_attrs,
+                       lambda: self._suggest_from_define_by_run_func(self._space, ot_trial))
 
     def suggest(self, trial_id: str) -> dict | None:
         from . import failpoints

@@ -10,12 +10,12 @@ student's.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from ..files.pictures import plt as pyplot, png
 from ..files.fileio import TABLE_CSV, TABLE_MD, atomic_write_bytes, atomic_write_text
 from ..method.scoring import mean_std
 
@@ -73,24 +73,10 @@ def markdown(rows: list[dict], caption: str) -> str:
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
-
-
 def figure1(rows: list[dict]) -> bytes:
     """The paper's Fig. 1: IS and FID against the student's parameters (log x), one line
     per scheme with mean +- std over the seeds, the teacher as a horizontal line."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     teacher = rows[0]
     for ax, key, name in ((axes[0], "is", "IS (higher is better)"),
@@ -117,7 +103,7 @@ def figure1(rows: list[dict]) -> bytes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle("students by width: IS and FID against size (mean +- std over seeds)")
-    return _png(fig)
+    return png(fig)
 
 
 def _first_row(png_path: Path):
@@ -131,7 +117,7 @@ def _first_row(png_path: Path):
 
 def sample_grid(out: Path, jobs: list, width: int) -> bytes:
     """One row per scheme (its first seed's run, the sample grids' z), the teacher on top."""
-    plt = _plt()
+    plt = pyplot()
     rows = [("teacher", out / "samples_teacher.png")]
     seen = set()
     for j in jobs:
@@ -147,7 +133,7 @@ def sample_grid(out: Path, jobs: list, width: int) -> bytes:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    return _png(fig)
+    return png(fig)
 
 
 def write_outputs(out: Path, jobs: list, teacher: dict, config) -> tuple[Any, str]:
