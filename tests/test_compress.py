@@ -266,3 +266,25 @@ def test_train_table_shows_the_students_vol_over_the_teachers(study):
     gan = RunSummary(**json.loads((out / "gan-w2" / "seed0" / "summary.json").read_text()))
     assert "of the teacher's" not in seed_table(Graph.load(out / "gan-w2" / "seed0" /
                                                            "graph.json"), [gan])
+
+
+def test_pretrain_takes_a_presets_recipe_under_the_flags(tmp_path, capsys):
+    """`ktg pretrain --preset digits`: the teacher trains with the preset's recipe (read
+    here from the preset file itself), the flags given still win."""
+    preset = json.loads((Path(__file__).resolve().parents[1] / "ktg_search" / "search"
+                         / "presets" / "digits.json").read_text())["train"]
+    path = tmp_path / "t.pt"
+    assert ktg(["pretrain", "--model", "dcgan-w8", "--preset", "digits", "-o", str(path),
+                *TINY_ARGS]) == 0
+    assert "recipe: preset digits; flags override:" in capsys.readouterr().out
+    cfg = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    given = {"d_width": 8, "epochs": 1, "eval_samples": 40, "fid": False}
+    for key in ("d_loss_weighting", "discriminator", "lr_g", "lr_d", "beta1", "beta2",
+                "ema_decay", "ema_start", "transfer_scale"):
+        assert cfg[key] == preset[key], key
+    for key, value in given.items():
+        assert cfg[key] == value and preset[key] != value, key
+    assert ktg(["pretrain", "--model", "dcgan-w8", "--preset", "nope", "-o",
+                str(tmp_path / "u.pt"), *TINY_ARGS]) == 2
+    assert "--preset 'nope' is unknown; valid: " in capsys.readouterr().err
+    assert not (tmp_path / "u.pt").exists()

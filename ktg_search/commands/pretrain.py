@@ -1,7 +1,7 @@
 """`ktg pretrain --model M`: a teacher generator for the distillation graphs."""
 from __future__ import annotations
 
-from .common import add_training_args, train_config
+from .common import add_training_args, base_recipe, recipe_line, train_config
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                     "that `ktg compare --teacher` passes to kd-mse / kd-joint).")
     sp.add_argument("--model", required=True, choices=registry.GENERATORS.names(),
                     help="generator model key")
-    add_training_args(sp)
+    add_training_args(sp, preset=True)
     add_out_args(sp, "checkpoint file to write", required=True)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--keep", choices=EPOCH_RULES, default="best",
@@ -25,7 +25,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..results.runs import pretrain
-    cfg = train_config(args, args.seed)
+    # the same precedence as `ktg train`: flags > --preset > the training defaults, so a
+    # teacher and its students (`ktg compress --preset`) can share one recipe by name
+    recipe, source = base_recipe(args)
+    print(recipe_line(source, args))
+    cfg = train_config(args, args.seed, recipe)
     info = pretrain(args.model, cfg, args.out, keep=args.keep, force=args.force)
     which = (f"best epoch {info['best_epoch']}, IS {info['best_is']:.3f}" if args.keep ==
              "best" else f"last epoch {info['epochs']}, IS {info['last_is']:.3f}")
