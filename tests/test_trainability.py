@@ -3,6 +3,7 @@ the real Trainer, and the trainable count of a space against enumeration."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import optuna
 import pytest
@@ -214,3 +215,32 @@ def test_validate_warns_with_the_reason(tmp_path, capsys):
     assert "0 -> 1 (linear_up)" in out and "D -> 1 is cutoff" in out
     assert main(["validate", "mad-gan-3"]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tpe_told_pruned_learns_to_avoid_untrainable_graphs(seed):
+    """What the search tells Optuna for an untrainable graph (no value: `study.tell`
+    with PRUNED) steers TPE away from the region; the random sampler keeps drawing it at
+    the space's rate. Scores of trainable graphs are noise here, so whatever TPE learns
+    comes from the pruned trials alone."""
+    import random
+
+    from ktg_search.search.study import tell
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_preset("digits").space
+    share = 1 - spec.trainable_size() / spec.size()
+    late = {}
+    for name, sampler in (("random", optuna.samplers.RandomSampler(seed=seed)),
+                          ("tpe", optuna.samplers.TPESampler(seed=seed))):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        noise, dead = random.Random(seed), []
+        for _ in range(200):
+            trial = study.ask()
+            fixed = spec.define_by_run(trial)  # samples first: trial.params fills here
+            graph = spec.graph({**trial.params, **fixed})
+            dead.append(untrainable_reason(graph) is not None)
+            tell(study, trial, math.nan if dead[-1] else noise.uniform(1, 6), False)
+        assert sum(t.state.name == "PRUNED" for t in study.trials) == sum(dead)
+        late[name] = sum(dead[100:]) / 100
+    assert late["random"] == pytest.approx(share, abs=0.15), late
+    assert late["tpe"] < share / 2, late
