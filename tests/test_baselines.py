@@ -100,11 +100,11 @@ def test_the_sentence_compares_the_best_searched_graph_with_the_best_baseline():
     # its own result); 4 searched trials
     assert searching_paid(rows) == (
         "Searching paid: the best searched graph (s1, objective 5.000) beats the best "
-        "baseline (dcgan-sn, 4.800) by +0.200; 1 of 4 searched trials beat every baseline.")
+        "baseline (dcgan-sn, 4.800) by 0.200; 1 of 4 searched trials beat every baseline.")
     rows[0]["objective"] = 4.7
     assert searching_paid(rows) == (
         "Searching did not pay: the best searched graph (s1, objective 4.700) trails the "
-        "best baseline (dcgan-sn, 4.800) by -0.100; 0 of 4 searched trials beat every "
+        "best baseline (dcgan-sn, 4.800) by 0.100; 0 of 4 searched trials beat every "
         "baseline.")
     assert searching_paid([r for r in rows if not r["baseline"]]) is None
     assert "Not known yet: no baseline has an objective" in searching_paid(

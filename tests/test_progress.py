@@ -132,3 +132,22 @@ def test_a_search_whose_every_trial_fails_exits_non_zero(ray_session, tmp_path, 
     df = load_results(tmp_path / "f")
     # the second trial samples the same graph; its original failed, so it trains it
     assert list(df.status) == ["error", "error"]
+
+
+def test_an_untrainable_trial_line_names_its_dead_nodes_only():
+    """The reason of a graph with two dead nodes is hundreds of characters; the trial line
+    names the nodes and points at the table, which keeps the whole reason."""
+    from ktg_search.method.graph import Graph
+    from ktg_search.method.trainability import untrainable_reason
+    from ktg_search.search.progress import trial_line
+    graph = Graph.build(["dcgan-small"] * 3, {("D", 0): "through", (0, 1): "through",
+                                              (2, 1): "linear_up", (0, 2): "through"})
+    reason = untrainable_reason(graph)
+    assert reason.count("learns only") == 2 and len(reason) > 300
+    row = {"trial_id": "abc12345", "status": "untrainable", "epochs": 0,
+           "objective": float("nan"), "error": reason}
+    line = trial_line(row, 16, 3)
+    assert line == ("[3/16] abc12345  untrainable  epochs 0  objective -  (nodes 1, 2: "
+                    "output layer never trained; the full reason is in the results table)")
+    error = {**row, "status": "error", "error": "CUDA out of memory"}  # others: as they are
+    assert trial_line(error, 16, 3).endswith("  (CUDA out of memory)")

@@ -64,7 +64,7 @@ def searching_paid(rows: Iterable[dict[str, Any]]) -> str | None:
     else:
         verdict, verb = ("Searching paid", "beats") if diff > 0 else \
             ("Searching did not pay", "trails")
-    by = "" if verb == "ties" else f" by {diff:+.3f}"
+    by = "" if verb == "ties" else f" by {abs(diff):.3f}"  # the verb gives the sign
     return (f"{verdict}: the best searched graph ({s['trial_id']}, objective "
             f"{_score(s):.3f}) {verb} the best baseline ({_baseline(b)}, "
             f"{_score(b):.3f}){by}; {beat} of {len(searched)} searched "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -70,11 +71,24 @@ def snapshot(book: ResultsBook, planned: int, running: int, start: float,
                     elapsed_s=elapsed, eta_s=eta if finished < planned else 0.0)
 
 
+def short_reason(status: str, reason: str) -> str:
+    """The trial line's words for why a trial did not train. An untrainable graph's
+    reason names every edge of every dead node (several hundred characters for k = 3); the
+    line names the dead nodes only, and the whole reason stays in the results table's
+    `error` column (`ktg query RUN --where "status == 'untrainable'"`)."""
+    nodes = re.findall(r"node (\d+) learns only", reason) if status == "untrainable" else []
+    if not nodes:
+        return reason
+    which = f"node {nodes[0]}" if len(nodes) == 1 else f"nodes {', '.join(nodes)}"
+    return f"{which}: output layer never trained; the full reason is in the results table"
+
+
 def trial_line(row: dict, planned: int, finished: int) -> str:
     obj = row.get("objective")
     obj = f"{obj:.3f}" if isinstance(obj, (int, float)) and math.isfinite(obj) else "-"
     extra = f" of {row['duplicate_of']}" if row.get("duplicate_of") else ""
-    err = f"  ({row['error']})" if row.get("error") else ""
+    err = (f"  ({short_reason(str(row.get('status')), str(row['error']))})"
+           if row.get("error") else "")
     base = f"  baseline {row['baseline']}" if row.get("baseline") else ""
     return (f"[{finished}/{planned}] {row['trial_id']}  {row['status']:<9}{extra}  "
             f"epochs {row.get('epochs', 0)}  objective {obj}{base}{err}")
