@@ -17,6 +17,7 @@ in the short windows that matter (between two writes), every time. The points:
     row-journaled  the row appended to the journal, before the parquet tables
     tables-written the parquet tables rewritten after a finished trial
     final          every trial done, before the final tables and summary
+    compress-run   `ktg compress --no-ray`: a run's folder written, before the next run
 """
 from __future__ import annotations
 

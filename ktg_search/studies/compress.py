@@ -38,6 +38,7 @@ from ..method.teachers import check_fit, load_pretrained
 from ..method.evaluation import data_and_evaluator
 from ..method.trainconfig import recipe_of
 from ..registry import WIDTHS
+from ..search import failpoints
 from .compare import _train_task, _write_run, is_run_folder
 from .compress_status import StatusLine
 
@@ -220,6 +221,7 @@ def _run_sequential(jobs: list[Job], config, data, evaluator, status: StatusLine
                       evaluator=evaluator)
             _write_run({p.name: p.read_bytes() for p in run.iterdir() if p.is_file()},
                        job.run_dir)
+        failpoints.hit("compress-run")  # the kill test's point: this run written, no next
         status.finished_run(job)
 
 
