@@ -210,6 +210,16 @@ def train_config(args, seed: int, recipe: dict | None = None):
     return cfg
 
 
+def recipe_config(args, seed: int):
+    """The TrainConfig of a command whose recipe is `--preset` and flags only (compare,
+    compress, pretrain: a graph's own recipe does not apply), after printing which recipe
+    it is and what the flags override."""
+    base, source = base_recipe(args)
+    cfg = train_config(args, seed, base)
+    print(recipe_line(source, args))
+    return cfg
+
+
 def add_parallel_args(sp) -> None:
     """The flags of a command that fans runs out on Ray (`compare`, `compress`)."""
     sp.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: a "

@@ -2,7 +2,7 @@
 mean +- std over seeds per graph (compare.py)."""
 from __future__ import annotations
 
-from .common import add_parallel_args, add_training_args, base_recipe, recipe_line, train_config
+from .common import add_parallel_args, add_training_args, recipe_config
 from .train import travel_line
 
 
@@ -43,9 +43,7 @@ def run(args) -> int:
         g = resolve_graph(spec)
         if g.recipe is not None:
             recipes[spec] = check_recipe(g.recipe, where=f"{spec}: recipe")
-    base, source = base_recipe(args)
-    cfg = train_config(args, args.seed0, base)
-    print(recipe_line(source, args))
+    cfg = recipe_config(args, args.seed0)
     for spec, recipe in recipes.items():   # graphs searched on another data set or size
         line = travel_line(spec, recipe, cfg, None)
         if line:

@@ -2,7 +2,7 @@
 students of several widths under MSE, the joint loss and as a GAN alone (compress.py)."""
 from __future__ import annotations
 
-from .common import add_parallel_args, add_training_args, base_recipe, recipe_line, train_config
+from .common import add_parallel_args, add_training_args, recipe_config
 
 
 def add_parser(sub) -> None:
@@ -40,13 +40,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..studies.compress import compress, parse_schemes, parse_widths
     widths, schemes = parse_widths(args.widths), parse_schemes(args.schemes)
-    base, source = base_recipe(args)
-    cfg = train_config(args, args.seed0, base)
-    print(recipe_line(source, args))
-    if not 0 <= args.gpus_per_run <= 64:
-        from ..errors import KtgError
-        raise KtgError(f"The value of `--gpus-per-run` is {args.gpus_per_run}, but must be "
-                       f"a number with 0 <= --gpus-per-run <= 64")
+    cfg = recipe_config(args, args.seed0)
     result = compress(args.teacher, cfg, args.out, widths, seeds=args.seeds,
                       seed0=args.seed0, schemes=schemes, use_ray=not args.no_ray,
                       address=args.address, gpus_per_run=args.gpus_per_run,

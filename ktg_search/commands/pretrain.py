@@ -1,7 +1,7 @@
 """`ktg pretrain --model M`: a teacher generator for the distillation graphs."""
 from __future__ import annotations
 
-from .common import add_training_args, base_recipe, recipe_line, train_config
+from .common import add_training_args, recipe_config
 
 
 def add_parser(sub) -> None:
@@ -27,9 +27,7 @@ def run(args) -> int:
     from ..results.runs import pretrain
     # the same precedence as `ktg train`: flags > --preset > the training defaults, so a
     # teacher and its students (`ktg compress --preset`) can share one recipe by name
-    recipe, source = base_recipe(args)
-    print(recipe_line(source, args))
-    cfg = train_config(args, args.seed, recipe)
+    cfg = recipe_config(args, args.seed)
     info = pretrain(args.model, cfg, args.out, keep=args.keep, force=args.force)
     which = (f"best epoch {info['best_epoch']}, IS {info['best_is']:.3f}" if args.keep ==
              "best" else f"last epoch {info['epochs']}, IS {info['last_is']:.3f}")

@@ -30,6 +30,8 @@ Trainer on every built-in graph and on 200 random graphs of each preset's space.
 """
 from __future__ import annotations
 
+import re
+
 from ..registry import GATES, transfer_layers
 from .graph import Graph
 
@@ -73,6 +75,16 @@ def output_dead_nodes(graph: Graph) -> dict[int, str]:
                   f"generator blocks {', '.join(map(str, layers))} before the output layer, "
                   f"so node {t}'s output layer never gets a gradient")
     return out
+
+
+# output_dead_nodes' wording, read back by dead_nodes_named: keep the two together
+_DEAD_NODE = re.compile(r"node (\d+) learns only from ")
+
+
+def dead_nodes_named(reason: str) -> list[int]:
+    """The nodes an untrainable reason (as written above, also when read back from a
+    results table) names as output-dead, in order; for lines too short for the reason."""
+    return [int(n) for n in _DEAD_NODE.findall(reason)]
 
 
 def untrainable_reason(graph: Graph) -> str | None:

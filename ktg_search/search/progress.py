@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
 from typing import IO
 
+from ..method.trainability import dead_nodes_named
 from ..results.book import ResultsBook
 
 
@@ -76,10 +76,10 @@ def short_reason(status: str, reason: str) -> str:
     reason names every edge of every dead node (several hundred characters for k = 3); the
     line names the dead nodes only, and the whole reason stays in the results table's
     `error` column (`ktg query RUN --where "status == 'untrainable'"`)."""
-    nodes = re.findall(r"node (\d+) learns only", reason) if status == "untrainable" else []
+    nodes = dead_nodes_named(reason) if status == "untrainable" else []
     if not nodes:
         return reason
-    which = f"node {nodes[0]}" if len(nodes) == 1 else f"nodes {', '.join(nodes)}"
+    which = f"node {nodes[0]}" if len(nodes) == 1 else f"nodes {', '.join(map(str, nodes))}"
     return f"{which}: output layer never trained; the full reason is in the results table"
 
 

@@ -212,6 +212,18 @@ def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
         bar.update(1)
 
 
+
+def check_gpus_per_run(gpus_per_run: float, device: str, use_ray: bool) -> None:
+    """The GPUs each Ray task asks for (`--gpus-per-run` of compare and compress): in
+    [0, 64], and not 0 for a CUDA device on Ray (Ray hides GPUs from tasks that ask for
+    none, so the run would fail on the worker instead of here)."""
+    if not 0 <= gpus_per_run <= 64:  # also false for NaN
+        raise KtgError(f"The value of `--gpus-per-run` is {gpus_per_run}, but must be a "
+                       f"number with 0 <= --gpus-per-run <= 64")
+    if use_ray and device.startswith("cuda") and not gpus_per_run:
+        raise KtgError(f"--device {device} on Ray needs --gpus-per-run > 0 (Ray hides "
+                       f"GPUs from tasks that ask for none); or use --device auto")
+
 def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: int = 0,
             eval_at: str = "best", teacher: str | Path | None = None, use_ray: bool = True,
             address: str | None = None, gpus_per_run: float = 0.0,
@@ -230,12 +242,7 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 1000:
         raise KtgError(f"The value of `--seeds` is {seeds!r}, but must be an integer, "
                        f"`--seeds >= 1` and <= 1000")
-    if not 0 <= gpus_per_run <= 64:  # also false for NaN
-        raise KtgError(f"The value of `--gpus-per-run` is {gpus_per_run}, but must be a "
-                       f"number with 0 <= --gpus-per-run <= 64")
-    if use_ray and config.device.startswith("cuda") and not gpus_per_run:
-        raise KtgError(f"--device {config.device} on Ray needs --gpus-per-run > 0 (Ray hides "
-                       f"GPUs from tasks that ask for none); or use --device auto")
+    check_gpus_per_run(gpus_per_run, config.device, use_ray)
     pairs = load_graphs(list(graphs), teacher)
     from ..data.loading import check_dataset_name
     check_dataset_name(config.dataset)

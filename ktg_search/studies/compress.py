@@ -39,7 +39,7 @@ from ..method.evaluation import data_and_evaluator
 from ..method.trainconfig import recipe_of
 from ..registry import WIDTHS
 from ..search import failpoints
-from .compare import _train_task, _write_run, is_run_folder
+from .compare import _train_task, _write_run, check_gpus_per_run, is_run_folder
 from .compress_status import StatusLine
 
 SCHEMES = {"mse": "kd-mse", "joint": "kd-joint", "gan": "dcgan-sn"}
@@ -294,9 +294,7 @@ def compress(teacher: str | Path | None, config, out: str | Path, widths: list[i
     from . import compress_table
     t0 = time.perf_counter()
     schemes = list(schemes or SCHEMES)
-    if use_ray and config.device.startswith("cuda") and not gpus_per_run:
-        raise KtgError(f"--device {config.device} on Ray needs --gpus-per-run > 0 (Ray hides "
-                       f"GPUs from tasks that ask for none); or use --device auto")
+    check_gpus_per_run(gpus_per_run, config.device, use_ray)
     path, model, data, evaluator, settings = prepare(teacher, config, schemes, widths,
                                                      seeds, seed0, use_ray)
     out, resuming = open_output(out, settings, force)
