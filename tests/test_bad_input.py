@@ -199,6 +199,12 @@ def test_bench_steps_are_bounded(capsys):
         refused(code, err, "--steps")
 
 
+def test_bench_case_must_be_a_known_case(capsys):
+    code, out, err = ktg(["bench", "--case", "digits-32", "--case", "cifar-32"], capsys)
+    refused(code, err, "cifar-32", "--case", "digits-32-recipe-uniform", "digits-16")
+    assert out == ""  # refused before any timing
+
+
 # ---- one set of flags (issue 11) --------------------------------------------------------------
 def test_every_writing_command_takes_o_out_and_the_old_spelling():
     parser = build_parser()
