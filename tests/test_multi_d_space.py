@@ -1,6 +1,8 @@
 """The search space with several discriminators (issue 20): sizes, sampling, columns."""
 from __future__ import annotations
 
+import itertools
+
 import optuna
 import pytest
 
@@ -30,6 +32,48 @@ def test_size_counts_every_d_edge_and_regroup_choice():
     cols = s.edge_columns()
     assert {"gate_D_0", "gate_D0_0", "gate_D2_1", "gate_0_1"} <= set(cols)
     assert cols.index("gate_0_1") > max(cols.index(c) for c in cols if is_d_column(c))
+
+
+def _enumerate_trainable(k: int, m: int, gates: tuple[str, ...], transfer: str) -> int:
+    """Every gate assignment of the m D edges and k(k-1) transfer edges, made into the
+    graph the search would train (idle Ds dropped) and judged by the rule itself."""
+    from ktg_search.method.graph import Graph
+    from ktg_search.method.params import edge_param
+    from ktg_search.method.trainability import untrainable_reason
+    edges = Graph.edge_list(k, m)
+    fixed = {f"model_{i}": "dcgan-small" for i in range(k)} | {"transfer": transfer,
+                                                                "discriminators": m}
+    n = 0
+    for combo in itertools.product(gates, repeat=len(edges)):
+        params = fixed | {edge_param(s, t): g for (s, t), g in zip(edges, combo)}
+        n += untrainable_reason(graph_from_params(params, k)) is None
+    return n
+
+
+@pytest.mark.parametrize("k,m,gates,transfer", [
+    (2, 2, ("through", "cutoff", "linear_up"), "feature_out"),
+    (2, 3, ("through", "cutoff"), "image"),
+    (3, 2, ("cutoff", "through"), "feature_in"),
+    (2, 2, ("through", "linear_down"), "feature_out"),  # no blocking gate
+])
+def test_trainable_count_with_several_ds_equals_enumeration(k, m, gates, transfer):
+    from ktg_search.method.trainability import trainable_gate_count
+    assert trainable_gate_count(k, gates, transfer, m) == \
+        _enumerate_trainable(k, m, gates, transfer)
+
+
+def test_trainable_size_and_printed_formula_count_every_m():
+    s = SpaceSpec(k=2, gates=("through", "cutoff"), discriminators=[1, 2],
+                  regroup=[False, True], models=("dcgan-small", "dcgan-medium"))
+    # feature_out, by the equation: a node has m D edges and 1 transfer edge; it learns
+    # with some D edge on (2^m - 1) * 2 ways, or not at all (1 way); less the all-cut graph
+    m1 = (1 + 1 * 2) ** 2 - 1
+    m2 = (1 + 3 * 2) ** 2 - 1
+    assert s.trainable_size() == 2 * (m1 + 2 * m2)  # 2 models for node 1, 2 regroup choices
+    assert s.size() == 2 * (2 ** 4 + 2 * 2 ** 6)
+    assert s.size_formula().endswith("= 2^1 * (2^4 + 2 * 2^6)")
+    assert "sum over m in [1, 2]" in s.size_formula()
+    assert SpaceSpec(k=3).size_formula() == "M^(k-1) * G^(k^2) = 1^2 * 4^9"
 
 
 def test_sampling_several_ds_gives_gated_d_edges():

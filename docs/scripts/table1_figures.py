@@ -1,13 +1,15 @@
 """Table 1's columns from a `ktg compare` folder, read from the runs' metrics.csv alone.
 
-    python docs/scripts/table1_figures.py OUT GRAPH [GRAPH ...]
+    python docs/scripts/table1_figures.py OUT GRAPH [GRAPH ...] [--link LO:HI ...]
 
 Per graph, over its seeds (OUT/<graph>/seed<N>/metrics.csv), mean +- std of:
   IS @ 8, @ 16, @ 30  the best IS of any generator over the epochs up to 8, 16, 30;
   weakest G @ 30      the lowest, over the generators, of each one's best IS up to 30;
   mixture             the best `is_mix` (the images of all generators) over the epochs.
-Then the paper's ordering, link by link along the GRAPH order given: the difference of
-the means at 30 and that difference in pooled std, sqrt(std_a^2 + std_b^2).
+Then the paper's ordering, link by link along the GRAPH order given (or the links named
+by --link LO:HI, e.g. a method against its base): the difference of the means at 30, of
+the best generator's IS and of the mixture's (a one-generator graph's own IS standing in
+for its mixture), and each in pooled std, sqrt(std_a^2 + std_b^2).
 """
 from __future__ import annotations
 
@@ -54,8 +56,22 @@ def _ms(vals: list[float]) -> str:
     return f"{statistics.fmean(vals):.2f} ± {sd:.2f}"
 
 
+def _link(rows: dict, lo: str, hi: str, col: str) -> str:
+    # a one-generator graph's mixture is its generator: its best IS stands in
+    a, b = (rows[g][col] or rows[g]["@30"] for g in (lo, hi))
+    if len(a) < 2 or len(b) < 2:
+        return "- | -"
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    pooled = math.hypot(statistics.stdev(a), statistics.stdev(b))
+    return f"{diff:+.2f} | {diff / pooled:+.1f}"
+
+
 def main() -> None:
-    out, graphs = Path(sys.argv[1]), sys.argv[2:]
+    args = sys.argv[1:]
+    links = [tuple(args[i + 1].split(":", 1)) for i, a in enumerate(args) if a == "--link"]
+    args = [a for i, a in enumerate(args) if a != "--link" and (i == 0 or args[i - 1] != "--link")]
+    out, graphs = Path(args[0]), args[1:]
+    links = links or list(zip(graphs, graphs[1:]))
     rows = {g: figures(_runs(out, g)) for g in graphs}
     print("| graph | seeds | IS @ 8 | IS @ 16 | IS @ 30 (best G) | weakest G @ 30 | IS (mixture) |")
     print("|---|---|---|---|---|---|---|")
@@ -63,13 +79,10 @@ def main() -> None:
         print(f"| {g} | {len(f['@30'])} | {_ms(f['@8'])} | {_ms(f['@16'])} | "
               f"**{_ms(f['@30'])}** | {_ms(f['weakest'])} | {_ms(f['mix'])} |")
     print()
-    print("| link | difference | in pooled std |")
-    print("|---|---|---|")
-    for lo, hi in zip(graphs, graphs[1:]):
-        a, b = rows[lo]["@30"], rows[hi]["@30"]
-        diff = statistics.fmean(b) - statistics.fmean(a)
-        pooled = math.hypot(statistics.stdev(a), statistics.stdev(b))
-        print(f"| {lo} <= {hi} | {diff:+.2f} | {diff / pooled:+.1f} |")
+    print("| link | best G: difference | in pooled std | mixture: difference | in pooled std |")
+    print("|---|---|---|---|---|")
+    for lo, hi in links:
+        print(f"| {lo} <= {hi} | {_link(rows, lo, hi, '@30')} | {_link(rows, lo, hi, 'mix')} |")
 
 
 if __name__ == "__main__":

@@ -100,19 +100,24 @@ def is_trainable(graph: Graph) -> bool:
     return untrainable_reason(graph) is None
 
 
-def trainable_gate_count(k: int, gates: tuple[str, ...], transfer: str) -> int:
-    """How many of the G^(k^2) gate assignments of a k-node graph are trainable, exactly,
-    by counting node by node (each edge enters exactly one node, so nodes are
-    independent). With B blocking gates among the G (0 or 1: cutoff), a node's k incoming
-    edges (its D edge and k - 1 transfer edges) may be:
-      - all blocked (the node does not learn): B^k ways;
-      - image transfer: any of the other G^k - B^k ways;
-      - feature transfer: D edge not blocked, the rest anything: (G - B) * G^(k-1) ways.
-    The product over the k nodes, less the B^(k^2) graphs in which no node learns."""
+def trainable_gate_count(k: int, gates: tuple[str, ...], transfer: str, m: int = 1) -> int:
+    """How many of the G^(m k + k(k-1)) gate assignments of a k-node graph with m
+    discriminators are trainable, exactly, by counting node by node (each edge enters
+    exactly one node, so nodes are independent). With B blocking gates among the G (0 or
+    1: cutoff), a node's n = m + k - 1 incoming edges (its m D edges and k - 1 transfer
+    edges) may be:
+      - all blocked (the node does not learn): B^n ways;
+      - image transfer: any of the other G^n - B^n ways;
+      - feature transfer: some D edge not blocked, the rest anything:
+        (G^m - B^m) * G^(k-1) ways.
+    The product over the k nodes, less the B^(k n) graphs in which no node learns. A
+    sampled D that faces no generator is dropped (params.graph_from_params), which
+    changes no node's edges, so the count holds for the sampled assignments."""
     g = len(gates)
     b = sum(1 for x in gates if _blocks(x))
+    n = m + k - 1
     if transfer_layers(transfer) is None:
-        per_node = g ** k
+        per_node = g ** n
     else:
-        per_node = b ** k + (g - b) * g ** (k - 1)
-    return per_node ** k - b ** (k * k)
+        per_node = b ** n + (g ** m - b ** m) * g ** (k - 1)
+    return per_node ** k - b ** (k * n)

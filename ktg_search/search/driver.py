@@ -216,11 +216,7 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     storage = open_optuna_storage(storage_url)
     book = ResultsBook(run_dir, cfg, mirror=tune_path if is_uri(tune_path) else None)
     print(f"search {name}: k={space.k}, {len(space.gates)} gates, {len(space.models)} "
-          f"model(s), space size M^(k-1) * G^(k^2) = {len(space.models)}^{space.k - 1} * "
-          f"{len(space.gates)}^{space.k ** 2}" +
-          (f" * {len(space.transfer)} transfer kinds" if len(space.transfer) > 1 else "") +
-          (f" * {len(space.alpha_values)} alphas" if len(space.alpha_values) > 1 else "") +
-          f" = {space.size():,} graphs, {space.trainable_size():,} of them trainable "
+          f"model(s), space size {space.size_formula()} = {space.size():,} graphs, {space.trainable_size():,} of them trainable "
           f"(the search trains no other: docs/untrainable.md); {cfg.num_trials} trials; "
           f"run dir {run_dir}",
           file=out, flush=True)

@@ -147,13 +147,32 @@ class SpaceSpec:
 
     def trainable_size(self) -> int:
         """How many of the `size()` graphs are trainable (method/trainability.py), exactly:
-        for each transfer kind, the node-by-node count `trainable_gate_count` (checked
-        against enumeration in tests/test_trainability.py), times M^(k-1) models and the
-        alphas. Models and alpha do not change where gradients go."""
+        for each transfer kind and each m, the node-by-node count `trainable_gate_count`
+        (checked against enumeration in tests/test_trainability.py) times the regroup
+        choices for m >= 2, times M^(k-1) models and the alphas. Models, alpha and
+        regrouping do not change where gradients go."""
         from ..method.trainability import trainable_gate_count
         per_models = len(self.models) ** (self.k - 1) * len(self.alpha_values)
-        return per_models * sum(trainable_gate_count(self.k, self.gates, t)
-                                for t in self.transfer)
+        return per_models * sum(trainable_gate_count(self.k, self.gates, t, m)
+                                * (len(self.regroup) if m > 1 else 1)
+                                for t in self.transfer for m in self.discriminators)
+
+    def size_formula(self) -> str:
+        """`size()` as the printed equation, with this space's numbers in it."""
+        k, g = self.k, len(self.gates)
+        if list(self.discriminators) == [1]:
+            text = f"M^(k-1) * G^(k^2) = {len(self.models)}^{k - 1} * {g}^{k * k}"
+        else:
+            terms = [(f"{len(self.regroup)} * " if m > 1 and len(self.regroup) > 1 else "")
+                     + f"{g}^{m * k + k * (k - 1)}" for m in sorted(self.discriminators)]
+            text = (f"M^(k-1) * sum over m in {sorted(self.discriminators)} of "
+                    f"G^(m k + k(k-1)) (x regroup choices for m >= 2) = "
+                    f"{len(self.models)}^{k - 1} * ({' + '.join(terms)})")
+        if len(self.transfer) > 1:
+            text += f" * {len(self.transfer)} transfer kinds"
+        if len(self.alpha_values) > 1:
+            text += f" * {len(self.alpha_values)} alphas"
+        return text
 
     def define_by_run(self, trial) -> dict:
         """Optuna define-by-run: sample one graph; return the fixed values beside it."""
