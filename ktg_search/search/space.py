@@ -128,11 +128,15 @@ class SpaceSpec:
         """The transfer weights the search draws from: `alphas`, or `alpha` alone."""
         return self.alphas or (self.alpha,)
 
+    def _regroup_choices(self, m: int) -> int:
+        """How many regroup settings a graph with m discriminators can take (one D: none)."""
+        return len(self.regroup) if m > 1 else 1
+
     def size(self) -> int:
         """M^(k-1) * sum over m of G^(m k + k(k-1)) (G^(k^2) for one D) times the regroup
         choices when m >= 2, times the number of transfer kinds and of alphas searched."""
         k, n_gates = self.k, len(self.gates)
-        graphs = sum(n_gates ** (m * k + k * (k - 1)) * (len(self.regroup) if m > 1 else 1)
+        graphs = sum(n_gates ** (m * k + k * (k - 1)) * self._regroup_choices(m)
                      for m in self.discriminators)
         return len(self.models) ** (k - 1) * graphs * len(self.transfer) * \
             len(self.alpha_values)
@@ -154,7 +158,7 @@ class SpaceSpec:
         from ..method.trainability import trainable_gate_count
         per_models = len(self.models) ** (self.k - 1) * len(self.alpha_values)
         return per_models * sum(trainable_gate_count(self.k, self.gates, t, m)
-                                * (len(self.regroup) if m > 1 else 1)
+                                * self._regroup_choices(m)
                                 for t in self.transfer for m in self.discriminators)
 
     def size_formula(self) -> str:
@@ -163,7 +167,7 @@ class SpaceSpec:
         if list(self.discriminators) == [1]:
             text = f"M^(k-1) * G^(k^2) = {len(self.models)}^{k - 1} * {g}^{k * k}"
         else:
-            terms = [(f"{len(self.regroup)} * " if m > 1 and len(self.regroup) > 1 else "")
+            terms = [(f"{self._regroup_choices(m)} * " if self._regroup_choices(m) > 1 else "")
                      + f"{g}^{m * k + k * (k - 1)}" for m in sorted(self.discriminators)]
             text = (f"M^(k-1) * sum over m in {sorted(self.discriminators)} of "
                     f"G^(m k + k(k-1)) (x regroup choices for m >= 2) = "
