@@ -286,3 +286,49 @@ def test_pretrain_takes_a_presets_recipe_under_the_flags(tmp_path, capsys):
                 str(tmp_path / "u.pt"), *TINY_ARGS]) == 2
     assert "--preset 'nope' is unknown; valid: " in capsys.readouterr().err
     assert not (tmp_path / "u.pt").exists()
+
+
+def _row(scheme, width, comp, is_, is_sd, vol=float("nan"), vol_sd=float("nan")):
+    return {"scheme": scheme, "width": width, "params": round(1000 / comp),
+            "compression": comp, "is_mean": is_, "is_std": is_sd, "fid_mean": 1.0,
+            "fid_std": 0.1, "vol_ratio_mean": vol, "vol_ratio_std": vol_sd}
+
+
+def test_the_studys_answers_from_hand_made_rows():
+    """The three answers on rows whose figures are worked out by hand: the 80% crossing
+    linear in log(ratio), the pooled-std verdicts of students against the GAN and of joint
+    against MSE by VoL."""
+    from ktg_search.studies.compress_table import answers, keep_point
+    rows = [_row("teacher", 64, 1.0, 10.0, float("nan"), 1.0),
+            _row("mse", 16, 10.0, 9.0, 0.1, 0.90, 0.01),
+            _row("joint", 16, 10.0, 9.5, 0.0, 0.95, 0.02),
+            _row("gan", 16, 10.0, 8.0, 0.3),
+            _row("mse", 8, 100.0, 8.5, 0.1, 0.90, 0.01),
+            _row("joint", 8, 100.0, 7.5, 0.0, 0.91, 0.02),
+            _row("gan", 8, 100.0, 8.4, 0.3),
+            _row("mse", 4, 1000.0, 6.0, 0.1),
+            _row("gan", 4, 1000.0, 6.2, 0.0)]
+    # mse keeps 8.0 = 0.8 * 10 at 100:1 (8.5), not at 1000:1 (6.0):
+    # log10 r = 2 + (8 - 8.5) / (6 - 8.5) = 2.2; joint: 1 + (8 - 9.5) / (7.5 - 9.5) = 1.75
+    mse, joint = keep_point(rows, "mse"), keep_point(rows, "joint")
+    assert mse["crossing"] == pytest.approx(10 ** 2.2, rel=1e-9)
+    assert joint["crossing"] == pytest.approx(10 ** 1.75, rel=1e-9)
+    assert (mse["last_kept"][2], mse["first_lost"][2]) == (8, 4)
+    said = answers(rows)
+    assert len(said) == 4
+    assert "mse up to 100:1 (d=8, 85%), below at 1,000:1 (d=4, 60%); crossing ~158:1" in said[0]
+    assert "joint up to 10:1 (d=16, 95%), below at 100:1 (d=8, 75%); crossing ~56:1" in said[0]
+    # mse - gan: 1 / hypot(.1, .3) = 3.16; 0.1 / 0.316 = 0.32; -0.2 / 0.1 = -2
+    assert "at 1 of 3 widths (in pooled std: d=16 +3.2, d=8 +0.3, d=4 -2.0)" in said[1]
+    # joint - gan: 1.5 / 0.3 = 5; -0.9 / 0.3 = -3 (no joint at d=4)
+    assert "at 1 of 2 widths (in pooled std: d=16 +5.0, d=8 -3.0)" in said[2]
+    # joint - mse VoL ratio: 0.05 / hypot(.01, .02) = 2.24; 0.01 / 0.0224 = 0.45
+    assert "at 1 of 2 widths (joint - mse, in std: d=16 +0.050 (+2.2), d=8 +0.010 (+0.4))" \
+        in said[3]
+    # every ratio kept, and none kept: the point lies outside the study
+    high = [dict(r, is_mean=9.0) if r["scheme"] == "mse" else r for r in rows]
+    assert keep_point(high, "mse")["crossing"] is None
+    assert "mse at every ratio measured, up to 1,000:1" in answers(high)[0]
+    low = [dict(r, is_mean=5.0) if r["scheme"] == "mse" else r for r in rows]
+    assert keep_point(low, "mse")["last_kept"] is None
+    assert "mse at no ratio measured: below already at 10:1" in answers(low)[0]

@@ -111,3 +111,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not v:
         return float("nan"), float("nan")
     return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def difference_in_std(mean_a: float, std_a: float, mean_b: float, std_b: float
+                      ) -> tuple[float, float, str]:
+    """How far B is above A: (mean_b - mean_a, that difference in pooled standard
+    deviations, verdict). The pooled std is sqrt(std_a^2 + std_b^2), the spread of a
+    difference of two independent single-run draws; a missing std counts as 0 and with no
+    spread at all any difference is certain (+-inf). The verdict is "holds" at >= 1 std,
+    "reversed" at <= -1 std, else "within noise": the rule every study in docs/ states."""
+    spread = math.hypot(std_a if math.isfinite(std_a) else 0.0,
+                        std_b if math.isfinite(std_b) else 0.0)
+    diff = mean_b - mean_a
+    if spread > 0:
+        z = diff / spread
+    else:
+        z = math.copysign(math.inf, diff) if diff else 0.0
+    return diff, z, "holds" if z >= 1 else "reversed" if z <= -1 else "within noise"

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..errors import KtgError
+from ..method.scoring import difference_in_std
 
 TOP_FRAC = 0.10           # "the top 10% of trials" of the gate-share heat map
 
@@ -224,14 +225,7 @@ def paper_ordering(rows: list[tuple[str, float, float]], searched: set[str] = fr
             continue
         for a, ma, sa in lower:
             for b, mb, sb in steps[j]:
-                spread = math.sqrt((sa if math.isfinite(sa) else 0.0) ** 2
-                                   + (sb if math.isfinite(sb) else 0.0) ** 2)
-                diff = mb - ma
-                if spread > 0:
-                    z = diff / spread
-                else:  # no spread at all: any difference is certain
-                    z = math.copysign(math.inf, diff) if diff else 0.0
-                verdict = "holds" if z >= 1 else "reversed" if z <= -1 else "within noise"
+                diff, z, verdict = difference_in_std(ma, sa, mb, sb)
                 links.append({"link": f"{names[i]} <= {names[j]}", "lower": a, "upper": b,
                               "diff": diff, "std_units": z, "verdict": verdict})
     return links

@@ -17,9 +17,10 @@ from typing import Any
 
 from ..files.pictures import plt as pyplot, png
 from ..files.fileio import TABLE_CSV, TABLE_MD, atomic_write_bytes, atomic_write_text
-from ..method.scoring import mean_std
+from ..method.scoring import difference_in_std, mean_std
 
 COLOURS = {"mse": "#1f77b4", "joint": "#d62728", "gan": "#2ca02c"}
+KEEP = 0.8  # the paper's headline: a student that keeps 83% of the teacher's IS at 1,669:1
 
 
 def _student(scheme: str) -> int:
@@ -71,6 +72,86 @@ def markdown(rows: list[dict], caption: str) -> str:
                      f"{_pm(r['fid_mean'], r['fid_std'], 2)} | "
                      f"{_pm(r['vol_ratio_mean'], r['vol_ratio_std'], 3)} |")
     return "\n".join(lines)
+
+
+def keep_point(rows: list[dict], scheme: str, keep: float = KEEP) -> dict[str, Any] | None:
+    """Where the scheme's mean IS falls below `keep` x the teacher's, walking from the
+    smallest compression ratio up: the last ratio that keeps it, the first that does not,
+    and the crossing interpolated linearly in log(ratio) between the two (None when every
+    or no measured ratio keeps it: the point lies outside the study). None without rows."""
+    teacher = rows[0]
+    target = keep * teacher["is_mean"]
+    pts = sorted((r["compression"], r["is_mean"], r["width"]) for r in rows
+                 if r["scheme"] == scheme and math.isfinite(r["is_mean"]))
+    if not pts:
+        return None
+    kept = [p for p in pts if p[1] >= target]
+    lost = [p for p in pts if p[1] < target and (not kept or p[0] > kept[-1][0])]
+    last, first = (kept[-1] if kept else None), (lost[0] if lost else None)
+    cross = None
+    if last and first:
+        (r1, y1, _), (r2, y2, _) = last, first
+        cross = math.exp(math.log(r1) + (target - y1) / (y2 - y1)
+                         * (math.log(r2) - math.log(r1)))
+    return {"scheme": scheme, "target": target, "last_kept": last, "first_lost": first,
+            "crossing": cross}
+
+
+def answers(rows: list[dict], keep: float = KEEP) -> list[str]:
+    """The study's three questions answered from its table rows, one sentence each (the
+    paper's answers on MNIST in brackets): the ratio at which a student keeps `keep` of the
+    teacher's IS (83% at 1,669:1), whether the students beat the same-size GAN trained
+    alone at every width (yes), and whether the joint loss is sharper than MSE alone by
+    the VoL ratio (yes). Differences are in pooled std (`difference_in_std`)."""
+    teacher = rows[0]
+    by = {(r["scheme"], r["width"]): r for r in rows[1:]}
+    widths = sorted({w for _, w in by}, reverse=True)
+    out = []
+    parts = []
+    for scheme in ("mse", "joint"):
+        k = keep_point(rows, scheme, keep)
+        if k is None:
+            continue
+        last, first = k["last_kept"], k["first_lost"]
+        pct = lambda p: f"{100 * p[1] / teacher['is_mean']:.0f}%"  # noqa: E731
+        if last and first:
+            parts.append(f"{scheme} up to {last[0]:,.0f}:1 (d={last[2]}, {pct(last)}), below "
+                         f"at {first[0]:,.0f}:1 (d={first[2]}, {pct(first)}); crossing "
+                         f"~{k['crossing']:,.0f}:1")
+        elif last:
+            parts.append(f"{scheme} at every ratio measured, up to {last[0]:,.0f}:1 (d="
+                         f"{last[2]}, {pct(last)}): the point lies beyond the study")
+        else:
+            parts.append(f"{scheme} at no ratio measured: below already at {first[0]:,.0f}:1 "
+                         f"(d={first[2]}, {pct(first)})")
+    if parts:
+        out.append(f"{keep:.0%} of the teacher's IS ({teacher['is_mean']:.2f} -> "
+                   f"{keep * teacher['is_mean']:.2f}) kept by " + "; ".join(parts)
+                   + " [paper, MNIST: 83% at 1,669:1].")
+    for scheme in ("mse", "joint"):
+        links = [(w, *difference_in_std(by[("gan", w)]["is_mean"], by[("gan", w)]["is_std"],
+                                        by[(scheme, w)]["is_mean"], by[(scheme, w)]["is_std"]))
+                 for w in widths if (scheme, w) in by and ("gan", w) in by]
+        if not links:
+            continue
+        held = [w for w, _, _, v in links if v == "holds"]
+        each = ", ".join(f"d={w} {z:+.1f}" for w, _, z, _ in links)
+        verdict = ("yes, at every width" if len(held) == len(links) else
+                   f"at {len(held)} of {len(links)} widths")
+        out.append(f"{scheme} students beat the same student trained alone (gan) by IS: "
+                   f"{verdict} (in pooled std: {each}) [paper: yes at every size].")
+    links = [(w, *difference_in_std(by[("mse", w)]["vol_ratio_mean"],
+                                    by[("mse", w)]["vol_ratio_std"],
+                                    by[("joint", w)]["vol_ratio_mean"],
+                                    by[("joint", w)]["vol_ratio_std"]))
+             for w in widths if ("mse", w) in by and ("joint", w) in by]
+    if links:
+        held = [w for w, _, _, v in links if v == "holds"]
+        each = ", ".join(f"d={w} {d:+.3f} ({z:+.1f})" for w, d, z, _ in links)
+        out.append(f"joint sharper than mse (VoL ratio higher by >= 1 pooled std): at "
+                   f"{len(held)} of {len(links)} widths (joint - mse, in std: {each}) "
+                   f"[paper: yes].")
+    return out
 
 
 def figure1(rows: list[dict]) -> bytes:
@@ -148,6 +229,9 @@ def write_outputs(out: Path, jobs: list, teacher: dict, config) -> tuple[Any, st
                f"(eq. 4), gan = the student trained alone (dcgan-sn).")
     table = pd.DataFrame(rows)
     text = markdown(rows, caption)
+    said = answers(rows)
+    if said:
+        text += "\n\nThe study's questions:\n\n" + "\n".join(f"* {a}" for a in said)
     atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
     atomic_write_text(out / TABLE_MD, text + "\n")
     atomic_write_bytes(out / "fig1.png", figure1(rows))
