@@ -1,5 +1,7 @@
 """How a run's scores are read: the objective over a graph's generators, the one
-best-epoch rule, and mean +- std over seeds.
+best-epoch rule, mean +- std over seeds, and the two comparisons every study states:
+a difference in pooled std with its verdict (`difference_in_std`) and Spearman's rank
+correlation (`spearman`).
 
 Every place that picks "the best epoch" (a search trial's row, a training run's summary,
 a comparison's table, the trainer's best weights) uses `best_index`, so that the same
@@ -128,3 +130,17 @@ def difference_in_std(mean_a: float, std_a: float, mean_b: float, std_b: float
     else:
         z = math.copysign(math.inf, diff) if diff else 0.0
     return diff, z, "holds" if z >= 1 else "reversed" if z <= -1 else "within noise"
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's r of the ranks (ties get their mean rank);
+    NaN for fewer than 3 pairs or a constant side."""
+    import numpy as np
+    import pandas as pd
+    if len(x) < 3:
+        return float("nan")
+    rx = pd.Series(x, dtype=float).rank(method="average").to_numpy()
+    ry = pd.Series(y, dtype=float).rank(method="average").to_numpy()
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from ..errors import KtgError
-from ..method.scoring import difference_in_std
+from ..method.scoring import difference_in_std, spearman  # noqa: F401 (re-exported)
 
 TOP_FRAC = 0.10           # "the top 10% of trials" of the gate-share heat map
 
@@ -128,20 +128,6 @@ def asha_rungs(history, max_epochs: int, grace_period: int = 1,
         if not history.empty and time_col in history else pd.Series(dtype=float)
     return pd.DataFrame([{"epoch": e, "kind": kind, "trials": int((reached >= e).sum())}
                          for e, kind in points], columns=["epoch", "kind", "trials"])
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation: Pearson's r of the ranks (ties get their mean rank);
-    NaN for fewer than 3 pairs or a constant side."""
-    import numpy as np
-    import pandas as pd
-    if len(x) < 3:
-        return float("nan")
-    rx = pd.Series(x, dtype=float).rank(method="average").to_numpy()
-    ry = pd.Series(y, dtype=float).rank(method="average").to_numpy()
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def rung_rank_correlation(history, results, rungs: list[float], time_col: str = "epoch"):
