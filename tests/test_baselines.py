@@ -197,3 +197,24 @@ def test_a_resumed_finished_search_adds_no_baseline(run, capsys):
     assert len(_study(run).trials) == before
     assert len(load_results(run)) == TINY["num_trials"] + 2
     assert not math.isnan(load_results(run).objective.max())
+
+
+def test_export_rank_ranks_the_searched_trials_and_names_a_stronger_baseline(run, tmp_path,
+                                                                             capsys):
+    df = load_results(run)
+    searched = df[(df.baseline == "") & (df.status != "duplicate")].sort_values(
+        "objective", ascending=False, na_position="last")
+    best = searched.iloc[0]
+    code, out, err = ktg(["export", run, "--rank", "1", "-o", tmp_path / "best.json"], capsys)
+    assert code == 0, err
+    assert Graph.load(tmp_path / "best.json").canonical_key() == best.graph_key
+    stronger = df[(df.baseline != "") & (df.objective > best.objective)]
+    named = [ln for ln in out.splitlines() if ln.startswith("baselines with a higher")]
+    assert len(named) == (0 if stronger.empty else 1), out
+    for b in stronger.itertuples():
+        assert f"{b.baseline} ({b.objective:.4f}, trial {b.trial_id})" in named[0]
+    # the last rank is the number of searched trials, not of rows
+    code, _, err = ktg(["export", run, "--rank", str(len(searched) + 1), "-o",
+                        tmp_path / "x.json"], capsys)
+    refused(code, err, f"1..{len(searched)}", "--trial")
+    assert not (tmp_path / "x.json").exists()

@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
     sp = sub.add_parser("export", help="write a trial's graph as a graph file")
     sp.add_argument("run", help="a run directory")
     who = sp.add_mutually_exclusive_group(required=True)
-    who.add_argument("--rank", type=int, help="1 = the best trial by objective")
+    who.add_argument("--rank", type=int,
+                     help="1 = the best searched trial by objective (the search's baselines "
+                          "are not ranked: they are known graphs; export one by --trial)")
     who.add_argument("--trial", help="a trial id")
     add_out_args(sp, "graph file to write", required=True)
     sp.set_defaults(func=run)
@@ -31,8 +33,11 @@ def run(args) -> int:
     df = load_results(args.run)
     info = read_run_info(args.run)  # run.json, every field checked
     search = info["config"]  # the run's SearchConfig
-    ranked = df[df.status != "duplicate"].sort_values("objective", ascending=False,
-                                                      na_position="last")
+    # --rank ranks what the search found: a baseline ranked 1 would hand the user the
+    # graph they already had (dcgan-sn often wins at the embedded scale)
+    ranked = df[(df.status != "duplicate") & (df.baseline == "")].sort_values(
+        "objective", ascending=False, na_position="last")
+    above = df.iloc[:0]  # the baselines that beat the exported trial (said for --rank)
     if args.trial:
         hit = df[df.trial_id == args.trial]
         if hit.empty:
@@ -42,8 +47,10 @@ def run(args) -> int:
         row = hit.iloc[0]
     else:
         if not 1 <= args.rank <= len(ranked):
-            raise KtgError(f"--rank {args.rank} is out of range; valid: 1..{len(ranked)}")
+            raise KtgError(f"--rank {args.rank} is out of range; valid: 1..{len(ranked)} "
+                           f"(the searched trials; baselines by --trial)")
         row = ranked.iloc[args.rank - 1]
+        above = df[(df.baseline != "") & (df.objective > row["objective"])]
     if not row["graph"]:
         raise KtgError(f"trial {row['trial_id']} has no graph recorded ({row['error']})")
     g = Graph.from_json(row["graph"], where=f"trial {row['trial_id']}'s graph in {args.run}")
@@ -58,5 +65,9 @@ def run(args) -> int:
     # the trial id and the graph come from the run's files: escaped for the terminal
     print(for_terminal(f"wrote {out}: trial {row['trial_id']}, objective "
                        f"{row['objective']:.4f}"))
+    if not above.empty:  # say it, so nobody reads rank 1 as "the best there is"
+        print(for_terminal("baselines with a higher objective: " + ", ".join(
+            f"{b.baseline} ({b.objective:.4f}, trial {b.trial_id})"
+            for b in above.sort_values("objective", ascending=False).itertuples())))
     print(for_terminal(g.draw()))
     return 0
