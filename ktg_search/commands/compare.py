@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     sp.add_argument("--teacher", metavar="PATH",
                     help="teacher checkpoint (from `ktg pretrain`) for every pretrained node; "
                          "needed by the built-in kd-mse and kd-joint")
+    sp.add_argument("--resume", action="store_true",
+                    help="keep the finished runs in --out that are these runs (the same "
+                         "graph, seed, recipe and teacher) and train the rest; a graph or "
+                         "seed added to the command trains beside them")
     add_parallel_args(sp)
     sp.set_defaults(func=run)
 
@@ -51,7 +55,7 @@ def run(args) -> int:
     result = compare(args.graphs, cfg, out=args.out, seeds=args.seeds, seed0=args.seed0,
                      eval_at=args.eval_at, teacher=args.teacher, use_ray=not args.no_ray,
                      address=args.address, gpus_per_run=args.gpus_per_run,
-                     force=args.force)
+                     force=args.force, resume=args.resume)
     print(result.markdown)
     diverged = int(result.table["diverged"].sum())
     if diverged:

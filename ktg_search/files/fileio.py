@@ -5,6 +5,7 @@ way: a reader sees the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -72,6 +73,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a teacher checkpoint's identity: its path may
+    differ between machines and runs, its bytes may not)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_parquet(df, path: Path) -> None:

@@ -22,7 +22,7 @@ from ..errors import KtgError
 from ..method.graph import Graph
 from ..method.scoring import EPOCH_RULES, best_index, last_index, mean_std, objective_best
 from ..method.models import count_parameters
-from ..files.fileio import RUN_FILES, atomic_write_bytes, atomic_write_text
+from ..files.fileio import RUN_FILES, atomic_write_bytes, atomic_write_text, file_sha256
 from ..data.loading import check_dataset_name
 from ..files.outputs import output_file
 from ..method.evaluation import data_and_evaluator
@@ -56,6 +56,9 @@ class RunSummary:
     best_is_mix: float = math.nan
     # Variance of Laplacian of each generator at its best-IS epoch (data/sharpness.py)
     vol_at_best: list[float] = field(default_factory=list)
+    # node index (as a string) -> SHA-256 of the checkpoint a frozen node was loaded from:
+    # which teacher a run learned from, whatever its path was (compare --resume checks it)
+    teachers: dict = field(default_factory=dict)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
@@ -113,11 +116,15 @@ def train_one(graph: Graph, config: TrainConfig, out: Path, data=None, evaluator
                          params=[count_parameters(g) for g in trainer.generators],
                          wall_s=time.perf_counter() - t0, frozen=sorted(trainer.frozen),
                          recipe=recipe_of(config),
-                         best_is_mix=objective_best(col("is_mix")), vol_at_best=vol_best)
-    atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
+                         best_is_mix=objective_best(col("is_mix")), vol_at_best=vol_best,
+                         teachers={str(i): file_sha256(graph.nodes[i].pretrained)
+                                   for i in sorted(trainer.frozen)
+                                   if graph.nodes[i].pretrained})
     # the graph as it was trained: its file's recipe replaced by the one used
     atomic_write_text(out / "graph.json",
                       replace(graph, recipe=recipe_of(config)).to_json() + "\n")
+    # summary.json last: a run directory with a summary is complete (compare --resume)
+    atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 
 

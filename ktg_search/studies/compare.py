@@ -21,6 +21,14 @@ The table (`OUT/table.md`, `OUT/table.csv`) is computed from the per-run files a
 - IS and FID are mean +- sample std (n - 1) over the seeds of the best generator's scores;
   `is_g<i>` is generator i's mean score over the seeds, scored the same way.
 
+Resuming (`--resume`): `OUT/compare.json` holds the training settings of the call that
+made OUT (every field but the seed and the device). With the same settings, a run
+folder that is complete (its `summary.json`, written last, exists) and is this job's run
+(the same graph, seed, recipe and teacher bytes: `same_run`) is kept; the other runs
+train. A graph or seed added to the command trains beside the kept runs, since a run is
+deterministic per seed. An interrupted compare keeps its complete runs (and removes the
+rest), so a killed hours-long comparison loses at most the runs in flight.
+
 Distillation (the KD paper): the built-in `kd-mse` and `kd-joint` graphs name a teacher
 checkpoint `teacher.pt` that does not ship with the package; `--teacher PATH` replaces the
 checkpoint path of every node that has one. Make a teacher with `ktg pretrain`
@@ -173,6 +181,102 @@ def _write_run(files: dict[str, bytes], run_dir: Path) -> None:
         atomic_write_bytes(run_dir / name, files[name])
 
 
+SETTINGS = "compare.json"
+
+
+def settings_of(config) -> dict:
+    """What makes two compare calls train the same runs, given graph and seed."""
+    d = asdict(config)
+    for machine_local in ("seed", "device"):
+        d.pop(machine_local, None)
+    return {"kind": "ktg compare", "config": d}
+
+
+def run_identity(graph: Graph) -> dict:
+    """The graph as training sees it: its file form without name, description, recipe
+    and teacher paths (a teacher is known by its bytes, `RunSummary.teachers`)."""
+    d = graph.to_dict()
+    for key in ("name", "description", "recipe"):
+        d.pop(key, None)
+    d["nodes"] = [{"model": n["model"], "pretrained": "pretrained" in n} for n in d["nodes"]]
+    return d
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run folder whose summary.json (written last, atomically) exists."""
+    return (run_dir / "summary.json").is_file() and (run_dir / "graph.json").is_file()
+
+
+def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
+    """None when the complete run in `job.run_dir` is this job's run: the same graph (as
+    training sees it), seed, recipe and teacher bytes; else what differs, in words.
+    `hashes`: teacher path -> SHA-256, computed once per call."""
+    from ..method.trainconfig import recipe_of
+    try:
+        summary = json.loads((job.run_dir / "summary.json").read_text())
+        graph = Graph.load(job.run_dir / "graph.json")
+    except (OSError, ValueError, KtgError) as e:
+        return f"its files cannot be read ({e})"
+    if summary.get("seed") != job.seed:
+        return f"seed {summary.get('seed')!r}, not {job.seed}"
+    if run_identity(graph) != run_identity(job.graph):
+        return "another graph"
+    want = recipe_of(replace(config, seed=job.seed))
+    had = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
+    diff = sorted(k for k in set(want) | set(had) if want.get(k) != had.get(k))
+    if diff:
+        return f"another recipe ({', '.join(diff)})"
+    teachers = {str(i): hashes[n.pretrained] for i, n in enumerate(job.graph.nodes)
+                if n.pretrained}
+    if summary.get("teachers", {}) != teachers:
+        return "another teacher checkpoint"
+    return None
+
+
+def _resumable(out: Path, jobs: list[_Job], config, force: bool
+               ) -> tuple[list[_Job], list[Path]]:
+    """For `--resume`: (the jobs to train, the run folders to delete first). A complete
+    run of another graph, seed, recipe or teacher is refused without `force`."""
+    old = None
+    try:
+        old = json.loads((out / SETTINGS).read_text())
+    except (OSError, ValueError):
+        pass
+    want = settings_of(config)
+    if old != want and any(j.run_dir.exists() for j in jobs) and not force:
+        if old is None:
+            why = f"it has no {SETTINGS} (written by ktg compare since session 14)"
+        else:
+            had = old.get("config", {}) if isinstance(old, dict) else {}
+            diff = sorted(k for k in want["config"] if had.get(k) != want["config"][k])
+            why = f"it was made with other settings ({', '.join(diff) or SETTINGS})"
+        raise KtgError(f"--resume: {str(out)!r} cannot be resumed: {why}; rerun with its "
+                       f"settings, choose another --out, or pass --force to retrain there")
+    hashes: dict[str, str] = {}
+    from ..files.fileio import file_sha256
+    for j in jobs:
+        for n in j.graph.nodes:
+            if n.pretrained and n.pretrained not in hashes:
+                hashes[n.pretrained] = file_sha256(n.pretrained)
+    todo, clear = [], []
+    for j in jobs:
+        d = j.run_dir
+        if not (d.exists() or d.is_symlink()):
+            todo.append(j)
+            continue
+        if old == want and is_complete(d) and not d.is_symlink():
+            why = same_run(j, config, hashes)
+            if why is None:
+                continue  # kept
+            if not force:
+                raise KtgError(f"--resume: {str(d)!r} holds a run of {why}; rerun with "
+                               f"the settings it was made with, choose another --out, or "
+                               f"pass --force to retrain it")
+        todo.append(j)
+        clear.append(d)
+    return todo, clear
+
+
 def _run_label(job: _Job) -> str:
     try:
         s = json.loads((job.run_dir / "summary.json").read_text())
@@ -227,13 +331,15 @@ def check_gpus_per_run(gpus_per_run: float, device: str, use_ray: bool) -> None:
 def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: int = 0,
             eval_at: str = "best", teacher: str | Path | None = None, use_ray: bool = True,
             address: str | None = None, gpus_per_run: float = 0.0,
-            progress: bool = True, force: bool = False) -> Comparison:
+            progress: bool = True, force: bool = False, resume: bool = False) -> Comparison:
     """Train every graph with `seeds` seeds (`config` with seed0, seed0+1, ...) and write
-    the table; the Python form of `ktg compare`.
+    the table; the Python form of `ktg compare`. With `resume`, the complete runs already
+    in OUT that are these jobs' runs are kept (module docstring).
 
     Everything that can fail on bad input (graph names and files, the data set, seeds,
     the teacher checkpoint, existing run directories) fails before a file is written; if a
-    run fails, the files this call wrote are removed (OUT itself when this call made it).
+    run fails, the runs it left incomplete are removed, and OUT itself when this call
+    made it and no run in it is complete.
     """
     from tqdm import tqdm
     t0 = time.perf_counter()
@@ -249,11 +355,15 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
     config.validate()
     replace(config, seed=seed0 + seeds - 1).validate()  # the last seed is in range too
     from ..files.outputs import output_folder
-    out, _ = output_folder(out, force)
+    out, _ = output_folder(out, force or resume)
     jobs = [_Job(label, g, s, out / label / f"seed{s}") for label, g in pairs
             for s in range(seed0, seed0 + seeds)]
-    taken = [j.run_dir for j in jobs if j.run_dir.exists() or j.run_dir.is_symlink()]
-    if taken and not force:
+    if resume:
+        todo, taken = _resumable(out, jobs, config, force)
+    else:
+        todo = jobs
+        taken = [j.run_dir for j in jobs if j.run_dir.exists() or j.run_dir.is_symlink()]
+    if taken and not force and not resume:
         raise KtgError(f"run directory {str(taken[0])!r} already exists; choose another "
                        f"--out, or pass --force to replace it (compare never mixes old and "
                        f"new runs)")
@@ -276,13 +386,20 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
         shutil.rmtree(d)
     created = not out.exists()
     made = [out / label for label, _ in pairs if not (out / label).exists()]
-    bar = tqdm(total=len(jobs), desc="compare", unit="run", file=sys.stderr,
-               dynamic_ncols=True, disable=not progress)
+    from ..files.fileio import atomic_write_text
+    out.mkdir(parents=True, exist_ok=True)
+    had_settings = (out / SETTINGS).exists()
+    atomic_write_text(out / SETTINGS, json.dumps(settings_of(config), indent=2) + "\n")
+    if resume and progress:
+        print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} runs kept (the same "
+              f"graph, seed, recipe and teacher); {len(todo)} to train", file=sys.stderr)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="compare", unit="run",
+               file=sys.stderr, dynamic_ncols=True, disable=not progress)
     try:
-        if use_ray:
-            _run_ray(jobs, config, address, gpus_per_run, bar, out / "compare.log")
-        else:
-            _run_sequential(jobs, config, data, evaluator, bar)
+        if todo and use_ray:
+            _run_ray(todo, config, address, gpus_per_run, bar, out / "compare.log")
+        elif todo:
+            _run_sequential(todo, config, data, evaluator, bar)
         bar.close()
         run_dirs: dict[str, list[Path]] = {}
         for j in jobs:
@@ -295,18 +412,27 @@ def compare(graphs: list[str], config, out: str | Path, seeds: int = 5, seed0: i
                    f"extractor {config.extractor}. IS (mixture): the learning generators' "
                    f"images drawn evenly, at the mixture's own {eval_at} epoch.")
         markdown = format_markdown(table, caption)
-        from ..files.fileio import atomic_write_text
         atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
         atomic_write_text(out / TABLE_MD, markdown + "\n")
     except BaseException:
         bar.close()
-        if created:  # nothing half-written is left behind
+        # nothing half-written is left behind: a run in flight goes, a finished one stays
+        # (an hours-long comparison killed near its end keeps what it trained)
+        for j in jobs:
+            if not is_complete(j.run_dir):
+                shutil.rmtree(j.run_dir, ignore_errors=True)
+        kept = sum(is_complete(j.run_dir) for j in jobs)
+        if created and not kept:
             shutil.rmtree(out, ignore_errors=True)
         else:
             for d in made:
-                shutil.rmtree(d, ignore_errors=True)
-            for j in jobs:
-                shutil.rmtree(j.run_dir, ignore_errors=True)
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+            if not kept and not had_settings:
+                (out / SETTINGS).unlink(missing_ok=True)
+        if kept:
+            print(f"ktg compare: {kept} of {len(jobs)} runs finished and are kept in {out}; "
+                  f"the same command with --resume trains the rest", file=sys.stderr)
         raise
     return Comparison(table=table, markdown=markdown, out=out, run_dirs=run_dirs,
                       wall_s=time.perf_counter() - t0)

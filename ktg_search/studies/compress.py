@@ -24,7 +24,6 @@ An OUT of other settings is refused unless `--force` (which starts over).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import KtgError
-from ..files.fileio import atomic_write_text
+from ..files.fileio import atomic_write_text, file_sha256
 from ..method.graph import Graph, resolve_graph
 from ..method.teachers import check_fit, load_pretrained
 from ..method.evaluation import data_and_evaluator
@@ -131,19 +130,11 @@ def is_complete(run_dir: Path) -> bool:
 
 
 # ---- settings and resuming -----------------------------------------------------------------
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def settings_of(config, teacher: str, schemes: list[str], widths: list[int], seeds: int,
                 seed0: int) -> dict:
     """What makes two `ktg compress` calls the same study (the device is not part of it)."""
     recipe = recipe_of(replace(config, seed=0))
-    return {"kind": "ktg compress", "teacher_sha256": file_hash(teacher),
+    return {"kind": "ktg compress", "teacher_sha256": file_sha256(teacher),
             "schemes": schemes, "widths": widths, "seeds": seeds, "seed0": seed0,
             "recipe": recipe}
 
