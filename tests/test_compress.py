@@ -332,3 +332,23 @@ def test_the_studys_answers_from_hand_made_rows():
     low = [dict(r, is_mean=5.0) if r["scheme"] == "mse" else r for r in rows]
     assert keep_point(low, "mse")["last_kept"] is None
     assert "mse at no ratio measured: below already at 10:1" in answers(low)[0]
+
+
+def test_a_frozen_teacher_is_scored_once_and_the_same_as_scored_anew(teacher):
+    from ktg_search.method.training import Trainer
+    from ktg_search.studies.compress import student_graph
+    graph = student_graph("joint", 2, "dcgan-w8", str(teacher))   # G0 frozen, G1 learns
+    trainer = Trainer(graph, TrainConfig(**{**TINY, "fid": True, "eval_samples": 60}))
+    first = trainer.evaluate()
+    calls = []
+    hook = trainer.generators[0].register_forward_hook(lambda *a: calls.append(1))
+    cached = trainer.evaluate()
+    assert calls == []                   # the teacher drew no image the second time
+    trainer._frozen_scores.clear()       # scored anew: the same numbers, to the last bit
+    anew = trainer.evaluate()
+    hook.remove()
+    assert calls and cached == first == anew
+    assert set(first) >= {"is_g0", "fid_g0", "vol_g0", "is_g1", "fid_g1", "vol_g1"}
+    # another sample count is scored on its own, not read from the first one's
+    trainer.evaluate(num_samples=30)
+    assert sorted(trainer._frozen_scores) == [(0, 30), (0, 60)]

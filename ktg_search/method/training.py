@@ -75,6 +75,7 @@ class Trainer(TrainerCheckpoints, GeneratorStep):
         self.rng = torch.Generator().manual_seed(config.seed)
         self.noise = Noise(self.rng, self.device, config.seed)  # on a GPU: drawn there
         self.frozen = set(graph.frozen_nodes())
+        self._frozen_scores: dict[tuple[int, int], tuple[dict, float]] = {}  # evaluate()
         self.learning = graph.learning_nodes()
         self.generators = nn.ModuleList()
         for i, node in enumerate(graph.nodes):
@@ -283,17 +284,31 @@ class Trainer(TrainerCheckpoints, GeneratorStep):
                 cursor[0] += m
                 return self.sample(i, m, z=z_all[cursor[0] - m:cursor[0]])
             return draw
+        # a frozen teacher is scored once: its weights never change and the z is fixed, so
+        # every later epoch would score the same images again (in a kd run of a d = 64
+        # teacher that was most of the evaluation's time)
+        fresh = [i for i in range(self.graph.k) if (i, n) not in self._frozen_scores]
+        learners = [i for i in range(self.graph.k) if i not in self.frozen]
         per, mix = self.evaluator.score_generators(
-            [drawer(i) for i in range(self.graph.k)], num_samples=n,
-            mixture=[i for i in range(self.graph.k) if i not in self.frozen])
+            [drawer(i) for i in fresh], num_samples=n,
+            mixture=[fresh.index(i) for i in learners])
+        scored, vols = dict(zip(fresh, per)), {}
+        for i in range(self.graph.k):  # the KD paper's sharpness, on the same fixed z
+            if i in scored:
+                vols[i] = mean_vol(self.sample(i, VOL_IMAGES, z=z_all[:VOL_IMAGES]))
+                if i in self.frozen:
+                    self._frozen_scores[(i, n)] = (scored[i], vols[i])
+            else:
+                scored[i], vols[i] = self._frozen_scores[(i, n)]
         out: dict[str, float] = {}
-        for tag, scores in [*((f"g{i}", s) for i, s in enumerate(per)), ("mix", mix)]:
+        for tag, scores in [*((f"g{i}", scored[i]) for i in range(self.graph.k)),
+                            ("mix", mix)]:
             if scores is not None:
                 out[f"is_{tag}"] = float(scores["is"])
                 if scores.get("fid") is not None:
                     out[f"fid_{tag}"] = float(scores["fid"])
-        for i in range(self.graph.k):  # the KD paper's sharpness and size, per generator
-            out[f"vol_g{i}"] = mean_vol(self.sample(i, VOL_IMAGES, z=z_all[:VOL_IMAGES]))
+        for i in range(self.graph.k):
+            out[f"vol_g{i}"] = vols[i]
             out[f"params_g{i}"] = count_parameters(self.generators[i])
         return out
 
