@@ -203,7 +203,8 @@ def run_identity(graph: Graph) -> dict:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A run folder whose summary.json (written last, atomically) exists."""
+    """A run folder whose summary.json exists: it is written last, atomically (graph.json
+    too is checked: runs written before that order had it after the summary)."""
     return (run_dir / "summary.json").is_file() and (run_dir / "graph.json").is_file()
 
 
@@ -245,7 +246,8 @@ def _resumable(out: Path, jobs: list[_Job], config, force: bool
     want = settings_of(config)
     if old != want and any(j.run_dir.exists() for j in jobs) and not force:
         if old is None:
-            why = f"it has no {SETTINGS} (written by ktg compare since session 14)"
+            why = (f"it has no {SETTINGS} (it is not a compare folder, or one written "
+                   f"before compare could resume)")
         else:
             had = old.get("config", {}) if isinstance(old, dict) else {}
             diff = sorted(k for k in want["config"] if had.get(k) != want["config"][k])

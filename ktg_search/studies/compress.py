@@ -38,7 +38,7 @@ from ..method.evaluation import data_and_evaluator
 from ..method.trainconfig import recipe_of
 from ..registry import WIDTHS
 from ..search import failpoints
-from .compare import _train_task, _write_run, check_gpus_per_run, is_run_folder
+from .compare import _train_task, _write_run, check_gpus_per_run, is_complete, is_run_folder
 from .compress_status import StatusLine
 
 SCHEMES = {"mse": "kd-mse", "joint": "kd-joint", "gan": "dcgan-sn"}
@@ -122,11 +122,6 @@ def plan(out: Path, schemes: list[str], widths: list[int], seeds: int, seed0: in
     return [Job(s, d, seed, student_graph(s, d, teacher_model, teacher_path),
                 out / f"{s}-w{d}" / f"seed{seed}")
             for d in widths for s in schemes for seed in range(seed0, seed0 + seeds)]
-
-
-def is_complete(run_dir: Path) -> bool:
-    """A run folder whose summary.json (written last, atomically) exists."""
-    return (run_dir / "summary.json").is_file()
 
 
 # ---- settings and resuming -----------------------------------------------------------------
