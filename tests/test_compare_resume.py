@@ -173,3 +173,34 @@ def test_an_interrupted_compare_keeps_its_finished_runs(tmp_path, monkeypatch, c
                                                              real(*a, **kw))[1])
     compare(["dcgan-sn"], cfg(), out, seeds=3, use_ray=False, progress=False, resume=True)
     assert calls == [1, 2] and (out / "table.md").is_file()
+
+
+@pytest.mark.parametrize("ray", [False, True], ids=["no-ray", "ray"])
+def test_sigkill_after_a_run_then_resume_trains_only_the_rest(tmp_path, ray):
+    """SIGKILL at the named point right after a run's folder is written (polling for files
+    would race: a tiny run can end between two polls); then `--resume` keeps that run
+    byte for byte and trains the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "ktg_search.cli", "compare", "dcgan-sn", "--seeds", "3",
+            "--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--d-width", "8",
+            "--eval-samples", "100", "--no-fid", "--max-iters-per-epoch", "3",
+            "--device", "cpu", "-o", str(out), *([] if ray else ["--no-ray"])]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                       env={**env, "KTG_FAILPOINT": "compare-run:1"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    done = {s.parent: s.read_bytes() for s in out.glob("dcgan-sn/seed*/summary.json")}
+    assert len(done) >= 1, p.stderr[-2000:]   # on Ray a second may have landed too
+    r = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{len(done)} of 3 runs kept" in r.stderr and f"{3 - len(done)} to train" in r.stderr
+    for run, summary in done.items():
+        assert (run / "summary.json").read_bytes() == summary
+    df = pd.read_csv(out / "table.csv")
+    scores = [best_is(out, "dcgan-sn", s) for s in range(3)]
+    assert df.seeds[0] == 3 and df.is_mean[0] == pytest.approx(statistics.fmean(scores))

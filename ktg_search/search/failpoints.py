@@ -18,6 +18,8 @@ in the short windows that matter (between two writes), every time. The points:
     tables-written the parquet tables rewritten after a finished trial
     final          every trial done, before the final tables and summary
     compress-run   `ktg compress --no-ray`: a run's folder written, before the next run
+    compare-run    `ktg compare`: a run's folder written, before the next (on Ray: before
+                   the next finished run is taken)
 """
 from __future__ import annotations
 

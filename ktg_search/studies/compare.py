@@ -52,6 +52,7 @@ from ..method.scoring import EPOCH_RULES
 from ..results.runs import aggregate, format_markdown
 from ..method.teachers import apply_teacher, check_teachers
 from ..method.evaluation import data_and_evaluator
+from ..search import failpoints
 
 
 
@@ -292,6 +293,7 @@ def _run_sequential(jobs: list[_Job], config, data, evaluator, bar) -> None:
     for job in jobs:
         train_one(job.graph, replace(config, seed=job.seed), job.run_dir, data=data,
                   evaluator=evaluator)
+        failpoints.hit("compare-run")
         bar.set_postfix_str(_run_label(job))
         bar.update(1)
 
@@ -314,9 +316,9 @@ def _fan_out(jobs: list[_Job], config, address: str | None, gpus_per_run: float,
     for i, files in fan_out(_train_task, calls, labels, address, num_gpus=gpus_per_run,
                             shared=teachers):
         _write_run(files, jobs[i].run_dir)
+        failpoints.hit("compare-run")  # the kill tests' point: this run written, no next
         bar.set_postfix_str(_run_label(jobs[i]))
         bar.update(1)
-
 
 
 def check_gpus_per_run(gpus_per_run: float, device: str, use_ray: bool) -> None:
