@@ -193,6 +193,12 @@ def settings_of(config) -> dict:
     return {"kind": "ktg compare", "config": d}
 
 
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two settings dicts (either side may lack one),
+    sorted: what a refusal to resume names."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def run_identity(graph: Graph) -> dict:
     """The graph as training sees it: its file form without name, description, recipe
     and teacher paths (a teacher is known by its bytes, `RunSummary.teachers`)."""
@@ -212,7 +218,8 @@ def is_complete(run_dir: Path) -> bool:
 def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
     """None when the complete run in `job.run_dir` is this job's run: the same graph (as
     training sees it), seed, recipe and teacher bytes; else what differs, in words.
-    `hashes`: teacher path -> SHA-256, computed once per call."""
+    `hashes`: teacher path -> SHA-256, filled here on first need (one hash per file)."""
+    from ..files.fileio import file_sha256
     from ..method.trainconfig import recipe_of
     try:
         summary = json.loads((job.run_dir / "summary.json").read_text())
@@ -225,9 +232,11 @@ def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
         return "another graph"
     want = recipe_of(replace(config, seed=job.seed))
     had = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
-    diff = sorted(k for k in set(want) | set(had) if want.get(k) != had.get(k))
-    if diff:
-        return f"another recipe ({', '.join(diff)})"
+    if changed_keys(had, want):
+        return f"another recipe ({', '.join(changed_keys(had, want))})"
+    for n in job.graph.nodes:
+        if n.pretrained and n.pretrained not in hashes:
+            hashes[n.pretrained] = file_sha256(n.pretrained)
     teachers = {str(i): hashes[n.pretrained] for i, n in enumerate(job.graph.nodes)
                 if n.pretrained}
     if summary.get("teachers", {}) != teachers:
@@ -250,17 +259,12 @@ def _resumable(out: Path, jobs: list[_Job], config, force: bool
             why = (f"it has no {SETTINGS} (it is not a compare folder, or one written "
                    f"before compare could resume)")
         else:
-            had = old.get("config", {}) if isinstance(old, dict) else {}
-            diff = sorted(k for k in want["config"] if had.get(k) != want["config"][k])
+            had = old.get("config") if isinstance(old, dict) else None
+            diff = changed_keys(had if isinstance(had, dict) else {}, want["config"])
             why = f"it was made with other settings ({', '.join(diff) or SETTINGS})"
         raise KtgError(f"--resume: {str(out)!r} cannot be resumed: {why}; rerun with its "
                        f"settings, choose another --out, or pass --force to retrain there")
-    hashes: dict[str, str] = {}
-    from ..files.fileio import file_sha256
-    for j in jobs:
-        for n in j.graph.nodes:
-            if n.pretrained and n.pretrained not in hashes:
-                hashes[n.pretrained] = file_sha256(n.pretrained)
+    hashes: dict[str, str] = {}  # teacher path -> SHA-256, for same_run
     todo, clear = [], []
     for j in jobs:
         d = j.run_dir

@@ -38,7 +38,8 @@ from ..method.evaluation import data_and_evaluator
 from ..method.trainconfig import recipe_of
 from ..registry import WIDTHS
 from ..search import failpoints
-from .compare import _train_task, _write_run, check_gpus_per_run, is_complete, is_run_folder
+from .compare import (_train_task, _write_run, changed_keys, check_gpus_per_run, is_complete,
+                      is_run_folder)
 from .compress_status import StatusLine
 
 SCHEMES = {"mse": "kd-mse", "joint": "kd-joint", "gan": "dcgan-sn"}
@@ -138,8 +139,7 @@ def _differences(old: dict, new: dict) -> list[str]:
     keys = [k for k in new if k != "recipe" and old.get(k) != new[k]]
     keys = ["teacher file" if k == "teacher_sha256" else k for k in keys]
     recipe_old = old.get("recipe", {}) if isinstance(old.get("recipe"), dict) else {}
-    keys += [k for k in new["recipe"] if recipe_old.get(k) != new["recipe"][k]]
-    return keys
+    return keys + changed_keys(recipe_old, new["recipe"])
 
 
 def open_output(out: str | Path, settings: dict, force: bool) -> tuple[Path, bool]:
