@@ -125,3 +125,27 @@ def refused(code: int, err: str, *names: str) -> None:
     assert len(lines) == 1 and "Traceback" not in err, err
     for n in names:
         assert str(n) in lines[0], (n, lines[0])
+
+
+def assert_rows_kept(before, after) -> None:
+    """Rows once written never change, as a results table shows them: a trained trial's
+    epochs, status and objective stay; a duplicate stays a duplicate of the same original
+    and shows that original's numbers (its row is a view on the original, which may have
+    been training still when the duplicate's row was written)."""
+    import math
+    for _, r in before.iterrows():
+        a = after[after.trial_id == r.trial_id]
+        assert len(a) == 1, f"row {r.trial_id} lost or doubled"
+        a = a.iloc[0]
+        assert a.status == r.status, (r.trial_id, r.status, a.status)
+        if r.status != "duplicate":
+            assert a.epochs == r.epochs, (r.trial_id, r.epochs, a.epochs)
+            assert (math.isnan(a.objective) and math.isnan(r.objective)) or \
+                a.objective == r.objective, (r.trial_id, r.objective, a.objective)
+            continue
+        assert a.duplicate_of == r.duplicate_of and a.duplicate_of, r.trial_id
+        orig = after[after.trial_id == a.duplicate_of]
+        if len(orig):  # the original's row exists: the duplicate shows its numbers
+            o = orig.iloc[0]
+            assert a.epochs == o.epochs and a.best_epoch == o.best_epoch, \
+                (r.trial_id, a.epochs, o.epochs)

@@ -20,6 +20,7 @@ import pytest
 
 from ktg_search.results.book import load_results, read_journal
 from ktg_search.search.study import open_optuna_storage, sqlalchemy_url
+from shared_files import assert_rows_kept
 
 # no gate is cutoff: no graph is untrainable (recorded at once, docs/untrainable.md), so
 # every trial trains and 4 of them run at once
@@ -196,9 +197,7 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tm
 
     df = load_results(run)
     assert len(df) == n and df.trial_id.is_unique, df
-    for _, r in before.iterrows():  # rows once written never change
-        a = df[df.trial_id == r.trial_id].iloc[0]
-        assert a.epochs == r.epochs and a.status == r.status
+    assert_rows_kept(before, df)
     events = read_journal(run)
     row_events = Counter(e["trial_id"] for e in events if e.get("event") == "row")
     assert set(row_events) == set(df.trial_id) and max(row_events.values()) == 1

@@ -17,6 +17,7 @@ import optuna
 import pytest
 
 from ktg_search.results.book import ResultsBook, load_history, load_results, read_journal
+from shared_files import assert_rows_kept
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=10, max_epochs=3, grace_period=1, reduction_factor=2,
@@ -65,7 +66,7 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({**TINY, "baselines": BASELINES}))
     run = tmp_path / "runs" / "k"
-    rows_seen: dict[str, dict] = {}
+    seen = None  # the table the previous session left
     rechecked = 0  # rows that a later session saw again (the loop below checks those)
     for i, (point, n) in enumerate(KILLS):
         args = (["search", "--config", str(conf), "--name", "k", "--storage-path",
@@ -74,12 +75,10 @@ def test_a_search_killed_anywhere_resumes_to_the_same_table(tmp_path):
         assert rc == -signal.SIGKILL, f"kill {i} at {point}:{n} was never reached"
         # rows once written never change (a finished trial is never trained again)
         now = load_results(run)
-        for _, r in now.iterrows():
-            if r.trial_id in rows_seen:
-                rechecked += 1
-                assert r.epochs == rows_seen[r.trial_id]["epochs"]
-                assert r.status == rows_seen[r.trial_id]["status"]
-        rows_seen.update({r.trial_id: r.to_dict() for _, r in now.iterrows()})
+        if seen is not None:
+            assert_rows_kept(seen, now)
+            rechecked += len(seen)
+        seen = now
         if point == "mid-result":  # the trial whose epoch 2 was the last word
             victim = [e for e in read_journal(run) if e.get("event") == "result"][-1]
             assert victim["result"]["epoch"] == 2, victim

@@ -17,6 +17,7 @@ from ktg_search.method.graph import Graph
 from ktg_search.results.book import load_history, load_results
 from ktg_search.search.config import SearchConfig, load_preset
 from ktg_search.search.driver import run_search
+from shared_files import assert_rows_kept
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=16, max_epochs=3, grace_period=1, reduction_factor=2,
@@ -185,9 +186,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(ray_session, tmp_path):
     assert main(["search", "--resume", str(run)]) == 0
     after = load_results(run)
     assert len(after) == 6 and after.trial_id.is_unique
-    for _, r in before.iterrows():  # finished trials were not retrained
-        a = after[after.trial_id == r.trial_id].iloc[0]
-        assert a.epochs == r.epochs and a.objective == pytest.approx(r.objective, nan_ok=True)
+    assert_rows_kept(before, after)  # finished trials were not retrained
 
 
 @pytest.mark.slow

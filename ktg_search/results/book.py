@@ -312,7 +312,10 @@ class ResultsBook:
         import pandas as pd
         rows = [dict(r) for r in self.rows.values()]
         by_id = {r["trial_id"]: r for r in rows}
-        for r in rows:  # a duplicate shows its original's final numbers
+        # a duplicate shows its original's numbers once the original has a row; until
+        # then, the original's best so far that the duplicate reported (its row follows
+        # the original: the one row that can change after it is written)
+        for r in rows:
             orig = by_id.get(r.get("duplicate_of") or "")
             if r["status"] == "duplicate" and orig is not None:
                 for col in ["objective", "best_epoch", "epochs"] + \
