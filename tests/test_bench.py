@@ -118,6 +118,20 @@ def test_recipe_case_matches_the_reference_and_the_check_can_fail(digits16, monk
     assert eq_ema["ema_diff"] > 10 * bench.TARGET_LOSS_DIFF
 
 
+def test_one_fake_class_matches_the_reference_and_the_check_can_fail(digits16, monkeypatch):
+    """d_classes = fake in the engine and in the reference (its own per-part passes); a
+    reference that keeps the identity classes is seen."""
+    cfg = bench._config("digits", 16, 32, max_iters_per_epoch=4,
+                        **{**bench.RECIPE, "d_classes": "fake"})
+    batches = bench._batches(digits16, 32, 3, seed=1)
+    graph = resolve_graph("mad-gan-3")
+    eq = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    assert eq["same_z"] and eq["max_loss_diff"] < bench.TARGET_LOSS_DIFF
+    monkeypatch.setattr(reference, "fake_class", lambda i, d_classes="generators": i)
+    eq_ids = reference.equivalence(graph, cfg, digits16, batches, stepwise=True)
+    assert eq_ids["max_loss_diff"] > 10 * bench.TARGET_LOSS_DIFF
+
+
 def test_reference_gates_written_from_the_definitions():
     right = torch.tensor([True, False, True])
     assert reference.gate_factor("cutoff", 0.3, right) is None  # not computed at all

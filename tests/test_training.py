@@ -202,11 +202,13 @@ def test_a_generator_without_a_score_leaves_the_epoch_unscored_unless_it_is_best
     assert objective_best([2.0, 3.0], 9.0) == 3.0           # the others ignore it
 
 
-def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = False) -> float:
+def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = False,
+                         one_fake_class: bool = False) -> float:
     """Eq. 1 over a D step, with D called once per part as the paper's steps 1-3 do, on
     copies of the trainer's models and its next z; spectral norm's power iteration on the
     first call only (one per update of W). Averaged over every sample, or (paper_steps)
-    as steps 1 and 2 repeated for each of the k generators: mean of k (real, G_i) pairs."""
+    as steps 1 and 2 repeated for each of the k generators: mean of k (real, G_i) pairs.
+    `one_fake_class`: every generator's images are labelled class 0 (d_classes "fake")."""
     import copy
     import torch.nn.functional as F
     k, b = t.graph.k, real.shape[0]
@@ -215,7 +217,8 @@ def _d_step_loss_by_hand(t: Trainer, real: torch.Tensor, paper_steps: bool = Fal
     z = torch.randn(k, b, t.config.nz, generator=rng)
     means = []
     with torch.no_grad():
-        parts = [(real, k)] + [(gens[i](z[i])[0], i) for i in range(k)]
+        parts = [(real, k)] + [(gens[i](z[i])[0], 0 if one_fake_class else i)
+                               for i in range(k)]
         for n, (x, label) in enumerate(parts):
             means.append(F.cross_entropy(d(x), torch.full((b,), label)).item())
             if n == 0:
@@ -283,6 +286,24 @@ def test_d_loss_weighting_paper_steps_gives_real_images_half_the_loss(digits16,
     assert k1["uniform"] == pytest.approx(k1["paper_steps"], abs=1e-6)
     with pytest.raises(Exception, match="d_loss_weighting.*'half'.*uniform, paper_steps"):
         cfg(d_loss_weighting="half").validate()
+
+
+def test_one_fake_class_labels_every_generator_zero(digits16, evaluator16):
+    """d_classes = fake: eq. 1 with class 0 for every generator's images (D judges real
+    vs fake only); the paper's identity classes otherwise; the same for k = 1."""
+    (real,) = _batches(digits16, 1)
+    fake = Trainer(resolve_graph("mad-gan-3"), cfg(d_classes="fake"), data=digits16,
+                   evaluator=evaluator16)
+    one = _d_step_loss_by_hand(fake, real, one_fake_class=True)
+    per_generator = _d_step_loss_by_hand(fake, real)
+    assert abs(one - per_generator) > 1e-3  # the two labellings differ for k = 3
+    assert fake.train_step(real)["d_loss"] == pytest.approx(one, abs=1e-5)
+    k1 = {c: Trainer(resolve_graph("dcgan-sn"), cfg(d_classes=c), data=digits16,
+                     evaluator=evaluator16).train_step(real)["d_loss"].item()
+          for c in ("generators", "fake")}
+    assert k1["generators"] == pytest.approx(k1["fake"], abs=1e-6)
+    with pytest.raises(Exception, match="d_classes.*'both'.*generators, fake"):
+        cfg(d_classes="both").validate()
 
 
 @pytest.mark.parametrize("gate_0_1,judged", [("through", 1), ("correct", 2)])

@@ -89,6 +89,14 @@ def discriminator_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+def fake_class(i: int, d_classes: str = "generators") -> int:
+    """D's target class for G_i's images in eq. 1 (0-based; class k is real): i, one class
+    per generator (`d_classes` "generators", the paper), or 0 for every generator ("fake":
+    D keeps its k+1 outputs, classes 1..k-1 are never a target, and D learns real vs fake
+    only). The generators' loss (eq. 2) is the same either way: the real class."""
+    return i if d_classes == "generators" else 0
+
+
 def generator_adversarial_loss(logits: Tensor) -> Tensor:
     """Eq. 2, per sample: cross-entropy of D's output on G_t(z) against the real class
     (the last of the k+1 outputs)."""

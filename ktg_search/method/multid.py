@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .graphforms import d_names
-from .losses import discriminator_loss, generator_adversarial_loss
+from .losses import discriminator_loss, fake_class, generator_adversarial_loss
 from .models import same_sigma
 from .regroup import LrRule, roles_at
 from .steps import read_losses, to_device
@@ -109,8 +109,8 @@ class MultiD:
         for j in range(self.m):
             faced = self.faced(j)
             labels = torch.cat([torch.full((b,), k, dtype=torch.long, device=dev)] +
-                               [torch.full((b,), i, dtype=torch.long, device=dev)
-                                for i in faced])
+                               [torch.full((b,), fake_class(i, t.config.d_classes),
+                                           dtype=torch.long, device=dev) for i in faced])
             self.nets[j].requires_grad_(True)
             with t._autocast():
                 per_sample = discriminator_loss(

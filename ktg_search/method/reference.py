@@ -48,8 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from .graph import Graph
-from .losses import (discriminator_loss, feature_transfer_loss, generator_adversarial_loss,
-                     image_transfer_loss)
+from .losses import (discriminator_loss, fake_class, feature_transfer_loss,
+                     generator_adversarial_loss, image_transfer_loss)
 from .models import same_sigma
 from ..registry import DISCRIMINATORS, GENERATORS, TRANSFERS
 from .trainconfig import TrainConfig
@@ -200,7 +200,8 @@ class ReferenceTrainer:
             with torch.no_grad():
                 fake = self.generators[i](z_d[i])[0]
             with self._d_call(first=False):
-                loss = discriminator_loss(D(fake), torch.full((b,), i, dtype=torch.long,
+                label = fake_class(i, self.config.d_classes)
+                loss = discriminator_loss(D(fake), torch.full((b,), label, dtype=torch.long,
                                                               device=dev)).mean() * w_fake
             loss.backward()
             d_loss += loss.item()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch is imported by resolve_device, when a run starts
 
 D_PASSES = ("auto", "joint", "per_part")
 D_LOSS_WEIGHTINGS = ("uniform", "paper_steps")
+D_CLASSES = ("generators", "fake")
 TRANSFER_SCALES = ("plain", "resolution")
 MAX_EVAL_SAMPLES = 200_000  # IS/FID samples per generator (50k is the usual published count)
 
@@ -65,6 +66,16 @@ class TrainConfig:
                                     help="eq. 1 over a D step: uniform (every sample alike) or "
                                          "paper_steps (real half of the loss, as Sec. 3.3.1's "
                                          "steps repeated k times)")
+    # which class D's eq. 1 gives G_i's images: "generators" = class i, one per generator
+    # (the paper, MAD-GAN's identity classes); "fake" = one shared fake class for every
+    # generator, so that D judges real vs fake only (a mixture GAN's D). On digits-m the
+    # identity classes take D over: at epoch 8 a k = 2 graph's D named each generator
+    # right 80-100% of the time but gave real images the real class no more often than
+    # fakes, and no generator learned; with "fake" they did (docs/digits-m.md)
+    d_classes: str = setting("generators", Choice(D_CLASSES),
+                             help="D's class for G_i's images: generators (class i, the "
+                                  "paper's k+1 classes) or fake (one fake class for all, D "
+                                  "judges real vs fake only)")
     # the recipe's discriminator kind (registry name), or None for the graph's own. The
     # graph keeps its normalisation (sn or bn, the method's choice, Table 1's SN column),
     # the recipe picks the architecture: see `effective_discriminator`

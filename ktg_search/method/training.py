@@ -40,7 +40,7 @@ from .ema import GeneratorEMA
 from ..data.sharpness import VOL_IMAGES, mean_vol
 from ..errors import KtgError
 from .graph import Graph
-from .losses import discriminator_loss, generator_adversarial_loss
+from .losses import discriminator_loss, fake_class, generator_adversarial_loss
 from .models import count_parameters, same_sigma
 from .multid import MultiD
 from .steps import GeneratorStep, LossSums, Noise, to_device
@@ -166,8 +166,8 @@ class Trainer(TrainerCheckpoints, GeneratorStep):
         with torch.no_grad(), self._autocast():
             fakes = [self.generators[i](z_d[i])[0] for i in range(k)]
         labels = torch.cat([torch.full((b,), k, dtype=torch.long, device=dev)] +
-                           [torch.full((b,), i, dtype=torch.long, device=dev)
-                            for i in range(k)])
+                           [torch.full((b,), fake_class(i, self.config.d_classes),
+                                       dtype=torch.long, device=dev) for i in range(k)])
         self.D.requires_grad_(True)
         with self._autocast():
             per_sample = discriminator_loss(self.discriminate([real.float()] +
