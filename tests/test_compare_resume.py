@@ -73,6 +73,26 @@ def test_resume_keeps_finished_runs_trains_the_rest_and_added_seeds(tmp_path, co
     assert counted == []
 
 
+def test_a_folder_written_before_a_setting_existed_still_resumes(tmp_path, counted):
+    """compare.json and each run's recipe written before d_classes existed (the key
+    absent) are the default's runs: kept, not refused; the other value is refused."""
+    out = tmp_path / "cmp"
+    compare(["mad-gan-2"], cfg(), out, seeds=1, use_ray=False, progress=False)
+    for f, key in ((out / "compare.json", "config"),
+                   (out / "mad-gan-2" / "seed0" / "summary.json", "recipe")):
+        d = json.loads(f.read_text())
+        assert d[key].pop("d_classes") == "generators"
+        f.write_text(json.dumps(d))
+    kept = (out / "mad-gan-2" / "seed0" / "summary.json").read_bytes()
+    counted.clear()
+    compare(["mad-gan-2"], cfg(), out, seeds=1, use_ray=False, progress=False, resume=True)
+    assert counted == []
+    assert (out / "mad-gan-2" / "seed0" / "summary.json").read_bytes() == kept
+    with pytest.raises(KtgError, match="d_classes"):
+        compare(["mad-gan-2"], cfg(d_classes="fake"), out, seeds=1, use_ray=False,
+                progress=False, resume=True)
+
+
 def test_resume_refuses_other_settings_and_force_retrains(tmp_path, counted):
     out = tmp_path / "cmp"
     compare(["dcgan-sn"], cfg(), out, seeds=1, use_ray=False, progress=False)

@@ -352,3 +352,22 @@ def test_a_frozen_teacher_is_scored_once_and_the_same_as_scored_anew(teacher):
     # another sample count is scored on its own, not read from the first one's
     trainer.evaluate(num_samples=30)
     assert sorted(trainer._frozen_scores) == [(0, 30), (0, 60)]
+
+
+def test_a_study_written_before_a_setting_existed_still_resumes(tmp_path):
+    """compress.json whose recipe lacks a setting added since (d_classes): the default's
+    study, resumed; the same file with the other value is refused, naming the key."""
+    from ktg_search.errors import KtgError
+    from ktg_search.method.trainconfig import recipe_of
+    from ktg_search.studies.compress import SETTINGS, open_output
+    settings = {"kind": "ktg compress", "teacher_sha256": "ab" * 32, "schemes": ["mse"],
+                "widths": [4], "seeds": 1, "seed0": 0, "recipe": recipe_of(TrainConfig())}
+    old = json.loads(json.dumps(settings))
+    assert old["recipe"].pop("d_classes") == "generators"
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / SETTINGS).write_text(json.dumps(old))
+    assert open_output(out, settings, force=False) == (out, True)
+    other = {**settings, "recipe": recipe_of(TrainConfig(d_classes="fake"))}
+    with pytest.raises(KtgError, match="d_classes"):
+        open_output(out, other, force=False)

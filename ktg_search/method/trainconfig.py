@@ -183,6 +183,15 @@ MACHINE_FIELDS = ("seed", "device", "data_root", "inception_weights", "max_iters
 RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in MACHINE_FIELDS)
 
 
+def with_later_fields(old: dict[str, Any], keys) -> dict[str, Any]:
+    """Training settings read from an older file (a compare's or compress's settings, a
+    run's recipe), with each of `keys` the file lacks at TrainConfig's default: a setting
+    added since (d_classes) did not exist when the file was written, and training then did
+    what its default does, so an old folder still resumes. Keys the file has stay."""
+    defaults = asdict(TrainConfig())
+    return {**{k: defaults[k] for k in keys if k in defaults and k not in old}, **old}
+
+
 def recipe_of(cfg: TrainConfig) -> dict[str, Any]:
     """The recipe of a training config: its fields minus the machine-local ones."""
     return {k: v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}

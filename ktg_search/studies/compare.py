@@ -220,7 +220,7 @@ def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
     training sees it), seed, recipe and teacher bytes; else what differs, in words.
     `hashes`: teacher path -> SHA-256, filled here on first need (one hash per file)."""
     from ..files.fileio import file_sha256
-    from ..method.trainconfig import recipe_of
+    from ..method.trainconfig import recipe_of, with_later_fields
     try:
         summary = json.loads((job.run_dir / "summary.json").read_text())
         graph = Graph.load(job.run_dir / "graph.json")
@@ -232,6 +232,7 @@ def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
         return "another graph"
     want = recipe_of(replace(config, seed=job.seed))
     had = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
+    had = with_later_fields(had, want)
     if changed_keys(had, want):
         return f"another recipe ({', '.join(changed_keys(had, want))})"
     for n in job.graph.nodes:
@@ -254,6 +255,9 @@ def _resumable(out: Path, jobs: list[_Job], config, force: bool
     except (OSError, ValueError):
         pass
     want = settings_of(config)
+    if isinstance(old, dict) and isinstance(old.get("config"), dict):
+        from ..method.trainconfig import with_later_fields
+        old = {**old, "config": with_later_fields(old["config"], want["config"])}
     if old != want and any(j.run_dir.exists() for j in jobs) and not force:
         if old is None:
             why = (f"it has no {SETTINGS} (it is not a compare folder, or one written "

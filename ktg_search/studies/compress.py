@@ -35,7 +35,7 @@ from ..files.fileio import atomic_write_text, file_sha256
 from ..method.graph import Graph, resolve_graph
 from ..method.teachers import check_fit, load_pretrained
 from ..method.evaluation import data_and_evaluator
-from ..method.trainconfig import recipe_of
+from ..method.trainconfig import recipe_of, with_later_fields
 from ..registry import WIDTHS
 from ..search import failpoints
 from .compare import (_train_task, _write_run, changed_keys, check_gpus_per_run, is_complete,
@@ -158,6 +158,8 @@ def open_output(out: str | Path, settings: dict, force: bool) -> tuple[Path, boo
     except (OSError, ValueError):
         pass
     if isinstance(old, dict) and old.get("kind") == "ktg compress":
+        if isinstance(old.get("recipe"), dict):
+            old = {**old, "recipe": with_later_fields(old["recipe"], settings["recipe"])}
         if old == settings:
             return p, True
         if not force:
