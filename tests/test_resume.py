@@ -166,6 +166,36 @@ def test_a_torn_journal_line_loses_nothing_before_or_after_it(tmp_path):
     assert back.rows["a"]["objective"] == 2.5
 
 
+def test_a_duplicate_row_follows_its_original_the_other_rows_never_change(tmp_path):
+    """What CI once met after a resume: a duplicate whose original was still training
+    when the duplicate's row was written shows the original's best so far, then its
+    final numbers once the original has a row; a trained row stays as written."""
+    book = _book(tmp_path)
+    book.on_result("orig", _epoch(1, 1.5))
+    book.on_result("orig", _epoch(2, 2.0))
+    dup = {"epoch": 2, "objective": 2.0, "status": "duplicate", "duplicate_of": "orig"}
+    book.on_result("dup", dup)
+    book.on_complete("dup", _params(), dup, None)
+    book.on_result("other", _epoch(1, 1.1))
+    book.on_complete("other", _params("linear_up"), _epoch(1, 1.1), None)
+    book.write()
+    before = load_results(book.run_dir)
+    d = before.set_index("trial_id").loc["dup"]
+    assert d.status == "duplicate" and d.epochs == 2 and d.objective == 2.0
+    book.on_result("orig", _epoch(3, 2.75))
+    book.on_complete("orig", _params(), _epoch(3, 2.75), None)
+    book.write()
+    after = load_results(book.run_dir)
+    d = after.set_index("trial_id").loc["dup"]
+    assert d.status == "duplicate" and d.epochs == 3 and d.objective == 2.75
+    assert_rows_kept(before, after)
+    # the check has teeth: a trained row whose epochs changed is caught
+    changed = after.copy()
+    changed.loc[changed.trial_id == "other", "epochs"] = 5
+    with pytest.raises(AssertionError):
+        assert_rows_kept(before, changed)
+
+
 def _searcher(tmp_path, reruns=None):
     from ktg_search.search.config import SearchConfig
     from ktg_search.search.study import StudySearcher, open_optuna_storage
