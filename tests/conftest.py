@@ -8,9 +8,19 @@ import pytest
 
 # One cache for the whole session (the digits classifier trains once), set before any
 # test imports ktg_search and before Ray starts (its workers inherit the environment).
-os.environ.setdefault("KTG_CACHE", tempfile.mkdtemp(prefix="ktg-test-cache-"))
+_OWN_CACHE = None if "KTG_CACHE" in os.environ else tempfile.mkdtemp(prefix="ktg-test-cache-")
+if _OWN_CACHE:
+    os.environ["KTG_CACHE"] = _OWN_CACHE
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The cache this session made goes with it (34 MB a run: left behind, a hundred
+    runs filled /tmp with gigabytes); one given in $KTG_CACHE is the caller's, kept."""
+    if _OWN_CACHE:
+        import shutil
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
