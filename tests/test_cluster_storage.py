@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -198,6 +199,12 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tm
     df = load_results(run)
     assert len(df) == n and df.trial_id.is_unique, df
     assert_rows_kept(before, df)
+    # the killed driver's trials left their epoch checkpoints' scratch behind; the
+    # finished resume removed this node's (a temporary folder per epoch used to stay)
+    ids = set(df.trial_id)
+    strays = [f for f in Path(tempfile.gettempdir()).glob("*/trial.json")
+              if json.loads(f.read_text()).get("trial_id") in ids]
+    assert strays == [], strays
     events = read_journal(run)
     row_events = Counter(e["trial_id"] for e in events if e.get("event") == "row")
     assert set(row_events) == set(df.trial_id) and max(row_events.values()) == 1

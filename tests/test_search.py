@@ -210,3 +210,35 @@ def test_asha_can_count_images_seen_instead_of_epochs(ray_session, tmp_path):
         assert last in (per_epoch, 2 * per_epoch)
     info = json.loads((run / "run.json").read_text())
     assert info["config"]["time_unit"] == "images"
+
+
+def test_a_search_leaves_no_checkpoint_scratch_behind(tiny_run):
+    """Every epoch's checkpoint is written to a per-process scratch folder that Tune
+    copies into the run; after the search none of this study's is left in the temp dir
+    (trials ASHA stopped inside `report` used to leave one 8 MB folder per epoch)."""
+    import tempfile
+    from pathlib import Path
+    from ktg_search.search.workers import SCRATCH_PREFIX, _scratch_name
+    study = json.loads((tiny_run / "run.json").read_text())["study_name"]
+    left = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{_scratch_name(study)}-*"))
+    assert left == [], left
+    # nor any other folder holding one of this search's epoch checkpoints (how the
+    # per-epoch temporary folders were found: trial.json names the trial)
+    ids = set(load_results(tiny_run).trial_id)
+    strays = [f for f in Path(tempfile.gettempdir()).glob("*/trial.json")
+              if json.loads(f.read_text()).get("trial_id") in ids]
+    assert strays == [], strays
+    assert any(tiny_run.rglob("checkpoint_*/trainer.pt"))  # Tune's copies are in the run
+
+
+def test_removing_scratch_takes_one_study_exactly(tmp_path, monkeypatch):
+    import tempfile
+    from ktg_search.search.workers import checkpoint_scratch, remove_scratch
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine, other = checkpoint_scratch("a"), tmp_path / "ktg-ckpt-a-b-123"
+    other.mkdir()
+    (mine / "trainer.pt").write_bytes(b"x")
+    again = checkpoint_scratch("a")  # the next epoch: the same folder, emptied
+    assert again == mine and list(mine.iterdir()) == []
+    assert remove_scratch("a") == 1 and not mine.exists() and other.exists()
+    assert remove_scratch("a-b") == 1 and not other.exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ray import tune
 
 from ktg_search.errors import KtgError
 from ktg_search.search.ledger import ledger_name
+from ktg_search.search.workers import checkpoint_scratch
 from ktg_search.files.fileio import CHECKPOINT_FILE, CHECKPOINT_INFO
 from ktg_search.files.safeload import load_checkpoint
 from ktg_search.search.config import SearchConfig
@@ -128,17 +129,20 @@ def _train(config: dict, settings: dict) -> None:
         # that Tune can end it; nothing is trained
         tune.report({**metrics_of(trainer.history[-1]), "replay": 1})
         return
+    scratch = None
     while trainer.epoch < cfg.train.epochs and trainer.status == "running":
         row = trainer.run_epoch()
         objective = row["objective"]
         metrics = metrics_of(row)
         done = trainer.status != "running"
         ledger.update.remote(trial_id, objective, trainer.epoch, done)
-        with tempfile.TemporaryDirectory() as d:
-            trainer.save(Path(d) / CHECKPOINT_FILE)
-            (Path(d) / CHECKPOINT_INFO).write_text(json.dumps(
-                {"trial_id": trial_id, "epoch": trainer.epoch, "graph_key": key}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        scratch = checkpoint_scratch(study)
+        trainer.save(scratch / CHECKPOINT_FILE)
+        (scratch / CHECKPOINT_INFO).write_text(json.dumps(
+            {"trial_id": trial_id, "epoch": trainer.epoch, "graph_key": key}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
+    if scratch is not None:  # Tune holds its copy: the scratch is not needed
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _report_duplicate(ledger, original: str, key: str, wait_s: float) -> bool:

@@ -276,6 +276,8 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         _fit(tuner, run_dir)
         del ledger
+        from .workers import remove_scratch
+        remove_scratch(study_name)  # this node's; a worker node keeps one per process
     failpoints.hit("final")
     book.reload()
     book.write()

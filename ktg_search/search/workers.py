@@ -5,10 +5,46 @@ tasks and the trainable use is `method/evaluation.py`.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import KtgError
 
+
+
+SCRATCH_PREFIX = "ktg-ckpt-"  # + study + "-" + pid: a worker process's checkpoint scratch
+
+
+def _scratch_name(study: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", study)
+
+
+def checkpoint_scratch(study: str) -> Path:
+    """An empty folder where this process writes a trial's epoch checkpoint before Tune
+    copies it into the run (`tune.report` persists it before it returns or blocks): one
+    folder per worker process and study, emptied for every epoch. A temporary folder per
+    epoch was left behind whenever Tune ended a trial inside `report` (8 MB each, dozens
+    an hour); now at most one per process stays, and the driver removes those of its
+    node when the search ends (`remove_scratch`)."""
+    d = Path(tempfile.gettempdir()) / \
+        f"{SCRATCH_PREFIX}{_scratch_name(study)}-{os.getpid()}"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d
+
+
+def remove_scratch(study: str) -> int:
+    """Remove this node's checkpoint scratch folders of `study`; how many there were."""
+    head = f"{SCRATCH_PREFIX}{_scratch_name(study)}-"
+    # exactly study-pid: "a-b-123" is study a-b's, not study a's
+    found = [d for d in Path(tempfile.gettempdir()).glob(f"{head}*")
+             if d.name[len(head):].isdigit()]
+    for d in found:
+        shutil.rmtree(d, ignore_errors=True)
+    return len(found)
 
 
 CONNECT_TIMEOUT_S = 10.0   # a head node that does not answer a TCP connect in this long
