@@ -149,3 +149,12 @@ def assert_rows_kept(before, after) -> None:
             o = orig.iloc[0]
             assert a.epochs == o.epochs and a.best_epoch == o.best_epoch, \
                 (r.trial_id, a.epochs, o.epochs)
+
+
+def stray_checkpoints(trial_ids) -> list[Path]:
+    """Epoch checkpoints of these trials left in the temp dir (each names its trial in
+    trial.json): what a search must not leave behind, however its trials ended."""
+    import tempfile
+    ids = set(trial_ids)
+    return [f for f in Path(tempfile.gettempdir()).glob("*/trial.json")
+            if json.loads(f.read_text()).get("trial_id") in ids]

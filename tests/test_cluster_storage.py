@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from ktg_search.results.book import load_results, read_journal
 from ktg_search.search.study import open_optuna_storage, sqlalchemy_url
-from shared_files import assert_rows_kept
+from shared_files import assert_rows_kept, stray_checkpoints
 
 # no gate is cutoff: no graph is untrainable (recorded at once, docs/untrainable.md), so
 # every trial trains and 4 of them run at once
@@ -201,9 +200,7 @@ def test_four_at_once_read_while_running_killed_and_resumed(storage, address, tm
     assert_rows_kept(before, df)
     # the killed driver's trials left their epoch checkpoints' scratch behind; the
     # finished resume removed this node's (a temporary folder per epoch used to stay)
-    ids = set(df.trial_id)
-    strays = [f for f in Path(tempfile.gettempdir()).glob("*/trial.json")
-              if json.loads(f.read_text()).get("trial_id") in ids]
+    strays = stray_checkpoints(df.trial_id)
     assert strays == [], strays
     events = read_journal(run)
     row_events = Counter(e["trial_id"] for e in events if e.get("event") == "row")

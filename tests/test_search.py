@@ -17,7 +17,7 @@ from ktg_search.method.graph import Graph
 from ktg_search.results.book import load_history, load_results
 from ktg_search.search.config import SearchConfig, load_preset
 from ktg_search.search.driver import run_search
-from shared_files import assert_rows_kept
+from shared_files import assert_rows_kept, stray_checkpoints
 
 TINY = dict(dataset="digits", image_size=16, batch_size=32, k=2, gates=["through", "cutoff"],
             num_trials=16, max_epochs=3, grace_period=1, reduction_factor=2,
@@ -216,17 +216,11 @@ def test_a_search_leaves_no_checkpoint_scratch_behind(tiny_run):
     """Every epoch's checkpoint is written to a per-process scratch folder that Tune
     copies into the run; after the search none of this study's is left in the temp dir
     (trials ASHA stopped inside `report` used to leave one 8 MB folder per epoch)."""
-    import tempfile
-    from pathlib import Path
-    from ktg_search.search.workers import SCRATCH_PREFIX, _scratch_name
+    from ktg_search.search.workers import remove_scratch
     study = json.loads((tiny_run / "run.json").read_text())["study_name"]
-    left = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{_scratch_name(study)}-*"))
-    assert left == [], left
-    # nor any other folder holding one of this search's epoch checkpoints (how the
-    # per-epoch temporary folders were found: trial.json names the trial)
-    ids = set(load_results(tiny_run).trial_id)
-    strays = [f for f in Path(tempfile.gettempdir()).glob("*/trial.json")
-              if json.loads(f.read_text()).get("trial_id") in ids]
+    assert remove_scratch(study) == 0  # none was left to remove
+    # nor any other folder holding one of this search's epoch checkpoints
+    strays = stray_checkpoints(load_results(tiny_run).trial_id)
     assert strays == [], strays
     assert any(tiny_run.rglob("checkpoint_*/trainer.pt"))  # Tune's copies are in the run
 

@@ -270,40 +270,27 @@ def test_d_passes_setting_is_checked():
         cfg(d_passes="both").validate()
 
 
-def test_d_loss_weighting_paper_steps_gives_real_images_half_the_loss(digits16,
-                                                                      evaluator16):
+@pytest.mark.parametrize("key,default,value,by_hand,bad", [
+    # paper_steps: real images half of the loss; fake: one class for every generator's
+    # images (D judges real vs fake only)
+    ("d_loss_weighting", "uniform", "paper_steps", {"paper_steps": True}, "half"),
+    ("d_classes", "generators", "fake", {"one_fake_class": True}, "both")])
+def test_d_step_settings_change_eq1_for_k3_and_not_for_k1(digits16, evaluator16, key,
+                                                           default, value, by_hand, bad):
     (real,) = _batches(digits16, 1)
-    k3 = Trainer(resolve_graph("mad-gan-3"), cfg(d_loss_weighting="paper_steps"),
-                 data=digits16, evaluator=evaluator16)
-    steps = _d_step_loss_by_hand(k3, real, paper_steps=True)
-    uniform = _d_step_loss_by_hand(k3, real)
-    assert abs(steps - uniform) > 1e-3  # the two readings differ for k = 3
-    assert k3.train_step(real)["d_loss"] == pytest.approx(steps, abs=1e-5)
+    k3 = Trainer(resolve_graph("mad-gan-3"), cfg(**{key: value}), data=digits16,
+                 evaluator=evaluator16)
+    expected = _d_step_loss_by_hand(k3, real, **by_hand)
+    plain = _d_step_loss_by_hand(k3, real)
+    assert abs(expected - plain) > 1e-3  # the two readings differ for k = 3
+    assert k3.train_step(real)["d_loss"] == pytest.approx(expected, abs=1e-5)
     # for k = 1 the two readings are one and the same
-    k1 = {w: Trainer(resolve_graph("dcgan-sn"), cfg(d_loss_weighting=w), data=digits16,
+    k1 = {v: Trainer(resolve_graph("dcgan-sn"), cfg(**{key: v}), data=digits16,
                      evaluator=evaluator16).train_step(real)["d_loss"].item()
-          for w in ("uniform", "paper_steps")}
-    assert k1["uniform"] == pytest.approx(k1["paper_steps"], abs=1e-6)
-    with pytest.raises(Exception, match="d_loss_weighting.*'half'.*uniform, paper_steps"):
-        cfg(d_loss_weighting="half").validate()
-
-
-def test_one_fake_class_labels_every_generator_zero(digits16, evaluator16):
-    """d_classes = fake: eq. 1 with class 0 for every generator's images (D judges real
-    vs fake only); the paper's identity classes otherwise; the same for k = 1."""
-    (real,) = _batches(digits16, 1)
-    fake = Trainer(resolve_graph("mad-gan-3"), cfg(d_classes="fake"), data=digits16,
-                   evaluator=evaluator16)
-    one = _d_step_loss_by_hand(fake, real, one_fake_class=True)
-    per_generator = _d_step_loss_by_hand(fake, real)
-    assert abs(one - per_generator) > 1e-3  # the two labellings differ for k = 3
-    assert fake.train_step(real)["d_loss"] == pytest.approx(one, abs=1e-5)
-    k1 = {c: Trainer(resolve_graph("dcgan-sn"), cfg(d_classes=c), data=digits16,
-                     evaluator=evaluator16).train_step(real)["d_loss"].item()
-          for c in ("generators", "fake")}
-    assert k1["generators"] == pytest.approx(k1["fake"], abs=1e-6)
-    with pytest.raises(Exception, match="d_classes.*'both'.*generators, fake"):
-        cfg(d_classes="both").validate()
+          for v in (default, value)}
+    assert k1[default] == pytest.approx(k1[value], abs=1e-6)
+    with pytest.raises(Exception, match=f"{key}.*'{bad}'.*{default}, {value}"):
+        cfg(**{key: bad}).validate()
 
 
 @pytest.mark.parametrize("gate_0_1,judged", [("through", 1), ("correct", 2)])

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 from ..errors import KtgError
 
 
-
 SCRATCH_PREFIX = "ktg-ckpt-"  # + study + "-" + pid: a worker process's checkpoint scratch
 
 

@@ -232,9 +232,9 @@ def same_run(job: _Job, config, hashes: dict[str, str]) -> str | None:
         return "another graph"
     want = recipe_of(replace(config, seed=job.seed))
     had = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
-    had = with_later_fields(had, want)
-    if changed_keys(had, want):
-        return f"another recipe ({', '.join(changed_keys(had, want))})"
+    diff = changed_keys(with_later_fields(had, want), want)
+    if diff:
+        return f"another recipe ({', '.join(diff)})"
     for n in job.graph.nodes:
         if n.pretrained and n.pretrained not in hashes:
             hashes[n.pretrained] = file_sha256(n.pretrained)
