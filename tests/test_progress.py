@@ -85,6 +85,73 @@ def test_snapshot_counts_and_eta_by_hand():
     assert s.untrainable == 1 and "1 duplicate · 1 untrainable · 1 error" in s.line()
 
 
+@pytest.mark.parametrize("grace,rf,epochs,by_hand", [
+    # rungs 1, 2, 4, 8, 16 below 30: 1 + 1/2 + 2/4 + 4/8 + 8/16 + 14/32
+    (1, 2, 30, 1 + 0.5 + 0.5 + 0.5 + 0.5 + 14 / 32),
+    # rungs 1, 3, 9 below 10: 1 + 2/3 + 6/9 + 1/27
+    (1, 3, 10, 1 + 2 / 3 + 6 / 9 + 1 / 27),
+    (2, 2, 8, 2 + 2 / 2 + 4 / 4),       # rungs 2, 4 below 8
+    (5, 2, 5, 5),                       # no rung below the last epoch: every trial runs 5
+])
+def test_epochs_per_trial_under_asha_by_hand(grace, rf, epochs, by_hand):
+    from ktg_search.search.progress import Schedule
+    assert Schedule(epochs, grace, rf).epochs_per_trial() == pytest.approx(by_hand)
+
+
+def test_epochs_per_trial_is_what_tunes_asha_trains_once_its_rungs_fill():
+    """Tune's own ASHA bracket decides 3,000 trials of random quality, one after another:
+    past the first trials (empty rungs promote everything) the mean epochs a trial trains
+    is the schedule's figure."""
+    import random
+    from types import SimpleNamespace
+    from ray.tune.schedulers.async_hyperband import _Bracket
+    from ray.tune.schedulers.trial_scheduler import TrialScheduler
+    from ktg_search.search.progress import Schedule
+    rng = random.Random(0)
+    for grace, rf, epochs in [(1, 2, 30), (1, 3, 10)]:
+        bracket = _Bracket(grace, epochs, rf, 0)
+        trained = []
+        for i in range(3000):
+            trial, quality = SimpleNamespace(trial_id=str(i)), rng.random()
+            e = 0
+            while e < epochs:
+                e += 1
+                if bracket.on_result(trial, e, quality) == TrialScheduler.STOP:
+                    break
+            trained.append(e)
+        late = trained[1000:]
+        assert sum(late) / len(late) == pytest.approx(
+            Schedule(epochs, grace, rf).epochs_per_trial(), rel=0.05)
+        assert sum(trained[:20]) / 20 > sum(late) / len(late)  # the first run longer
+
+
+def test_eta_by_epochs_by_hand():
+    """3 baselines of 30 epochs and 20 searched trials under rungs 1, 2, 4, 8, 16."""
+    from ktg_search.search.progress import Schedule, eta_by_epochs
+    sched = Schedule(30, 1, 2, baselines=3)
+    rows = [_row("b1", "completed", 5.0, baseline="dcgan-sn", epochs=30, wall_s=300.0),
+            _row("s1", "stopped", 1.0, epochs=1, wall_s=20.0),
+            _row("s2", "stopped", 2.0, epochs=4, wall_s=40.0),
+            _row("s3", "untrainable", float("nan"), epochs=0, wall_s=0.0),
+            _row("s4", "duplicate", 2.0, duplicate_of="s2", epochs=0, wall_s=1.0)]
+    per_epoch = (300 + 20 + 40) / (30 + 1 + 4)   # 0-epoch rows train nothing
+    left = 2 * 30 + (23 - 5 - 2) * (2 / 4) * 3.4375  # 2 baselines; half the searched train
+    assert eta_by_epochs(rows, sched, planned=23, parallel=2) == pytest.approx(
+        left * per_epoch / 2)
+    assert eta_by_epochs(rows[3:], sched, planned=23, parallel=2) is None  # nothing trained
+    assert Schedule.of({"time_unit": "steps", "train": {"epochs": 30}}) is None
+    assert Schedule.of({"grace_period": 1, "reduction_factor": 3, "train": {"epochs": 9}},
+                       baselines=2) == Schedule(9, 1, 3.0, 2)
+    # the snapshot takes it when given a schedule, the old pace without
+    from types import SimpleNamespace
+    book = SimpleNamespace(rows={r["trial_id"]: r for r in rows})
+    s = snapshot(book, planned=23, running=2, start=0.0, finished_at_start=0, now=100.0,
+                 schedule=sched)
+    assert s.eta_s == pytest.approx(left * per_epoch / 2)
+    s = snapshot(book, planned=23, running=2, start=0.0, finished_at_start=0, now=100.0)
+    assert s.eta_s == pytest.approx(18 * 100 / 5)
+
+
 def test_status_of_a_live_search_and_of_a_dead_one(tmp_path, capsys):
     run = _book(tmp_path, [_row("a", "completed", 2.0), _row("b", "stopped", 1.5)],
                 started=["a", "b", "c", "d"])
@@ -114,6 +181,11 @@ def test_status_of_a_live_search_and_of_a_dead_one(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("demo: not running (resume with `ktg search --resume")
     assert "0 running" in out[1] and "ETA -" in out[1]
+    # the driver counts its baselines among the planned trials (6 searched + 2)
+    book._append({"event": "start", "time": time.time(), "planned": 8, "pid": 2 ** 22 + 7,
+                  "host": os.uname().nodename, "finished_before": 2})
+    assert main(["status", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("2/8 finished")
     assert main(["status", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
 

@@ -27,7 +27,7 @@ from ray.tune import Callback
 from . import failpoints
 from .config import TIME_ATTRS, SearchConfig  # TIME_ATTRS: report.py's import too
 from ..errors import KtgError
-from .progress import ProgressView
+from .progress import ProgressView, Schedule
 from .raylog import ray_output_to
 from ..files.fileio import LOG_FILE, RUN_FILE, atomic_write_text, is_uri
 from ..files.schemas import plain_name, writable_inside
@@ -230,7 +230,8 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
     new = max(0, cfg.num_trials - plan.searched - plan.searched_reruns())
     todo = new + len(plan.reruns)
     baselines = baselines_of(cfg) if cfg.baselines else []
-    book.journal_start(cfg.num_trials, resumed)
+    # planned trials as the status line counts them: the baselines too
+    book.journal_start(cfg.num_trials + len(baselines), resumed)
     if todo or baselines:
         study = load_study(storage, study_name)
         # a resumed search must not draw the same graphs again: seed the sampler with
@@ -260,7 +261,8 @@ def _run(cfg: SearchConfig, run_dir: Path, name: str, study_name: str, storage_u
                                         {"cpu": cfg.cpus_per_trial,
                                          "gpu": cfg.gpus_per_trial})
         view = ProgressView(book, cfg.num_trials + len(baselines), out,
-                            progress_interval_s)
+                            progress_interval_s,
+                            schedule=Schedule.of(cfg.to_dict(), len(baselines)))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher,

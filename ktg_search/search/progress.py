@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from ..method.trainability import dead_nodes_named
-from ..results.book import ResultsBook
+from ..results.book import FINISHED, ResultsBook
 
 
 @dataclass
@@ -44,6 +44,65 @@ class Snapshot:
                 f"{self.errors} error · {best} · {_hms(self.elapsed_s)} elapsed · ETA {eta}")
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """What the ETA needs of a search's ASHA (epochs as its time unit): a trial's epochs,
+    the first rung, the reduction factor and how many baseline trials the search holds
+    (they train every epoch)."""
+    epochs: int
+    grace_period: int
+    reduction_factor: float
+    baselines: int = 0
+
+    @classmethod
+    def of(cls, config: dict, baselines: int = 0) -> "Schedule | None":
+        """From a search config as run.json holds it (`config`); None when its time unit
+        is not epochs (steps or images: the rungs then depend on the data set's size) or
+        a field is missing."""
+        train = config.get("train") if isinstance(config.get("train"), dict) else config
+        try:
+            if config.get("time_unit", "epochs") != "epochs":
+                return None
+            return cls(int(train["epochs"]), int(config.get("grace_period", 1)),
+                       float(config.get("reduction_factor", 2)), baselines)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def epochs_per_trial(self) -> float:
+        """Expected epochs of a searched trial once ASHA's rungs hold results. Tune's
+        rungs are grace * rf**i below the last epoch; each keeps the top 1/rf of what
+        reached it, so a trial trains to the first rung, and on to each next boundary
+        with probability rf**-(i+1). (The first trials of a search, with empty rungs, run
+        longer: the estimate is low then and right once the rungs fill.)"""
+        g, rf, t = self.grace_period, self.reduction_factor, self.epochs
+        bounds = [g * rf ** i for i in range(64) if g * rf ** i < t] + [t]
+        return bounds[0] + sum((bounds[i] - bounds[i - 1]) * rf ** -i
+                               for i in range(1, len(bounds)))
+
+
+def eta_by_epochs(rows: list[dict], schedule: Schedule, planned: int,
+                  parallel: int) -> float | None:
+    """Seconds left: the epochs still to train (the baselines not finished at every
+    epoch, each other trial left at `Schedule.epochs_per_trial`, times the share of
+    searched trials that trained at all: untrainable graphs and duplicates train none)
+    at the seconds per trial-epoch the finished trials took (their wall time over their
+    epochs), `parallel` trials at a time. None before a trial has trained."""
+    trained = [r for r in rows if isinstance(r.get("epochs"), (int, float)) and r["epochs"] > 0
+               and isinstance(r.get("wall_s"), (int, float)) and math.isfinite(r["wall_s"])]
+    epochs = sum(r["epochs"] for r in trained)
+    if not epochs:
+        return None
+    per_epoch = sum(r["wall_s"] for r in trained) / epochs
+    searched = [r for r in rows if not r.get("baseline")]
+    share = (sum(r.get("status") in FINISHED for r in searched) / len(searched)
+             if searched else 1.0)
+    baselines_left = max(0, schedule.baselines - (len(rows) - len(searched)))
+    searched_left = max(0, planned - len(rows) - baselines_left)
+    work = (baselines_left * schedule.epochs +
+            searched_left * share * schedule.epochs_per_trial())
+    return work * per_epoch / max(1, parallel)
+
+
 def _hms(s: float) -> str:
     s = int(max(0, s))
     h, m, sec = s // 3600, s % 3600 // 60, s % 60
@@ -51,8 +110,12 @@ def _hms(s: float) -> str:
 
 
 def snapshot(book: ResultsBook, planned: int, running: int, start: float,
-             finished_at_start: int, now: float | None = None) -> Snapshot:
-    """The numbers of the status line from the book's rows."""
+             finished_at_start: int, now: float | None = None,
+             schedule: Schedule | None = None, parallel: int | None = None) -> Snapshot:
+    """The numbers of the status line from the book's rows. The ETA: with a `schedule`,
+    `eta_by_epochs` (`parallel` trials at a time, default `running`); without one, the
+    trials left at the pace of the trials finished since `start` (which overstates a
+    search under ASHA many times while its first, long trials finish)."""
     now = time.time() if now is None else now
     rows = list(book.rows.values())
     status = [r.get("status") for r in rows]
@@ -63,6 +126,9 @@ def snapshot(book: ResultsBook, planned: int, running: int, start: float,
     done_here = finished - finished_at_start
     elapsed = now - start
     eta = (planned - finished) * elapsed / done_here if done_here > 0 else None
+    if schedule is not None:
+        eta = eta_by_epochs(rows, schedule, planned,
+                            running if parallel is None else parallel)
     return Snapshot(planned=planned, finished=finished, running=running,
                     stopped=status.count("stopped"), duplicates=status.count("duplicate"),
                     errors=status.count("error"), untrainable=status.count("untrainable"),
@@ -108,8 +174,10 @@ class ProgressView:
     Tune callback: `trial_started`, `trial_finished`, `tick` on every step, `close`)."""
 
     def __init__(self, book: ResultsBook, planned: int, out: IO[str] | None,
-                 interval_s: float = 30.0) -> None:
+                 interval_s: float = 30.0, schedule: Schedule | None = None) -> None:
         self.book, self.planned, self.out = book, planned, out
+        self.schedule = schedule
+        self.parallel = 0  # the most trials seen running at once: the ETA's concurrency
         self.interval_s = interval_s
         self.tty = _terminal_width(out) > 0
         self.running: set[str] = set()
@@ -123,7 +191,8 @@ class ProgressView:
 
     def snapshot(self) -> Snapshot:
         return snapshot(self.book, self.planned, len(self.running), self.start,
-                        self.finished_at_start)
+                        self.finished_at_start, schedule=self.schedule,
+                        parallel=max(self.parallel, len(self.running)))
 
     def _draw(self, force: bool = False) -> None:
         if self.out is None:
@@ -151,6 +220,7 @@ class ProgressView:
 
     def trial_started(self, tune_id: str) -> None:
         self.running.add(tune_id)
+        self.parallel = max(self.parallel, len(self.running))
         self._draw()
 
     def trial_finished(self, tune_id: str, row: dict) -> None:
@@ -182,11 +252,13 @@ def driver_alive(event: dict) -> bool | None:
         return True
 
 
-def snapshot_of_run(book: ResultsBook, planned: int, stale_s: float = 600.0) -> Snapshot:
+def snapshot_of_run(book: ResultsBook, planned: int, stale_s: float = 600.0,
+                    schedule: Schedule | None = None) -> Snapshot:
     """The status line's numbers from a run directory's files (the journal included).
 
     Running trials are those with results but no row, while the search's driver is
-    alive (same machine: its pid; elsewhere: a journal event in the last `stale_s`)."""
+    alive (same machine: its pid; elsewhere: a journal event in the last `stale_s`); they
+    are also the ETA's concurrency under a `schedule`."""
     starts = book.events
     now = time.time()
     last_event = max([book.last_time] + [e.get("time", 0) for e in starts], default=0)
@@ -199,7 +271,8 @@ def snapshot_of_run(book: ResultsBook, planned: int, stale_s: float = 600.0) -> 
     else:
         alive, start, before, first = False, now, 0, now
     running = len([t for t in book.started if t not in book.rows]) if alive else 0
-    snap = snapshot(book, planned, running, start, before, now=now if alive else last_event)
+    snap = snapshot(book, planned, running, start, before, now=now if alive else last_event,
+                    schedule=schedule)
     snap.elapsed_s = (now if alive else last_event) - first
     snap.alive = alive
     if not alive:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import KtgError
-from .progress import snapshot_of_run
+from .progress import Schedule, snapshot_of_run
 from ..files.safeload import read_json
 from ..files.schemas import for_terminal
 from ..results.book import ResultsBook
@@ -21,9 +21,9 @@ from ..method.scoring import objective_rule
 MAX_WATCH_S = 86400
 
 
-def planned_trials(run: Path) -> tuple[str, int, object]:
-    """(name, planned trials, the objective's name as written, None when absent) from
-    run.json; KtgError when it is not a run directory."""
+def planned_trials(run: Path) -> tuple[str, int, object, dict]:
+    """(name, planned trials, the objective's name as written, None when absent, the
+    search config) from run.json; KtgError when it is not a run directory."""
     f = run / "run.json"
     if not f.exists():
         raise KtgError(f"{str(run)!r} is not a run directory (no run.json); a run "
@@ -40,14 +40,18 @@ def planned_trials(run: Path) -> tuple[str, int, object]:
     # A nested run.json has the field in `train`; an old flat one at the top.
     train = cfg.get("train")
     objective = train.get("objective") if isinstance(train, dict) else cfg.get("objective")
-    return name, n, objective
+    return name, n, objective, cfg
 
 
 def status_text(run: Path, top: int = 5) -> tuple[str, bool]:
     """The status block of a run and whether its search is still going."""
-    name, planned, objective = planned_trials(run)
+    name, searched, objective, cfg = planned_trials(run)
     book = ResultsBook(run)
-    snap = snapshot_of_run(book, planned)
+    # the driver's count (its baselines too) once it has started; run.json's before
+    starts = [e.get("planned") for e in book.events]
+    planned = starts[-1] if starts and isinstance(starts[-1], int) else searched
+    snap = snapshot_of_run(book, planned,
+                           schedule=Schedule.of(cfg, baselines=max(0, planned - searched)))
     state = "running" if snap.alive and snap.finished < planned else \
         "finished" if snap.finished >= planned else "not running (resume with " \
         f"`ktg search --resume {run}`)"
