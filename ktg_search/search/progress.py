@@ -125,10 +125,11 @@ def snapshot(book: ResultsBook, planned: int, running: int, start: float,
     finished = len(rows)
     done_here = finished - finished_at_start
     elapsed = now - start
-    eta = (planned - finished) * elapsed / done_here if done_here > 0 else None
     if schedule is not None:
         eta = eta_by_epochs(rows, schedule, planned,
                             running if parallel is None else parallel)
+    else:
+        eta = (planned - finished) * elapsed / done_here if done_here > 0 else None
     return Snapshot(planned=planned, finished=finished, running=running,
                     stopped=status.count("stopped"), duplicates=status.count("duplicate"),
                     errors=status.count("error"), untrainable=status.count("untrainable"),
@@ -192,7 +193,7 @@ class ProgressView:
     def snapshot(self) -> Snapshot:
         return snapshot(self.book, self.planned, len(self.running), self.start,
                         self.finished_at_start, schedule=self.schedule,
-                        parallel=max(self.parallel, len(self.running)))
+                        parallel=self.parallel)
 
     def _draw(self, force: bool = False) -> None:
         if self.out is None:
