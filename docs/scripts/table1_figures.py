@@ -8,8 +8,9 @@ Per graph, over its seeds (OUT/<graph>/seed<N>/metrics.csv), mean +- std of:
   mixture             the best `is_mix` (the images of all generators) over the epochs.
 Then the paper's ordering, link by link along the GRAPH order given (or the links named
 by --link LO:HI, e.g. a method against its base): the difference of the means at 30, of
-the best generator's IS and of the mixture's (a one-generator graph's own IS standing in
-for its mixture), and each in pooled std, sqrt(std_a^2 + std_b^2).
+the best generator's IS, the weakest generator's and the mixture's (a one-generator
+graph's own IS standing in for its weakest generator and its mixture), and each in pooled
+std, sqrt(std_a^2 + std_b^2).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def _ms(vals: list[float]) -> str:
 
 
 def _link(rows: dict, lo: str, hi: str, col: str) -> str:
-    # a one-generator graph's mixture is its generator: its best IS stands in
+    # a one-generator graph's weakest generator and mixture are its generator: its best
+    # IS stands in
     a, b = (rows[g][col] or rows[g]["@30"] for g in (lo, hi))
     if len(a) < 2 or len(b) < 2:
         return "- | -"
@@ -79,10 +81,12 @@ def main() -> None:
         print(f"| {g} | {len(f['@30'])} | {_ms(f['@8'])} | {_ms(f['@16'])} | "
               f"**{_ms(f['@30'])}** | {_ms(f['weakest'])} | {_ms(f['mix'])} |")
     print()
-    print("| link | best G: difference | in pooled std | mixture: difference | in pooled std |")
-    print("|---|---|---|---|---|")
+    print("| link | best G: difference | in pooled std | weakest G: difference | in pooled std "
+          "| mixture: difference | in pooled std |")
+    print("|---|---|---|---|---|---|---|")
     for lo, hi in links:
-        print(f"| {lo} <= {hi} | {_link(rows, lo, hi, '@30')} | {_link(rows, lo, hi, 'mix')} |")
+        print(f"| {lo} <= {hi} | {_link(rows, lo, hi, '@30')} | "
+              f"{_link(rows, lo, hi, 'weakest')} | {_link(rows, lo, hi, 'mix')} |")
 
 
 if __name__ == "__main__":
