@@ -24,6 +24,10 @@ from pathlib import Path
 def _runs(out: Path, graph: str) -> list[list[dict]]:
     runs = []
     for seed_dir in sorted((out / graph).glob("seed*")):
+        # a run still training (no summary.json yet) would mix its early epochs in
+        if not (seed_dir / "summary.json").exists():
+            print(f"note: {seed_dir} is not finished; left out", file=sys.stderr)
+            continue
         with open(seed_dir / "metrics.csv", newline="") as f:
             runs.append(list(csv.DictReader(f)))
     if not runs:
