@@ -20,12 +20,15 @@ import statistics
 import sys
 from pathlib import Path
 
+from ktg_search.method.scoring import difference_in_std
+from ktg_search.studies.compare import is_complete
+
 
 def _runs(out: Path, graph: str) -> list[list[dict]]:
     runs = []
     for seed_dir in sorted((out / graph).glob("seed*")):
-        # a run still training (no summary.json yet) would mix its early epochs in
-        if not (seed_dir / "summary.json").exists():
+        # a run still training would mix its early epochs in
+        if not is_complete(seed_dir):
             print(f"note: {seed_dir} is not finished; left out", file=sys.stderr)
             continue
         with open(seed_dir / "metrics.csv", newline="") as f:
@@ -67,9 +70,9 @@ def _link(rows: dict, lo: str, hi: str, col: str) -> str:
     a, b = (rows[g][col] or rows[g]["@30"] for g in (lo, hi))
     if len(a) < 2 or len(b) < 2:
         return "- | -"
-    diff = statistics.fmean(b) - statistics.fmean(a)
-    pooled = math.hypot(statistics.stdev(a), statistics.stdev(b))
-    return f"{diff:+.2f} | {diff / pooled:+.1f}"
+    diff, z, _ = difference_in_std(statistics.fmean(a), statistics.stdev(a),
+                                   statistics.fmean(b), statistics.stdev(b))
+    return f"{diff:+.2f} | {z:+.1f}"
 
 
 def main() -> None:
